@@ -1,0 +1,71 @@
+# Makefile - build, test, demo and install lua-oauth2.
+#
+#   make                      build oauth2.core for Lua 5.4
+#   make LUA_VERSION=luajit   ... for LuaJIT 2.1 (OpenResty); also 5.1
+#   make test                 the busted suite on Lua 5.4 and LuaJIT
+#   make demo                 fetch a token from the bundled fake endpoint
+#   make install PREFIX=/usr/local DESTDIR=
+#
+# Every setting can be overridden on the command line or from the environment.
+
+LUA_VERSION ?= 5.4
+
+ifeq ($(LUA_VERSION),luajit)
+LUA        ?= luajit
+LUA_INCDIR ?= /usr/include/luajit-2.1
+LUA_ABI    ?= 5.1
+else
+LUA        ?= lua$(LUA_VERSION)
+LUA_INCDIR ?= /usr/include/lua$(LUA_VERSION)
+LUA_ABI    ?= $(LUA_VERSION)
+endif
+
+PKG_CONFIG  ?= pkg-config
+CURL_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libcurl)
+CURL_LIBS   ?= $(shell $(PKG_CONFIG) --libs libcurl)
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    ?= -Wall -Wextra -Werror
+ALL_CFLAGS  = $(CFLAGS) $(WARN) -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC \
+              -fvisibility=hidden -I$(LUA_INCDIR) $(CURL_CFLAGS)
+LDFLAGS ?=
+ALL_LDFLAGS = -shared $(LDFLAGS)
+
+BUILD  ?= build/$(LUA_VERSION)
+MODULE  = $(BUILD)/oauth2/core.so
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LUA_LIBDIR_INSTALL ?= $(PREFIX)/lib/lua/$(LUA_ABI)
+LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
+
+BUSTED  ?= /usr/bin/busted
+
+.PHONY: all build test test-one demo install clean asan valgrind
+
+all build: $(MODULE)
+
+$(MODULE): src/core.c src/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ src/core.c $(ALL_LDFLAGS) $(CURL_LIBS)
+
+# The suite on Lua 5.4 and LuaJIT, summed up as one 'N passed, N failed'.
+test:
+	@sh spec/run 5.4 luajit
+
+# The suite on one Lua: make test-one LUA_VERSION=5.1
+test-one:
+	@sh spec/run $(LUA_VERSION)
+
+demo: $(MODULE)
+	$(LUA) examples/demo.lua
+
+install: $(MODULE)
+	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2
+	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/core.so
+	install -m 0644 lua/oauth2.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua
+	install -m 0644 lua/oauth2/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/
+
+clean:
+	rm -rf build

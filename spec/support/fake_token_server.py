@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""A fake ThousandEyes API v7 token endpoint for the specs and the demo.
+
+It behaves like POST /v7/oauth2/token: reads client credentials from the
+form or from HTTP Basic (decoding RFC 6749 2.3.1 form-urlencoding), checks
+grant_type, and answers with the 200/400/401/429 bodies and headers the real
+endpoint sends.  It serves HTTP and, given a certificate, HTTPS on 127.0.0.1,
+counts the connections that carried token requests (to prove keep-alive
+reuse), and can be scripted through POST /_control to fail, delay or send
+Retry-After.  GET /_stats reports what it saw.  Only the Python standard
+library is used, and it exits by itself when the process it watches ends.
+"""
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOKEN_PATH = "/v7/oauth2/token"
+DEFAULT_CLIENTS = {"demo-client-id": "demo-client-secret"}
+PROBLEM = "application/problem+json"
+
+
+class State:
+    """Everything the specs can script or inspect, behind one lock."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.clients = dict(DEFAULT_CLIENTS)
+        self.script = []  # responses to send before behaving normally
+        self.delay = 0.0  # seconds to wait before every token answer
+        self.expires_in = 3600
+        self.rate_limit = {"limit": 240, "remaining": 239, "reset": None}
+        self.token_requests = 0
+        self.token_connections = 0
+        self.requests = []  # what each token request carried
+
+    def stats(self):
+        return {
+            "token_requests": self.token_requests,
+            "token_connections": self.token_connections,
+            "requests": self.requests[-20:],
+        }
+
+
+STATE = State()
+
+
+def rate_limit_headers():
+    limit = STATE.rate_limit
+    reset = limit["reset"] if limit["reset"] is not None else int(time.time()) + 60
+    return {
+        "X-Organization-Rate-Limit-Limit": str(limit["limit"]),
+        "X-Organization-Rate-Limit-Remaining": str(limit["remaining"]),
+        "X-Organization-Rate-Limit-Reset": str(reset),
+    }
+
+
+def problem(status, title, detail, errors=None, type_="about:blank"):
+    body = {
+        "type": type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": TOKEN_PATH,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return status, {"Content-Type": PROBLEM}, json.dumps(body)
+
+
+def oauth_error(status, code, description):
+    body = json.dumps({"error": code, "error_description": description})
+    return status, {"Content-Type": "application/json", "WWW-Authenticate": 'Basic realm="te"'}, body
+
+
+def basic_credentials(value):
+    """RFC 6749 2.3.1: base64 of id ':' secret, each form-urlencoded first."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except Exception:
+        return None
+    if ":" not in raw:
+        return None
+    user, password = raw.split(":", 1)
+    return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-thousandeyes/1"
+
+    def setup(self):
+        super().setup()
+        self.counted = False
+
+    def log_message(self, fmt, *args):  # keep test output quiet
+        pass
+
+    def send(self, status, headers, body):
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def read_body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def do_GET(self):
+        if self.path == "/_stats":
+            with STATE.lock:
+                body = json.dumps(STATE.stats())
+            self.send(200, {"Content-Type": "application/json"}, body)
+        elif self.path == "/v7/ping":
+            self.send(200, {"Content-Type": "application/json"}, '{"ok":true}')
+        else:
+            self.send(*problem(404, "Not Found", "no such resource"))
+
+    def do_POST(self):
+        body = self.read_body()
+        if self.path == "/_control":
+            self.control(body)
+        elif self.path == TOKEN_PATH:
+            self.token(body)
+        else:
+            self.send(*problem(404, "Not Found", "no such resource"))
+
+    def control(self, body):
+        form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        config = json.loads(form.get("config", ["{}"])[0] or "{}")
+        with STATE.lock:
+            if config.get("reset"):
+                STATE.reset()
+            if "clients" in config:
+                STATE.clients = dict(config["clients"])
+            if "script" in config:
+                STATE.script = list(config["script"])
+            if "delay" in config:
+                STATE.delay = float(config["delay"])
+            if "expires_in" in config:
+                STATE.expires_in = config["expires_in"]
+            if "rate_limit" in config:
+                STATE.rate_limit.update(config["rate_limit"])
+        self.send(200, {"Content-Type": "application/json"}, '{"ok":true}')
+
+    def token(self, body):
+        with STATE.lock:
+            STATE.token_requests += 1
+            if not self.counted:
+                STATE.token_connections += 1
+                self.counted = True
+            scripted = STATE.script.pop(0) if STATE.script else None
+            delay = STATE.delay
+        record = {"headers": {k.lower(): v for k, v in self.headers.items()}}
+        if delay > 0:
+            time.sleep(delay)
+        if scripted is not None:
+            if scripted.get("delay"):
+                time.sleep(float(scripted["delay"]))
+            self.record(record)
+            self.send_scripted(scripted)
+            return
+        answer = self.exchange(body, record)
+        self.record(record)
+        status, headers, text = answer
+        headers.update(rate_limit_headers())
+        self.send(status, headers, text)
+
+    def record(self, record):
+        with STATE.lock:
+            STATE.requests.append(record)
+
+    def send_scripted(self, scripted):
+        status = int(scripted.get("status", 503))
+        headers = dict(scripted.get("headers", {}))
+        if status == 429 and "body" not in scripted:
+            _, ph, text = problem(
+                429,
+                "Too Many Requests",
+                "Organization rate limit exceeded",
+                type_="https://developer.cisco.com/docs/thousandeyes/rate-limits",
+            )
+            headers = {**ph, **rate_limit_headers(), **headers}
+        else:
+            text = scripted.get("body")
+            if text is None:
+                text = json.dumps({"error": "server_error", "error_description": "scripted failure"})
+            elif not isinstance(text, str):
+                text = json.dumps(text)
+            headers.setdefault("Content-Type", "application/json")
+        self.send(status, headers, text)
+
+    def exchange(self, body, record):
+        """Decide the answer to one token request as the real endpoint would."""
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            return problem(400, "Bad Request", "Content-Type must be application/x-www-form-urlencoded")
+        try:
+            form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            return problem(400, "Bad Request", "body is not UTF-8")
+        form = {k: v[0] for k, v in form.items()}
+        record["form"] = form
+
+        authorization = self.headers.get("Authorization") or ""
+        scheme, _, value = authorization.partition(" ")
+        basic = None
+        if scheme.lower() == "basic":
+            basic = basic_credentials(value)
+            if basic is None:
+                return oauth_error(401, "invalid_client", "Malformed Basic credentials")
+            record["basic"] = {"client_id": basic[0], "client_secret": basic[1]}
+        elif scheme.lower() == "bearer":
+            record["bearer"] = value
+
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            return problem(
+                400,
+                "Bad Request",
+                "Validation failed",
+                errors=[{"code": "required", "field": "grant_type", "message": "grant_type is required"}],
+            )
+        if grant_type != "client_credentials":
+            return problem(
+                400,
+                "Bad Request",
+                "Validation failed",
+                errors=[{"code": "unsupported_grant_type", "field": "grant_type",
+                         "message": "only client_credentials is supported"}],
+            )
+
+        if basic is not None and "client_secret" in form:
+            return oauth_error(400, "invalid_request", "More than one client authentication method")
+        if basic is not None:
+            client_id, client_secret = basic
+        else:
+            client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        if not client_id or STATE.clients.get(client_id) is None or \
+                STATE.clients[client_id] != client_secret:
+            return oauth_error(401, "invalid_client", "Client authentication failed")
+
+        token = {
+            "access_token": "te-" + secrets.token_hex(16),
+            "token_type": "Bearer",
+            "expires_in": STATE.expires_in,
+            "scope": form.get("scope", "tests:read"),
+        }
+        if token["expires_in"] is None:
+            del token["expires_in"]
+        return 200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, json.dumps(token)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class TLSServer(Server):
+    """Accepts in the main loop, handshakes in the handler thread."""
+
+    def __init__(self, address, handler, context):
+        super().__init__(address, handler)
+        self.context = context
+
+    def finish_request(self, request, client_address):
+        try:
+            conn = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            request.close()
+            return
+        super().finish_request(conn, client_address)
+
+
+def watch(pid):
+    """Exit when the process that started us is gone (no orphan servers)."""
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="HTTP port (0 picks a free one)")
+    parser.add_argument("--tls-port", type=int, default=0, help="HTTPS port (0 picks a free one)")
+    parser.add_argument("--cert", help="server certificate (PEM); HTTPS only with one")
+    parser.add_argument("--key", help="server private key (PEM)")
+    parser.add_argument("--ready-file", help="write the ports here as JSON once listening")
+    parser.add_argument("--watch-pid", type=int, help="exit when this process ends")
+    args = parser.parse_args()
+
+    servers = [Server(("127.0.0.1", args.port), Handler)]
+    ports = {"http": servers[0].server_address[1]}
+    if args.cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.cert, args.key)
+        servers.append(TLSServer(("127.0.0.1", args.tls_port), Handler, context))
+        ports["https"] = servers[1].server_address[1]
+
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    if args.watch_pid:
+        threading.Thread(target=watch, args=(args.watch_pid,), daemon=True).start()
+
+    text = json.dumps(ports)
+    if args.ready_file:
+        tmp = args.ready_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, args.ready_file)
+    else:
+        print(text, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+/*
+ * compat.h - the few Lua C API differences between 5.1/LuaJIT and 5.2+.
+ *
+ * Every shim carries the oauth2_ prefix: LuaJIT 2.1 exports some luaL_*
+ * symbols of 5.2 itself, and defining them again breaks the link (the
+ * lesson lua-cjson learnt the hard way).
+ */
+#ifndef OAUTH2_COMPAT_H
+#define OAUTH2_COMPAT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#if LUA_VERSION_NUM >= 502
+#define oauth2_rawlen(L, i) lua_rawlen((L), (i))
+#define oauth2_setfuncs(L, l) luaL_setfuncs((L), (l), 0)
+#else
+#define oauth2_rawlen(L, i) lua_objlen((L), (i))
+/* luaL_setfuncs without upvalues: register l into the table on top. */
+static void oauth2_setfuncs(lua_State *L, const luaL_Reg *l)
+{
+    for (; l->name != NULL; l++) {
+        lua_pushcfunction(L, l->func);
+        lua_setfield(L, -2, l->name);
+    }
+}
+#endif
+
+/* Create a fresh table holding the functions of l (luaL_newlib). */
+#define oauth2_newlib(L, l) (lua_newtable(L), oauth2_setfuncs((L), (l)))
+
+#endif

@@ -1,0 +1,902 @@
+/*
+ * core.c - oauth2.core: one HTTP exchange over libcurl, results as Lua tables.
+ *
+ * This is the mechanism half of the library (the policy lives in Lua).  A
+ * session owns one easy handle inside its own multi handle, so consecutive
+ * exchanges reuse the keep-alive connection and the TLS session, and every
+ * exchange can be driven step by step (start, then step until done) without
+ * blocking; the blocking `request` is the same path waiting on the multi
+ * handle.  Network and HTTP outcomes are returned as data (`nil, err`), only
+ * misuse raises.
+ *
+ * Ownership rule: every C resource of an exchange (easy handle, header list,
+ * form body, response body, error text) hangs off the session userdata, so a
+ * Lua error (which longjmps) can never leak it; `__gc` frees what is left.
+ * No Lua API call happens inside a libcurl callback.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "compat.h"
+
+#define OAUTH2_CORE_VERSION "0.1.0"
+#define SESSION_MT "oauth2.core.session"
+
+#define DEFAULT_MAX_BODY (1024 * 1024)
+#define DEFAULT_TIMEOUT_MS 30000L
+/* Longest single wait of the blocking path; libcurl wakes earlier on activity. */
+#define BLOCKING_POLL_MS 1000
+
+#if LIBCURL_VERSION_NUM < 0x075500
+#error "libcurl 7.85.0 or newer is required (CURLOPT_PROTOCOLS_STR, curl_easy_header)"
+#endif
+
+/* A growable byte buffer that is wiped before its memory is given back. */
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+} buffer;
+
+typedef struct {
+    CURL *easy;
+    CURLM *multi;
+    struct curl_slist *headers; /* request headers: may carry a bearer token */
+    buffer form;                /* request body: carries the client secret */
+    buffer body;                /* response body: carries the access token */
+    buffer line;                /* scratch for one "Name: value" header line */
+    size_t max_body;
+    int body_too_large;
+    int out_of_memory;
+    int running; /* the easy handle is attached to the multi handle */
+    int closed;
+    char errbuf[CURL_ERROR_SIZE];
+} session;
+
+/* ---------------------------------------------------------------- buffers */
+
+/* memset that the optimiser may not drop: the memory is freed right after. */
+static void wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n--)
+        *v++ = 0;
+}
+
+static void buffer_free(buffer *b)
+{
+    if (b->data != NULL) {
+        wipe(b->data, b->cap);
+        free(b->data);
+    }
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/*
+ * Append n bytes; -1 when memory runs out.  Grows by copying rather than
+ * realloc so no unwiped copy of a secret is left behind in freed memory.
+ */
+static int buffer_append(buffer *b, const char *p, size_t n)
+{
+    if (n > SIZE_MAX - b->len - 1)
+        return -1;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *grown;
+        while (cap < b->len + n + 1)
+            cap = cap > SIZE_MAX / 2 ? b->len + n + 1 : cap * 2;
+        grown = malloc(cap);
+        if (grown == NULL)
+            return -1;
+        if (b->data != NULL) {
+            memcpy(grown, b->data, b->len);
+            wipe(b->data, b->cap);
+            free(b->data);
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+/* ---------------------------------------------------------------- session */
+
+/* Wipe and free every string of a curl_slist (header values hold secrets). */
+static void slist_free_wiped(struct curl_slist *list)
+{
+    struct curl_slist *node;
+    for (node = list; node != NULL; node = node->next)
+        if (node->data != NULL)
+            wipe(node->data, strlen(node->data));
+    curl_slist_free_all(list);
+}
+
+/* Drop everything one exchange owned; safe to call any number of times. */
+static void release_exchange(session *s)
+{
+    if (s->running) {
+        curl_multi_remove_handle(s->multi, s->easy);
+        s->running = 0;
+    }
+    if (s->headers != NULL) {
+        slist_free_wiped(s->headers);
+        s->headers = NULL;
+    }
+    buffer_free(&s->form);
+    buffer_free(&s->body);
+    buffer_free(&s->line);
+    wipe(s->errbuf, sizeof s->errbuf);
+    s->body_too_large = 0;
+    s->out_of_memory = 0;
+}
+
+/* The one close: serves close, __gc and __close; idempotent. */
+static void close_session(session *s)
+{
+    release_exchange(s);
+    if (s->easy != NULL) {
+        curl_easy_cleanup(s->easy);
+        s->easy = NULL;
+    }
+    if (s->multi != NULL) {
+        curl_multi_cleanup(s->multi);
+        s->multi = NULL;
+    }
+    s->closed = 1;
+}
+
+static session *check_session(lua_State *L)
+{
+    session *s = luaL_checkudata(L, 1, SESSION_MT);
+    if (s->closed)
+        luaL_error(L, "attempt to use a closed oauth2.core session");
+    return s;
+}
+
+/* libcurl write callback: collect the body in C, refuse more than max_body. */
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    session *s = userdata;
+    size_t n = size * nmemb;
+    if (n > s->max_body || s->body.len > s->max_body - n) {
+        s->body_too_large = 1;
+        return 0;
+    }
+    if (buffer_append(&s->body, data, n) != 0) {
+        s->out_of_memory = 1;
+        return 0;
+    }
+    return n;
+}
+
+/* ----------------------------------------------------------------- errors */
+
+/* Push the error table {kind=, message=, curl_code=} plus nil before it. */
+static int push_error(lua_State *L, const char *kind, const char *message, int curl_code)
+{
+    lua_pushnil(L);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    if (curl_code != 0) {
+        lua_pushinteger(L, curl_code);
+        lua_setfield(L, -2, "curl_code");
+    }
+    return 2;
+}
+
+/* Which of the library's error kinds a libcurl result belongs to. */
+static const char *curl_kind(CURLcode code)
+{
+    switch (code) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return "timeout";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_USE_SSL_FAILED:
+        return "tls";
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_NOT_BUILT_IN:
+        return "config";
+    case CURLE_FILESIZE_EXCEEDED:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_BAD_CONTENT_ENCODING:
+        return "protocol";
+    default:
+        return "network";
+    }
+}
+
+/* --------------------------------------------------------- request set-up */
+
+/* Field `name` of the request table at index 2 as a string, or NULL if nil. */
+static const char *opt_string(lua_State *L, const char *name, size_t *len)
+{
+    const char *value = NULL;
+    lua_getfield(L, 2, name);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "request.%s must be a string", name);
+        value = lua_tolstring(L, -1, len);
+    }
+    lua_pop(L, 1); /* still anchored by the request table */
+    return value;
+}
+
+/* A string option that libcurl takes as a C string: refuse embedded NULs. */
+static int set_string(lua_State *L, session *s, const char *name, CURLoption option)
+{
+    size_t len = 0;
+    const char *value = opt_string(L, name, &len);
+    if (value == NULL)
+        return 0;
+    if (strlen(value) != len)
+        return -1;
+    return curl_easy_setopt(s->easy, option, value) == CURLE_OK ? 0 : -2;
+}
+
+/* A duration in (fractional) seconds as whole milliseconds, -1 if nil. */
+static long opt_millis(lua_State *L, const char *name)
+{
+    lua_Number seconds;
+    long ms;
+    lua_getfield(L, 2, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "request.%s must be a number of seconds", name);
+    seconds = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!(seconds >= 0) || seconds > (lua_Number)(LONG_MAX / 1000))
+        luaL_error(L, "request.%s is out of range", name);
+    ms = (long)(seconds * 1000);
+    if (ms == 0 && seconds > 0)
+        ms = 1; /* 0 would mean "no timeout" to libcurl */
+    return ms;
+}
+
+/* RFC 7230 token characters: what a header name may consist of. */
+static int is_token(const char *p, size_t n)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    size_t i;
+    if (n == 0)
+        return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (!isalnum(c) && (c == '\0' || strchr(extra, c) == NULL))
+            return 0;
+    }
+    return 1;
+}
+
+/* A header value must not smuggle in another header or end the head early. */
+static int is_safe_value(const char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0')
+            return 0;
+    return 1;
+}
+
+/*
+ * Build the header list from request.headers.  Returns NULL on success or a
+ * static message naming the problem (never the value, which may be secret).
+ */
+static const char *build_headers(lua_State *L, session *s)
+{
+    static char message[160];
+    lua_getfield(L, 2, "headers");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+    } else {
+        if (lua_type(L, -1) != LUA_TTABLE)
+            luaL_error(L, "request.headers must be a table");
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+            size_t name_len, value_len;
+            const char *name, *value;
+            struct curl_slist *list;
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "request.headers must map names to strings");
+            name = lua_tolstring(L, -2, &name_len);
+            value = lua_tolstring(L, -1, &value_len);
+            if (!is_token(name, name_len)) {
+                lua_pop(L, 3);
+                return "a request header name is not a valid HTTP token";
+            }
+            if (!is_safe_value(value, value_len)) {
+                snprintf(message, sizeof message,
+                         "header '%.60s' contains CR, LF or NUL", name);
+                lua_pop(L, 3);
+                return message;
+            }
+            /* "Name;" is libcurl's way to send a header with an empty value */
+            s->line.len = 0;
+            if (buffer_append(&s->line, name, name_len) != 0 ||
+                buffer_append(&s->line, value_len ? ": " : ";", value_len ? 2 : 1) != 0 ||
+                buffer_append(&s->line, value, value_len) != 0) {
+                lua_pop(L, 3);
+                return "out of memory";
+            }
+            list = curl_slist_append(s->headers, s->line.data);
+            wipe(s->line.data, s->line.len);
+            if (list == NULL) {
+                lua_pop(L, 3);
+                return "out of memory";
+            }
+            s->headers = list;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    /* Never wait for "100 Continue": the token request is tiny. */
+    {
+        struct curl_slist *list = curl_slist_append(s->headers, "Expect:");
+        if (list == NULL)
+            return "out of memory";
+        s->headers = list;
+    }
+    return NULL;
+}
+
+/* Append one escaped form value; the escaped copy is wiped and freed here. */
+static int append_escaped(session *s, const char *p, size_t n)
+{
+    char *escaped;
+    int rc;
+    if (n > INT_MAX)
+        return -1;
+    escaped = curl_easy_escape(s->easy, p, (int)n);
+    if (escaped == NULL)
+        return -1;
+    rc = buffer_append(&s->form, escaped, strlen(escaped));
+    wipe(escaped, strlen(escaped));
+    curl_free(escaped);
+    return rc;
+}
+
+/* Encode request.form as application/x-www-form-urlencoded into s->form. */
+static const char *build_form(lua_State *L, session *s)
+{
+    lua_getfield(L, 2, "form");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (lua_type(L, -1) != LUA_TTABLE)
+        luaL_error(L, "request.form must be a table");
+    if (buffer_append(&s->form, "", 0) != 0) { /* a POST even when empty */
+        lua_pop(L, 1);
+        return "out of memory";
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        size_t name_len, value_len;
+        const char *name, *value;
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "request.form must map names to strings");
+        name = lua_tolstring(L, -2, &name_len);
+        value = lua_tolstring(L, -1, &value_len);
+        if ((s->form.len > 0 && buffer_append(&s->form, "&", 1) != 0) ||
+            append_escaped(s, name, name_len) != 0 ||
+            buffer_append(&s->form, "=", 1) != 0 ||
+            append_escaped(s, value, value_len) != 0) {
+            lua_pop(L, 3);
+            return "out of memory";
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return NULL;
+}
+
+/* The options every exchange gets, whatever the request says. */
+static void set_safe_defaults(session *s)
+{
+    CURL *e = s->easy;
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_VERBOSE, 0L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS);
+}
+
+/*
+ * Configure the easy handle from the request table at index 2 and attach it
+ * to the multi handle.  Returns 0 when the exchange is under way, otherwise
+ * the number of values (nil, err) it pushed.
+ */
+static int start_exchange(lua_State *L, session *s)
+{
+    static const struct {
+        const char *name;
+        CURLoption option;
+    } strings[] = {
+        {"url", CURLOPT_URL},
+        {"ca_file", CURLOPT_CAINFO},
+        {"ca_path", CURLOPT_CAPATH},
+        {"cert", CURLOPT_SSLCERT},
+        {"key", CURLOPT_SSLKEY},
+        {"proxy", CURLOPT_PROXY},
+        {"user_agent", CURLOPT_USERAGENT},
+        {"username", CURLOPT_USERNAME},
+        {"password", CURLOPT_PASSWORD},
+    };
+    const char *problem;
+    size_t i, len;
+    long ms;
+    CURLMcode mc;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (s->running)
+        luaL_error(L, "oauth2.core session is busy with another exchange");
+    release_exchange(s);
+    curl_easy_reset(s->easy); /* keeps live connections and TLS sessions */
+    set_safe_defaults(s);
+
+    if (opt_string(L, "url", &len) == NULL)
+        luaL_error(L, "request.url is required");
+    for (i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        int rc = set_string(L, s, strings[i].name, strings[i].option);
+        if (rc != 0) {
+            char message[96];
+            snprintf(message, sizeof message, "request.%s %s", strings[i].name,
+                     rc == -1 ? "contains a NUL byte" : "is not accepted by libcurl");
+            return push_error(L, "config", message, 0);
+        }
+    }
+    if (opt_string(L, "username", &len) != NULL || opt_string(L, "password", &len) != NULL)
+        curl_easy_setopt(s->easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+
+    if ((ms = opt_millis(L, "timeout")) >= 0)
+        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, ms);
+    if ((ms = opt_millis(L, "connect_timeout")) >= 0)
+        curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, ms);
+
+    lua_getfield(L, 2, "verify");
+    if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+        curl_easy_setopt(s->easy, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(s->easy, CURLOPT_SSL_VERIFYHOST, 0L);
+    } else if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+        luaL_error(L, "request.verify must be a boolean");
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, 2, "max_body");
+    if (lua_isnil(L, -1)) {
+        s->max_body = DEFAULT_MAX_BODY;
+    } else {
+        lua_Number n = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || !(n >= 1) || n > (lua_Number)(SIZE_MAX / 2))
+            luaL_error(L, "request.max_body must be a positive number of bytes");
+        s->max_body = (size_t)n;
+    }
+    lua_pop(L, 1);
+    curl_easy_setopt(s->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_body);
+
+    if ((problem = build_headers(L, s)) != NULL)
+        return push_error(L, "config", problem, 0);
+    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
+
+    if ((problem = build_form(L, s)) != NULL)
+        return push_error(L, "config", problem, 0);
+    if (s->form.data != NULL) {
+        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->form.len);
+        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->form.data);
+    }
+
+    mc = curl_multi_add_handle(s->multi, s->easy);
+    if (mc != CURLM_OK)
+        return push_error(L, "network", curl_multi_strerror(mc), 0);
+    s->running = 1;
+    return 0;
+}
+
+/* -------------------------------------------------------------- responses */
+
+/* Push the response headers of the last response as {lower-case name = value}. */
+static void push_headers(lua_State *L, CURL *easy)
+{
+    struct curl_header *h, *prev = NULL;
+    luaL_Buffer name;
+    lua_newtable(L);
+    while ((h = curl_easy_nextheader(easy, CURLH_HEADER, -1, prev)) != NULL) {
+        const char *p;
+        prev = h;
+        luaL_buffinit(L, &name);
+        for (p = h->name; *p != '\0'; p++)
+            luaL_addchar(&name, (char)tolower((unsigned char)*p));
+        luaL_pushresult(&name);
+        /* a repeated field becomes one comma-separated value (RFC 9110 5.3) */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushstring(L, h->value);
+        } else {
+            lua_pushliteral(L, ", ");
+            lua_pushstring(L, h->value);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+}
+
+/* Push what a finished transfer produced: the response table, or nil, err. */
+static int push_outcome(lua_State *L, session *s, CURLcode result)
+{
+    long status = 0;
+    curl_off_t retry_after = 0;
+    long connects = 0;
+    double total_time = 0;
+
+    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (result != CURLE_OK) {
+        char message[CURL_ERROR_SIZE + 128];
+        const char *kind = curl_kind(result);
+        if (s->body_too_large || result == CURLE_FILESIZE_EXCEEDED) {
+            snprintf(message, sizeof message,
+                     "response body larger than the %lu byte limit",
+                     (unsigned long)s->max_body);
+            kind = "protocol";
+        } else if (s->out_of_memory) {
+            snprintf(message, sizeof message, "out of memory reading the response");
+        } else if (s->errbuf[0] != '\0') {
+            snprintf(message, sizeof message, "%s: %s", curl_easy_strerror(result), s->errbuf);
+        } else {
+            snprintf(message, sizeof message, "%s", curl_easy_strerror(result));
+        }
+        push_error(L, kind, message, (int)result);
+        if (status != 0) {
+            lua_pushinteger(L, status);
+            lua_setfield(L, -2, "status");
+        }
+        return 2;
+    }
+
+    curl_easy_getinfo(s->easy, CURLINFO_RETRY_AFTER, &retry_after);
+    curl_easy_getinfo(s->easy, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &total_time);
+
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, s->easy);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
+    lua_setfield(L, -2, "body");
+    if (retry_after > 0) {
+        lua_pushnumber(L, (lua_Number)retry_after);
+        lua_setfield(L, -2, "retry_after");
+    }
+    lua_pushinteger(L, connects);
+    lua_setfield(L, -2, "connects");
+    lua_pushnumber(L, total_time);
+    lua_setfield(L, -2, "time");
+    return 1;
+}
+
+/*
+ * Advance the exchange: run libcurl, optionally wait up to wait_ms for
+ * activity, run it again.  Returns 0 while it is still in progress,
+ * otherwise the number of values pushed (response, or nil, err).
+ */
+static int step_exchange(lua_State *L, session *s, int wait_ms)
+{
+    int pass;
+    for (pass = 0; pass < 2; pass++) {
+        int still_running = 0, queued = 0;
+        CURLMsg *msg;
+        CURLMcode mc = curl_multi_perform(s->multi, &still_running);
+        if (mc != CURLM_OK) {
+            release_exchange(s);
+            return push_error(L, "network", curl_multi_strerror(mc), 0);
+        }
+        while ((msg = curl_multi_info_read(s->multi, &queued)) != NULL) {
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == s->easy) {
+                CURLcode result = msg->data.result;
+                int n;
+                curl_multi_remove_handle(s->multi, s->easy);
+                s->running = 0;
+                n = push_outcome(L, s, result);
+                release_exchange(s); /* wipes the body copy in C */
+                return n;
+            }
+        }
+        if (pass == 0 && wait_ms > 0) {
+            mc = curl_multi_poll(s->multi, NULL, 0, wait_ms, NULL);
+            if (mc != CURLM_OK) {
+                release_exchange(s);
+                return push_error(L, "network", curl_multi_strerror(mc), 0);
+            }
+        } else {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ Lua methods */
+
+/* session:start(request) -> true | nil, err */
+static int l_start(lua_State *L)
+{
+    session *s = check_session(L);
+    int n = start_exchange(L, s);
+    if (n != 0) {
+        release_exchange(s);
+        return n;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* session:step([wait_seconds]) -> false (in progress) | response | nil, err */
+static int l_step(lua_State *L)
+{
+    session *s = check_session(L);
+    lua_Number wait = luaL_optnumber(L, 2, 0);
+    int wait_ms, n;
+    if (!s->running)
+        return luaL_error(L, "no exchange in progress: call start first");
+    if (!(wait >= 0))
+        wait = 0;
+    wait_ms = wait > 60 ? 60000 : (int)(wait * 1000);
+    n = step_exchange(L, s, wait_ms);
+    if (n == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    return n;
+}
+
+/* session:request(request) -> response | nil, err; waits until done. */
+static int l_request(lua_State *L)
+{
+    session *s = check_session(L);
+    int n = start_exchange(L, s);
+    if (n != 0) {
+        release_exchange(s);
+        return n;
+    }
+    while ((n = step_exchange(L, s, BLOCKING_POLL_MS)) == 0)
+        ;
+    return n;
+}
+
+/* session:cancel(): abandon the exchange in progress, if any. */
+static int l_cancel(lua_State *L)
+{
+    session *s = check_session(L);
+    release_exchange(s);
+    return 0;
+}
+
+/* session:busy() -> whether an exchange is in progress */
+static int l_busy(lua_State *L)
+{
+    session *s = check_session(L);
+    lua_pushboolean(L, s->running);
+    return 1;
+}
+
+static int l_close(lua_State *L)
+{
+    session *s = luaL_checkudata(L, 1, SESSION_MT);
+    close_session(s);
+    return 0;
+}
+
+static int l_tostring(lua_State *L)
+{
+    session *s = luaL_checkudata(L, 1, SESSION_MT);
+    lua_pushfstring(L, "oauth2.core.session (%s)",
+                    s->closed ? "closed" : s->running ? "busy" : "idle");
+    return 1;
+}
+
+/* core.session() -> a new session */
+static int l_session(lua_State *L)
+{
+    session *s = lua_newuserdata(L, sizeof *s);
+    memset(s, 0, sizeof *s);
+    luaL_getmetatable(L, SESSION_MT);
+    lua_setmetatable(L, -2);
+    /* the object is consistent from here on: __gc copes with a half-made one */
+    s->multi = curl_multi_init();
+    s->easy = curl_easy_init();
+    if (s->multi == NULL || s->easy == NULL) {
+        close_session(s);
+        return luaL_error(L, "cannot create a libcurl handle (out of memory?)");
+    }
+    s->max_body = DEFAULT_MAX_BODY;
+    return 1;
+}
+
+/* core.escape(s) -> s form-urlencoded by libcurl (unreserved bytes kept) */
+static int l_escape(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    char *escaped;
+    if (len > INT_MAX)
+        return luaL_error(L, "string too long to escape");
+    escaped = curl_easy_escape(NULL, text, (int)len);
+    if (escaped == NULL)
+        return luaL_error(L, "out of memory");
+    lua_pushstring(L, escaped);
+    wipe(escaped, strlen(escaped));
+    curl_free(escaped);
+    return 1;
+}
+
+/* Set field `field` of the table on top to URL part `part`, if present. */
+static void push_url_part(lua_State *L, CURLU *url, CURLUPart part, const char *field,
+                          unsigned int flags)
+{
+    char *value = NULL;
+    if (curl_url_get(url, part, &value, flags) == CURLUE_OK && value != NULL) {
+        lua_pushstring(L, value);
+        lua_setfield(L, -2, field);
+    }
+    curl_free(value);
+}
+
+/*
+ * core.parse_url(url) -> {scheme, host, port, path, query, userinfo} | nil, msg
+ * libcurl's own parser, so what we check is what libcurl will connect to.
+ */
+static int l_parse_url(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    CURLU *url;
+    CURLUcode rc;
+    char *user = NULL, *password = NULL;
+    if (strlen(text) != len) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "URL contains a NUL byte");
+        return 2;
+    }
+    url = curl_url();
+    if (url == NULL)
+        return luaL_error(L, "out of memory");
+    rc = curl_url_set(url, CURLUPART_URL, text, CURLU_NON_SUPPORT_SCHEME);
+    if (rc != CURLUE_OK) {
+        curl_url_cleanup(url);
+        lua_pushnil(L);
+        lua_pushstring(L, curl_url_strerror(rc));
+        return 2;
+    }
+    /* only whether credentials are embedded, never what they are */
+    curl_url_get(url, CURLUPART_USER, &user, 0);
+    curl_url_get(url, CURLUPART_PASSWORD, &password, 0);
+    lua_createtable(L, 0, 6);
+    lua_pushboolean(L, user != NULL || password != NULL);
+    lua_setfield(L, -2, "userinfo");
+    curl_free(user);
+    curl_free(password);
+    /* lua_pushstring below cannot leak: url is freed by the lines after */
+    push_url_part(L, url, CURLUPART_SCHEME, "scheme", 0);
+    push_url_part(L, url, CURLUPART_HOST, "host", 0);
+    push_url_part(L, url, CURLUPART_PORT, "port", CURLU_DEFAULT_PORT);
+    push_url_part(L, url, CURLUPART_PATH, "path", 0);
+    push_url_part(L, url, CURLUPART_QUERY, "query", 0);
+    curl_url_cleanup(url);
+    return 1;
+}
+
+/* core.now() -> seconds on a monotonic clock (for deadlines and lifetimes) */
+static int l_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+/* core.sleep(seconds): a blocking wait, for use outside an event loop only */
+static int l_sleep(lua_State *L)
+{
+    lua_Number seconds = luaL_checknumber(L, 1);
+    struct timespec ts;
+    if (!(seconds > 0))
+        return 0;
+    if (seconds > 86400)
+        seconds = 86400;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (lua_Number)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
+static const luaL_Reg session_methods[] = {
+    {"start", l_start},
+    {"step", l_step},
+    {"request", l_request},
+    {"cancel", l_cancel},
+    {"busy", l_busy},
+    {"close", l_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg session_meta[] = {
+    {"__gc", l_close},
+    {"__close", l_close},
+    {"__tostring", l_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg functions[] = {
+    {"session", l_session},
+    {"escape", l_escape},
+    {"parse_url", l_parse_url},
+    {"now", l_now},
+    {"sleep", l_sleep},
+    {NULL, NULL},
+};
+
+#if defined(__GNUC__)
+__attribute__((visibility("default")))
+#endif
+int luaopen_oauth2_core(lua_State *L)
+{
+    /* reference-counted by libcurl: safe to call once per Lua state */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return luaL_error(L, "curl_global_init failed");
+
+    if (luaL_newmetatable(L, SESSION_MT)) {
+        oauth2_setfuncs(L, session_meta);
+        oauth2_newlib(L, session_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushliteral(L, SESSION_MT);
+        lua_setfield(L, -2, "__name");
+    }
+    lua_pop(L, 1);
+
+    oauth2_newlib(L, functions);
+    lua_pushliteral(L, OAUTH2_CORE_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    lua_pushstring(L, curl_version());
+    lua_setfield(L, -2, "curl_version");
+    return 1;
+}
