@@ -1,0 +1,104 @@
+-- oauth2.error: the one error shape of the library.
+--
+-- Every runtime failure (network, TLS, HTTP status, malformed reply) is a
+-- table with a __tostring, returned as `nil, err`.  Before an error leaves
+-- the library, every secret the caller gave us is scrubbed from all of its
+-- strings, so printing or logging an error can never leak one.
+
+local type, pairs, tostring, setmetatable, getmetatable =
+      type, pairs, tostring, setmetatable, getmetatable
+local concat, find, sub = table.concat, string.find, string.sub
+
+local _M = { _VERSION = "0.1.0" }
+
+local KINDS = {
+    config = true, network = true, timeout = true,
+    tls = true, http = true, protocol = true,
+}
+
+local mt = {}
+mt.__index = mt
+
+-- "oauth2: http error 401 (invalid_client): Client authentication failed"
+function mt.__tostring(err)
+    local parts = { "oauth2: ", err.kind, " error" }
+    if err.status then parts[#parts + 1] = " " .. tostring(err.status) end
+    if err.code then parts[#parts + 1] = " (" .. tostring(err.code) .. ")" end
+    parts[#parts + 1] = ": " .. tostring(err.message)
+    if err.detail and err.detail ~= err.message then
+        parts[#parts + 1] = " - " .. tostring(err.detail)
+    end
+    if err.attempts and err.attempts > 1 then
+        parts[#parts + 1] = " (after " .. err.attempts .. " attempts)"
+    end
+    return concat(parts)
+end
+
+-- Replace every plain occurrence of `secret` in `text`.
+local function replace_plain(text, secret)
+    local out, start = {}, 1
+    while true do
+        local i, j = find(text, secret, start, true)
+        if not i then break end
+        out[#out + 1] = sub(text, start, i - 1)
+        out[#out + 1] = "[redacted]"
+        start = j + 1
+    end
+    if start == 1 then return text end
+    out[#out + 1] = sub(text, start)
+    return concat(out)
+end
+
+local function scrub_string(text, secrets)
+    for i = 1, #secrets do
+        text = replace_plain(text, secrets[i])
+    end
+    return text
+end
+
+-- Scrub strings in place, through nested tables (the decoded body too).
+local function scrub(value, secrets, seen)
+    if type(value) == "string" then
+        return scrub_string(value, secrets)
+    elseif type(value) == "table" and not seen[value] then
+        seen[value] = true
+        local renamed = {}
+        for k, v in pairs(value) do
+            value[k] = scrub(v, secrets, seen)
+            if type(k) == "string" then
+                local clean = scrub_string(k, secrets)
+                if clean ~= k then renamed[k] = clean end
+            end
+        end
+        for old, new in pairs(renamed) do
+            value[new], value[old] = value[old], nil
+        end
+    end
+    return value
+end
+
+-- Make `fields` an error: fill the defaults and scrub the given secrets
+-- (a list of strings; very short ones are ignored as they would mangle text).
+function _M.new(fields, secrets)
+    assert(KINDS[fields.kind], "unknown error kind")
+    if fields.retryable == nil then fields.retryable = false end
+    fields.message = fields.message or fields.kind .. " error"
+    if secrets and #secrets > 0 then
+        local list = {}
+        for i = 1, #secrets do
+            local s = secrets[i]
+            if type(s) == "string" and #s >= 4 then list[#list + 1] = s end
+        end
+        if #list > 0 then scrub(fields, list, {}) end
+    end
+    return setmetatable(fields, mt)
+end
+
+-- Whether a value is an error made by this module.
+function _M.is_error(value)
+    return type(value) == "table" and getmetatable(value) == mt
+end
+
+_M.scrub_string = scrub_string
+
+return _M

@@ -1,0 +1,326 @@
+-- oauth2.options: option names, defaults and validation, and the request
+-- the C core sends for them.
+--
+-- Misuse raises at once, pointing at the caller's line, with a message that
+-- names the option (never its value when the value may be secret).  What
+-- comes out is a private, normalised copy: later changes to the caller's
+-- table do not reach a client that holds it.
+
+local core = require "oauth2.core"
+
+local type, pairs, ipairs, tostring, error =
+      type, pairs, ipairs, tostring, error
+local getenv = os.getenv
+local concat, sort = table.concat, table.sort
+local find, match, gsub, lower = string.find, string.match, string.gsub, string.lower
+local floor, huge = math.floor, math.huge
+
+local _M = { _VERSION = "0.1.0" }
+
+_M.DEFAULT_HOST = "https://api.thousandeyes.com"
+_M.TOKEN_PATH = "/v7/oauth2/token"
+_M.ENV_CLIENT_ID = "THOUSANDEYES_CLIENT_ID"
+_M.ENV_CLIENT_SECRET = "THOUSANDEYES_CLIENT_SECRET"
+
+-- Defaults of everything that has one.
+_M.defaults = {
+    grant_type = "client_credentials",
+    host = _M.DEFAULT_HOST,
+    auth_method = "client_secret_post",
+    timeout = 10,
+    connect_timeout = 5,
+    retries = 3,
+    deadline = 30,
+    backoff_base = 0.5,
+    backoff_max = 8,
+    verify = true,
+    allow_http = false,
+    max_body = 1024 * 1024,
+    user_agent = "lua-oauth2/" .. _M._VERSION,
+}
+
+-- The options that hold secrets: never echoed, scrubbed from errors.
+_M.SECRET_OPTIONS = { "client_secret", "access_token", "thousandeyes_bearer_token" }
+
+local SECRET = {}
+for _, name in ipairs(_M.SECRET_OPTIONS) do SECRET[name] = true end
+
+local function fail(level, fmt, ...)
+    error("oauth2: " .. fmt:format(...), level + 1)
+end
+
+local function describe(value)
+    local t = type(value)
+    if t == "string" then return "a string" end
+    if t == "number" then return "a number" end
+    return t == "nil" and "nil" or "a " .. t
+end
+
+local function has_control(s)
+    return find(s, "[%z\r\n]") ~= nil
+end
+
+-- Checks by kind: each returns the normalised value, or nil and a phrase.
+local check = {}
+
+function check.string(value)
+    if type(value) ~= "string" then return nil, "must be a string" end
+    if value == "" then return nil, "must not be empty" end
+    if find(value, "%z") then return nil, "must not contain a NUL byte" end
+    return value
+end
+
+-- A string that becomes (part of) an HTTP header value.
+function check.header(value)
+    local v, why = check.string(value)
+    if not v then return nil, why end
+    if has_control(v) then return nil, "must not contain CR or LF (header injection)" end
+    return v
+end
+
+function check.boolean(value)
+    if type(value) ~= "boolean" then return nil, "must be a boolean" end
+    return value
+end
+
+function check.positive(value)
+    if type(value) ~= "number" or value ~= value then return nil, "must be a number" end
+    if value <= 0 or value == huge then return nil, "must be a positive number" end
+    return value
+end
+
+function check.count(value)
+    if type(value) ~= "number" or value ~= floor(value) or value < 0 or value == huge then
+        return nil, "must be a non-negative integer"
+    end
+    return floor(value)
+end
+
+-- A size in bytes.
+function check.size(value)
+    local v = check.count(value)
+    if not v or v < 1 then return nil, "must be a positive integer" end
+    return v
+end
+
+-- scope: "a b" or { "a", "b" }, sent space-separated.
+function check.scope(value)
+    if type(value) == "table" then
+        local parts = {}
+        for i, s in ipairs(value) do
+            if type(s) ~= "string" or s == "" or find(s, "[%s%z]") then
+                return nil, ("entry %d must be a non-empty string without spaces"):format(i)
+            end
+            parts[i] = s
+        end
+        if #parts == 0 then return nil, "must not be an empty list" end
+        return concat(parts, " ")
+    end
+    local v, why = check.string(value)
+    if not v then return nil, "must be a string or a list of strings" end
+    if has_control(v) then return nil, "must not contain CR, LF or NUL" end
+    return v
+end
+
+function check.auth_method(value)
+    if value ~= "client_secret_post" and value ~= "client_secret_basic" then
+        return nil, 'must be "client_secret_post" or "client_secret_basic"'
+    end
+    return value
+end
+
+-- A transport: anything with a request(self, req) method.
+function check.session(value)
+    local t = type(value)
+    if (t ~= "table" and t ~= "userdata") or value.request == nil then
+        return nil, "must be a session (an object with a request method)"
+    end
+    return value
+end
+
+-- Every option oauth2.token accepts, and how it is checked.
+_M.schema = {
+    client_id = check.string,
+    client_secret = check.string,
+    grant_type = check.string,
+    scope = check.scope,
+    thousandeyes_bearer_token = check.string,
+    x_tenant_id = check.header,
+    host = check.string,
+    token_url = check.string,
+    auth_method = check.auth_method,
+    access_token = check.header,
+    timeout = check.positive,
+    connect_timeout = check.positive,
+    retries = check.count,
+    deadline = check.positive,
+    backoff_base = check.positive,
+    backoff_max = check.positive,
+    ca_file = check.string,
+    ca_path = check.string,
+    cert = check.string,
+    key = check.string,
+    proxy = check.string,
+    verify = check.boolean,
+    allow_http = check.boolean,
+    user_agent = check.header,
+    max_body = check.size,
+    session = check.session,
+}
+
+local LOOPBACK = { localhost = true, ["::1"] = true, ["[::1]"] = true }
+
+local function is_loopback(host)
+    host = lower(host)
+    return LOOPBACK[host] or match(host, "^127%.%d+%.%d+%.%d+$") ~= nil
+        or match(host, "%.localhost$") ~= nil
+end
+
+-- Check a URL the way libcurl will read it; return it or raise.
+local function check_url(url, name, allow_http, level)
+    local parts, why = core.parse_url(url)
+    if not parts then fail(level, "option '%s' is not a valid URL (%s)", name, why) end
+    local scheme = lower(parts.scheme or "")
+    if scheme ~= "http" and scheme ~= "https" then
+        fail(level, "option '%s' must be an http:// or https:// URL", name)
+    end
+    if not parts.host or parts.host == "" then
+        fail(level, "option '%s' has no host", name)
+    end
+    if parts.userinfo then
+        fail(level, "option '%s' must not embed credentials; use client_id/client_secret", name)
+    end
+    if scheme == "http" and not allow_http and not is_loopback(parts.host) then
+        fail(level, "option '%s' uses plain http:// to %s: the client secret would travel "
+            .. "unencrypted (use https, or set allow_http = true)", name, parts.host)
+    end
+    return url
+end
+
+-- Validate opts (raising at `level`) and return the normalised configuration.
+function _M.validate(opts, level)
+    level = (level or 1) + 1
+    if type(opts) ~= "table" then
+        fail(level, "options must be a table, got %s", describe(opts))
+    end
+    local conf = {}
+    local names = {}
+    for name in pairs(opts) do
+        if type(name) ~= "string" or not _M.schema[name] then
+            names[#names + 1] = tostring(name)
+        end
+    end
+    if #names > 0 then
+        sort(names)
+        fail(level, "unknown option%s '%s'", #names > 1 and "s" or "", concat(names, "', '"))
+    end
+    for name, checker in pairs(_M.schema) do
+        local value = opts[name]
+        if value ~= nil then
+            local v, why = checker(value)
+            if v == nil then
+                if SECRET[name] then
+                    fail(level, "option '%s' %s", name, why)
+                end
+                fail(level, "option '%s' %s, got %s", name, why, describe(value))
+            end
+            conf[name] = v
+        end
+    end
+
+    -- credentials may come from the environment so scripts hold no secret
+    if conf.client_id == nil then
+        conf.client_id = getenv(_M.ENV_CLIENT_ID)
+        if conf.client_id == "" then conf.client_id = nil end
+    end
+    if conf.client_secret == nil then
+        conf.client_secret = getenv(_M.ENV_CLIENT_SECRET)
+        if conf.client_secret == "" then conf.client_secret = nil end
+    end
+    if conf.client_id == nil then
+        fail(level, "option 'client_id' is required (or set %s)", _M.ENV_CLIENT_ID)
+    end
+    if conf.client_secret == nil and conf.access_token == nil then
+        fail(level, "option 'client_secret' is required (or set %s)", _M.ENV_CLIENT_SECRET)
+    end
+
+    for name, value in pairs(_M.defaults) do
+        if conf[name] == nil then conf[name] = value end
+    end
+    if conf.auth_method == "client_secret_basic" then
+        if conf.access_token then
+            fail(level, "options 'access_token' and auth_method 'client_secret_basic' "
+                .. "both set the Authorization header; use one")
+        end
+        if conf.client_secret == nil then
+            fail(level, "auth_method 'client_secret_basic' needs 'client_secret'")
+        end
+    end
+    if conf.connect_timeout > conf.timeout then conf.connect_timeout = conf.timeout end
+    if conf.backoff_max < conf.backoff_base then conf.backoff_max = conf.backoff_base end
+
+    if conf.token_url then
+        conf.url = check_url(conf.token_url, "token_url", conf.allow_http, level + 1)
+    else
+        local host = gsub(conf.host, "/+$", "")
+        check_url(host, "host", conf.allow_http, level + 1)
+        if find(host, "[?#]") then
+            fail(level, "option 'host' must not carry a query or fragment")
+        end
+        conf.url = host .. _M.TOKEN_PATH
+    end
+
+    local secrets = {}
+    for _, name in ipairs(_M.SECRET_OPTIONS) do
+        if conf[name] then
+            secrets[#secrets + 1] = conf[name]
+            -- also in the encoded forms in which it travels
+            local escaped = core.escape(conf[name])
+            if escaped ~= conf[name] then secrets[#secrets + 1] = escaped end
+        end
+    end
+    conf.secrets = secrets
+    return conf
+end
+
+-- The request table the C core takes, built once per configuration.
+function _M.request(conf)
+    local form = { grant_type = conf.grant_type }
+    form.scope = conf.scope
+    form.thousandeyes_bearer_token = conf.thousandeyes_bearer_token
+    local req = {
+        url = conf.url,
+        form = form,
+        headers = {
+            ["Content-Type"] = "application/x-www-form-urlencoded",
+            ["Accept"] = "application/json, application/problem+json",
+        },
+        connect_timeout = conf.connect_timeout,
+        timeout = conf.timeout,
+        verify = conf.verify,
+        ca_file = conf.ca_file,
+        ca_path = conf.ca_path,
+        cert = conf.cert,
+        key = conf.key,
+        proxy = conf.proxy,
+        user_agent = conf.user_agent,
+        max_body = conf.max_body,
+    }
+    if conf.auth_method == "client_secret_basic" then
+        -- RFC 6749 2.3.1: form-urlencode id and secret, then Basic-encode
+        req.username = core.escape(conf.client_id)
+        req.password = core.escape(conf.client_secret)
+    else
+        form.client_id = conf.client_id
+        form.client_secret = conf.client_secret
+    end
+    if conf.x_tenant_id then req.headers["x-tenant-id"] = conf.x_tenant_id end
+    if conf.access_token then
+        req.headers["Authorization"] = "Bearer " .. conf.access_token
+    end
+    return req
+end
+
+_M.is_loopback = is_loopback
+
+return _M

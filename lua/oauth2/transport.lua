@@ -1,0 +1,87 @@
+-- oauth2.transport: drive the C core's exchanges, never blocking an event loop.
+--
+-- One code path for every host: an exchange is started, then stepped until
+-- done.  Inside OpenResty, where the running phase may yield, each step
+-- polls without waiting and the light thread yields with ngx.sleep in
+-- between; elsewhere each step waits on libcurl's multi handle.  The same
+-- feature test picks the clock and the sleep used for retries and backoff.
+
+local core = require "oauth2.core"
+
+local setmetatable, error, type = setmetatable, error, type
+local min = math.min
+local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
+
+local _M = { _VERSION = "0.1.0" }
+
+-- Phases of ngx_lua in which a light thread may yield.
+local YIELDABLE = {
+    rewrite = true, access = true, content = true, timer = true,
+    ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+
+-- Whether the caller runs in an nginx phase that may yield.
+local function can_yield()
+    return ngx ~= nil and type(ngx.get_phase) == "function" and YIELDABLE[ngx.get_phase()] == true
+end
+_M.can_yield = can_yield
+
+-- Seconds on a monotonic clock.
+_M.now = core.now
+
+-- Wait, yielding to nginx where it may, blocking elsewhere.
+function _M.sleep(seconds)
+    if seconds <= 0 then return end
+    if can_yield() then return ngx.sleep(seconds) end
+    return core.sleep(seconds)
+end
+
+local Session = {}
+Session.__index = Session
+
+-- One exchange: the response table, or nil and the core's error table.
+function Session:request(req)
+    local session = self.core
+    if session == nil then error("oauth2: use of a closed session", 2) end
+    if session:busy() then
+        -- a concurrent user (another light thread) holds it
+        return nil, { kind = "config", message = "session is busy with another exchange" }
+    end
+    local ok, err = session:start(req)
+    if not ok then return nil, err end
+    if can_yield() then
+        -- poll without waiting, yield between polls, back off to 20 ms
+        local pause = 0.001
+        while true do
+            local res, step_err = session:step(0)
+            if res ~= false then return res, step_err end
+            ngx.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        end
+    end
+    while true do
+        local res, step_err = session:step(1)
+        if res ~= false then return res, step_err end
+    end
+end
+
+-- Close the connection; idempotent.
+function Session:close()
+    if self.core then
+        self.core:close()
+        self.core = nil
+    end
+end
+Session.__close = Session.close
+Session.__gc = Session.close
+
+function Session:__tostring()
+    return self.core and "oauth2.session (open)" or "oauth2.session (closed)"
+end
+
+-- A new session: one reusable connection to the token endpoint.
+function _M.session()
+    return setmetatable({ core = core.session() }, Session)
+end
+
+return _M

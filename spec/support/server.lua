@@ -1,0 +1,157 @@
+-- spec/support/server.lua: start and stop the fake token endpoint.
+--
+-- Used by the specs and by the demo.  start() generates a throwaway CA and
+-- a server certificate for 127.0.0.1 with openssl, launches the Python fake
+-- endpoint on free ports (HTTP and HTTPS) and returns a handle to script it,
+-- read its stats and stop it.  The server also exits on its own when this
+-- Lua process ends, so a crashed run leaves nothing behind.
+
+local core = require "oauth2.core"
+local cjson = require "cjson"
+
+local _M = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+
+local function sh(command)
+    local ok, how, code = os.execute(command)
+    -- Lua 5.1 returns a status number, 5.2+ returns true/nil, "exit", code
+    if type(ok) == "number" then return ok == 0 end
+    return ok == true and how == "exit" and code == 0
+end
+
+local function quote(s)
+    return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+
+local function own_pid()
+    local stat = read_file("/proc/self/stat")
+    return stat and stat:match("^(%d+)")
+end
+
+-- Make a fresh directory for this run's certificates and logs.
+local function temp_dir()
+    local p = io.popen("mktemp -d 2>/dev/null")
+    local dir = p:read("*l")
+    p:close()
+    assert(dir and dir ~= "", "mktemp -d failed")
+    return dir
+end
+
+-- A CA, a server certificate it signed for 127.0.0.1/localhost, and an
+-- unrelated CA (for "wrong CA" specs).  Elliptic keys keep this fast.
+local function make_certificates(dir)
+    local d = quote(dir)
+    local quiet = " >/dev/null 2>&1"
+    local ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    local steps = {
+        "openssl req -x509" .. ec .. " -keyout " .. d .. "/ca.key -out " .. d
+            .. "/ca.pem -days 2 -subj /CN=lua-oauth2-test-ca" .. quiet,
+        "openssl req -x509" .. ec .. " -keyout " .. d .. "/wrong-ca.key -out " .. d
+            .. "/wrong-ca.pem -days 2 -subj /CN=lua-oauth2-wrong-ca" .. quiet,
+        "openssl req" .. ec .. " -keyout " .. d .. "/server.key -out " .. d
+            .. "/server.csr -subj /CN=127.0.0.1" .. quiet,
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > " .. d .. "/san.ext",
+        "openssl x509 -req -in " .. d .. "/server.csr -CA " .. d .. "/ca.pem -CAkey " .. d
+            .. "/ca.key -CAcreateserial -days 2 -extfile " .. d .. "/san.ext -out " .. d
+            .. "/server.pem" .. quiet,
+    }
+    for _, step in ipairs(steps) do
+        assert(sh(step), "certificate generation failed: " .. step)
+    end
+end
+
+local Server = {}
+Server.__index = Server
+
+-- POST a JSON config to /_control (reset = true restores the defaults).
+function Server:control(config)
+    local session = core.session()
+    local res, err = session:request {
+        url = self.http_url .. "/_control",
+        form = { config = cjson.encode(config) },
+        timeout = 5,
+    }
+    session:close()
+    assert(res and res.status == 200, "fake server control failed: "
+        .. tostring(res and res.status or (err and err.message)))
+end
+
+function Server:reset(config)
+    config = config or {}
+    config.reset = true
+    self:control(config)
+end
+
+-- What the server saw: token_requests, token_connections, requests[].
+function Server:stats()
+    local session = core.session()
+    local res, err = session:request { url = self.http_url .. "/_stats", timeout = 5 }
+    session:close()
+    assert(res and res.status == 200, "fake server stats failed: "
+        .. tostring(res and res.status or (err and err.message)))
+    return cjson.decode(res.body)
+end
+
+-- The last token request the server saw: {headers, form, basic, bearer}.
+function Server:last_request()
+    local requests = self:stats().requests
+    return requests[#requests]
+end
+
+function Server:stop()
+    if self.pid then
+        sh("kill " .. self.pid .. " 2>/dev/null")
+        self.pid = nil
+    end
+    if self.dir then
+        sh("rm -rf " .. quote(self.dir))
+        self.dir = nil
+    end
+end
+
+-- Start the fake endpoint; returns a Server with http_url, https_url,
+-- ca_file, wrong_ca_file and the client credentials it accepts.
+function _M.start()
+    local dir = temp_dir()
+    make_certificates(dir)
+    local ready = dir .. "/ports.json"
+    local command = table.concat({
+        "python3", quote(here .. "/fake_token_server.py"),
+        "--cert", quote(dir .. "/server.pem"), "--key", quote(dir .. "/server.key"),
+        "--ready-file", quote(ready), "--watch-pid", own_pid() or "0",
+        ">", quote(dir .. "/server.log"), "2>&1 & echo $!",
+    }, " ")
+    local p = io.popen(command)
+    local pid = p:read("*l")
+    p:close()
+    local server = setmetatable({ pid = pid, dir = dir }, Server)
+    local ports
+    for _ = 1, 200 do
+        local text = read_file(ready)
+        if text then ports = cjson.decode(text) break end
+        core.sleep(0.05)
+    end
+    if not ports then
+        local log = read_file(dir .. "/server.log") or ""
+        server:stop()
+        error("the fake token endpoint did not start:\n" .. log)
+    end
+    server.http_url = ("http://127.0.0.1:%d"):format(ports.http)
+    server.https_url = ("https://127.0.0.1:%d"):format(ports.https)
+    server.ca_file = dir .. "/ca.pem"
+    server.wrong_ca_file = dir .. "/wrong-ca.pem"
+    server.client_id = "demo-client-id"
+    server.client_secret = "demo-client-secret"
+    return server
+end
+
+return _M
