@@ -207,10 +207,7 @@ local function exchange(conf, session)
         end
         err.attempts = attempt
         if not err.retryable then return nil, err end
-        if attempt > conf.retries then
-            err.message = err.message .. format(" (gave up after %d retries)", conf.retries)
-            return nil, err
-        end
+        if attempt > conf.retries then return nil, err end
         local wait = backoff(conf, attempt)
         if err.retry_after then wait = max(wait, err.retry_after) end
         if now() + wait >= deadline_at then

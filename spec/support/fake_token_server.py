@@ -120,7 +120,18 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
+    def parse_target(self):
+        """Requests through a forward proxy carry an absolute URI: keep its
+        path and remember the host it was meant for."""
+        if self.path.startswith(("http://", "https://")):
+            target = urllib.parse.urlsplit(self.path)
+            self.proxied_host = target.netloc
+            self.path = target.path or "/"
+        else:
+            self.proxied_host = None
+
     def do_GET(self):
+        self.parse_target()
         if self.path == "/_stats":
             with STATE.lock:
                 body = json.dumps(STATE.stats())
@@ -131,6 +142,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send(*problem(404, "Not Found", "no such resource"))
 
     def do_POST(self):
+        self.parse_target()
         body = self.read_body()
         if self.path == "/_control":
             self.control(body)
@@ -165,7 +177,13 @@ class Handler(BaseHTTPRequestHandler):
                 self.counted = True
             scripted = STATE.script.pop(0) if STATE.script else None
             delay = STATE.delay
-        record = {"headers": {k.lower(): v for k, v in self.headers.items()}}
+        record = {"headers": {k.lower(): v for k, v in self.headers.items()},
+                  "port": self.server.server_address[1]}
+        if self.proxied_host:
+            record["proxied_host"] = self.proxied_host
+        peer_cert = getattr(self.connection, "getpeercert", lambda: None)()
+        if peer_cert:
+            record["client_cert"] = dict(x[0] for x in peer_cert.get("subject", ()))
         if delay > 0:
             time.sleep(delay)
         if scripted is not None:
@@ -304,6 +322,8 @@ def main():
     parser.add_argument("--tls-port", type=int, default=0, help="HTTPS port (0 picks a free one)")
     parser.add_argument("--cert", help="server certificate (PEM); HTTPS only with one")
     parser.add_argument("--key", help="server private key (PEM)")
+    parser.add_argument("--mtls-port", type=int, default=0, help="HTTPS port that requires a client certificate")
+    parser.add_argument("--client-ca", help="CA (PEM) that signs accepted client certificates; enables the mTLS port")
     parser.add_argument("--ready-file", help="write the ports here as JSON once listening")
     parser.add_argument("--watch-pid", type=int, help="exit when this process ends")
     args = parser.parse_args()
@@ -315,6 +335,13 @@ def main():
         context.load_cert_chain(args.cert, args.key)
         servers.append(TLSServer(("127.0.0.1", args.tls_port), Handler, context))
         ports["https"] = servers[1].server_address[1]
+        if args.client_ca:
+            mutual = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            mutual.load_cert_chain(args.cert, args.key)
+            mutual.load_verify_locations(args.client_ca)
+            mutual.verify_mode = ssl.CERT_REQUIRED
+            servers.append(TLSServer(("127.0.0.1", args.mtls_port), Handler, mutual))
+            ports["mtls"] = servers[2].server_address[1]
 
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()

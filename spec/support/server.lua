@@ -60,6 +60,12 @@ local function make_certificates(dir)
         "openssl req" .. ec .. " -keyout " .. d .. "/server.key -out " .. d
             .. "/server.csr -subj /CN=127.0.0.1" .. quiet,
         "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > " .. d .. "/san.ext",
+        "openssl req" .. ec .. " -keyout " .. d .. "/client.key -out " .. d
+            .. "/client.csr -subj /CN=lua-oauth2-test-client" .. quiet,
+        "openssl x509 -req -in " .. d .. "/client.csr -CA " .. d .. "/ca.pem -CAkey " .. d
+            .. "/ca.key -CAcreateserial -days 2 -out " .. d .. "/client.pem" .. quiet,
+        "mkdir " .. d .. "/capath && cp " .. d .. "/ca.pem " .. d
+            .. "/capath/ && openssl rehash " .. d .. "/capath" .. quiet,
         "openssl x509 -req -in " .. d .. "/server.csr -CA " .. d .. "/ca.pem -CAkey " .. d
             .. "/ca.key -CAcreateserial -days 2 -extfile " .. d .. "/san.ext -out " .. d
             .. "/server.pem" .. quiet,
@@ -127,6 +133,7 @@ function _M.start()
     local command = table.concat({
         "python3", quote(here .. "/fake_token_server.py"),
         "--cert", quote(dir .. "/server.pem"), "--key", quote(dir .. "/server.key"),
+        "--client-ca", quote(dir .. "/ca.pem"),
         "--ready-file", quote(ready), "--watch-pid", own_pid() or "0",
         ">", quote(dir .. "/server.log"), "2>&1 & echo $!",
     }, " ")
@@ -147,7 +154,11 @@ function _M.start()
     end
     server.http_url = ("http://127.0.0.1:%d"):format(ports.http)
     server.https_url = ("https://127.0.0.1:%d"):format(ports.https)
+    server.mtls_url = ("https://127.0.0.1:%d"):format(ports.mtls)
     server.ca_file = dir .. "/ca.pem"
+    server.ca_path = dir .. "/capath"
+    server.client_cert = dir .. "/client.pem"
+    server.client_key = dir .. "/client.key"
     server.wrong_ca_file = dir .. "/wrong-ca.pem"
     server.client_id = "demo-client-id"
     server.client_secret = "demo-client-secret"

@@ -1,0 +1,238 @@
+-- The C core (oauth2.core) against the real fake endpoint on 127.0.0.1.
+
+local core = require "oauth2.core"
+local cjson = require "cjson"
+local fake = require "server"
+
+local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+
+describe("oauth2.core", function()
+    local server
+
+    setup(function() server = fake.start() end)
+    teardown(function() if server then server:stop() end end)
+    before_each(function() server:reset() end)
+
+    local function token_request(extra)
+        local req = {
+            url = server.http_url .. "/v7/oauth2/token",
+            headers = FORM,
+            form = {
+                grant_type = "client_credentials",
+                client_id = server.client_id,
+                client_secret = server.client_secret,
+            },
+            timeout = 5,
+        }
+        for k, v in pairs(extra or {}) do req[k] = v end
+        return req
+    end
+
+    it("has a version and names its libcurl", function()
+        assert.is_string(core._VERSION)
+        assert.matches("^libcurl/", core.curl_version)
+    end)
+
+    describe("a session", function()
+        it("returns status, lower-case headers and body of an exchange", function()
+            local session = core.session()
+            local res, err = session:request(token_request())
+            session:close()
+            assert.is_nil(err)
+            assert.equals(200, res.status)
+            assert.equals("application/json", res.headers["content-type"])
+            assert.equals("no-store", res.headers["cache-control"])
+            assert.is_nil(res.headers["Content-Type"])
+            assert.is_string(cjson.decode(res.body).access_token)
+        end)
+
+        it("reuses one connection for consecutive exchanges", function()
+            local session = core.session()
+            local connects = {}
+            for i = 1, 3 do
+                local res = assert(session:request(token_request()))
+                assert.equals(200, res.status)
+                connects[i] = res.connects
+            end
+            session:close()
+            assert.same({ 1, 0, 0 }, connects)
+            local stats = server:stats()
+            assert.equals(3, stats.token_requests)
+            assert.equals(1, stats.token_connections)
+        end)
+
+        it("reuses the TLS connection too", function()
+            local session = core.session()
+            for _ = 1, 3 do
+                local res = assert(session:request(token_request {
+                    url = server.https_url .. "/v7/oauth2/token",
+                    ca_file = server.ca_file,
+                }))
+                assert.equals(200, res.status)
+            end
+            session:close()
+            assert.equals(1, server:stats().token_connections)
+        end)
+
+        it("can be driven step by step until done", function()
+            local session = core.session()
+            server:control { delay = 0.2 }
+            assert.is_true(session:start(token_request()))
+            assert.is_true(session:busy())
+            local steps, res, err = 0, false, nil
+            repeat
+                steps = steps + 1
+                res, err = session:step(0.01)
+            until res ~= false
+            session:close()
+            assert.is_nil(err)
+            assert.equals(200, res.status)
+            -- a 0.2 s answer cannot arrive within one 10 ms step
+            assert.is_true(steps > 1)
+        end)
+
+        it("refuses to start a second exchange while one runs", function()
+            local session = core.session()
+            server:control { delay = 0.2 }
+            session:start(token_request())
+            assert.has_error(function() session:start(token_request()) end,
+                "oauth2.core session is busy with another exchange")
+            session:cancel()
+            assert.is_false(session:busy())
+            local res = assert(session:request(token_request()))
+            assert.equals(200, res.status)
+            session:close()
+        end)
+
+        it("closes idempotently and refuses use after close", function()
+            local session = core.session()
+            session:close()
+            session:close()
+            assert.matches("closed", tostring(session))
+            assert.has_error(function() session:request(token_request()) end,
+                "attempt to use a closed oauth2.core session")
+        end)
+
+        it("raises for a request that is not a table", function()
+            local session = core.session()
+            assert.has_error(function() session:request("http://127.0.0.1/") end)
+            assert.has_error(function() session:request({ url = 42 }) end,
+                "request.url must be a string")
+            assert.has_error(function() session:request({}) end, "request.url is required")
+            session:close()
+        end)
+    end)
+
+    describe("safety", function()
+        local session
+        before_each(function() session = core.session() end)
+        after_each(function() session:close() end)
+
+        it("refuses CR or LF in a header value", function()
+            for _, value in ipairs { "a\r\nX-Injected: 1", "a\nb", "a\rb", "a\0b" } do
+                local res, err = session:request(token_request {
+                    headers = { ["x-tenant-id"] = value },
+                })
+                assert.is_nil(res)
+                assert.equals("config", err.kind)
+                assert.matches("x%-tenant%-id", err.message)
+                assert.not_matches("Injected", err.message)
+            end
+            assert.equals(0, server:stats().token_requests)
+        end)
+
+        it("refuses a header name that is not an HTTP token", function()
+            local res, err = session:request(token_request {
+                headers = { ["Bad Name"] = "x" },
+            })
+            assert.is_nil(res)
+            assert.equals("config", err.kind)
+        end)
+
+        it("refuses a URL with a NUL byte", function()
+            local res, err = session:request(token_request {
+                url = server.http_url .. "/v7/oauth2/token\0evil",
+            })
+            assert.is_nil(res)
+            assert.equals("config", err.kind)
+        end)
+
+        it("allows only http and https", function()
+            local res, err = session:request { url = "file:///etc/passwd" }
+            assert.is_nil(res)
+            assert.equals("config", err.kind)
+            assert.equals(1, err.curl_code) -- CURLE_UNSUPPORTED_PROTOCOL
+        end)
+
+        it("never follows a redirect", function()
+            server:control { script = { {
+                status = 302,
+                headers = { Location = server.https_url .. "/v7/oauth2/token" },
+                body = "",
+            } } }
+            local res = assert(session:request(token_request()))
+            assert.equals(302, res.status)
+            assert.equals(1, server:stats().token_requests)
+        end)
+
+        it("fails cleanly on a body larger than max_body", function()
+            server:control { script = { { status = 200, body = string.rep("x", 4096) } } }
+            local res, err = session:request(token_request { max_body = 1000 })
+            assert.is_nil(res)
+            assert.equals("protocol", err.kind)
+            assert.matches("1000 byte limit", err.message)
+            -- and the session still works
+            res = assert(session:request(token_request()))
+            assert.equals(200, res.status)
+        end)
+
+        it("reports a refused connection as a network error", function()
+            local res, err = session:request { url = "http://127.0.0.1:1/", timeout = 2 }
+            assert.is_nil(res)
+            assert.equals("network", err.kind)
+            assert.equals(7, err.curl_code) -- CURLE_COULDNT_CONNECT
+        end)
+
+        it("reports a slow server as a timeout", function()
+            server:control { delay = 1 }
+            local res, err = session:request(token_request { timeout = 0.2 })
+            assert.is_nil(res)
+            assert.equals("timeout", err.kind)
+        end)
+
+        it("reports a certificate from an unknown CA as a TLS error", function()
+            local res, err = session:request(token_request {
+                url = server.https_url .. "/v7/oauth2/token",
+                ca_file = server.wrong_ca_file,
+            })
+            assert.is_nil(res)
+            assert.equals("tls", err.kind)
+        end)
+    end)
+
+    describe("helpers", function()
+        it("form-urlencodes every reserved byte", function()
+            assert.equals("a%20b%3A%2B%25%26%3D%2F%0D%0A", core.escape("a b:+%&=/\r\n"))
+            assert.equals("AZaz09-._~", core.escape("AZaz09-._~"))
+            assert.equals("%00", core.escape("\0"))
+        end)
+
+        it("parses URLs the way libcurl will use them", function()
+            local parts = core.parse_url("https://api.thousandeyes.com/v7")
+            assert.equals("https", parts.scheme)
+            assert.equals("api.thousandeyes.com", parts.host)
+            assert.equals("443", parts.port)
+            assert.is_false(parts.userinfo)
+            assert.is_true(core.parse_url("https://a:b@host/").userinfo)
+            local bad, why = core.parse_url("http://[::1")
+            assert.is_nil(bad)
+            assert.is_string(why)
+        end)
+
+        it("has a monotonic clock", function()
+            local a = core.now()
+            core.sleep(0.01)
+            assert.is_true(core.now() > a)
+        end)
+    end)
+end)

@@ -1,0 +1,169 @@
+-- Option validation of oauth2.token: bad input fails at once, naming the option.
+
+local oauth2 = require "oauth2"
+
+local SECRET = "sentinel-Secret-7f3a9c"
+
+local function base(extra)
+    local opts = { client_id = "id", client_secret = SECRET, host = "http://127.0.0.1:1" }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return opts
+end
+
+-- The message oauth2.token raises for opts (fails the spec if none).
+local function raised(opts)
+    local ok, message = pcall(oauth2.token, opts)
+    assert.is_false(ok, "expected oauth2.token to raise")
+    assert.is_string(message)
+    assert.is_nil(message:find(SECRET, 1, true), "the secret leaked into: " .. message)
+    return message
+end
+
+-- Run a Lua snippet in a child interpreter with the given environment.
+local function child(env, code)
+    local interpreter = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+    local build = jit and "luajit" or _VERSION:match("%d+%.%d+")
+    local vars = {}
+    for k, v in pairs(env) do vars[#vars + 1] = k .. "='" .. v .. "'" end
+    local command = ("env -u THOUSANDEYES_CLIENT_ID -u THOUSANDEYES_CLIENT_SECRET %s %s -e "
+        .. "\"package.path='lua/?.lua;'..package.path; package.cpath='build/%s/?.so;'"
+        .. "..package.cpath\" -e %q 2>&1"):format(table.concat(vars, " "), interpreter, build, code)
+    local p = io.popen(command)
+    local out = p:read("*a")
+    p:close()
+    return out
+end
+
+describe("oauth2.token options", function()
+    it("raises at the caller's line", function()
+        local ok, message = pcall(function() oauth2.token(base { bogus = 1 }) end)
+        assert.is_false(ok)
+        assert.matches("options_spec.lua:%d+: oauth2: unknown option 'bogus'", message)
+    end)
+
+    it("rejects a non-table", function()
+        assert.matches("options must be a table, got a string", raised("client_id=x"))
+    end)
+
+    it("names every unknown option", function()
+        assert.matches("unknown options 'clientid', 'timout'",
+            raised(base { clientid = "x", timout = 3 }))
+    end)
+
+    it("names the option and the type for wrong types", function()
+        local cases = {
+            { "client_id", 42, "option 'client_id' must be a string, got a number" },
+            { "timeout", "3", "option 'timeout' must be a number, got a string" },
+            { "timeout", -1, "option 'timeout' must be a positive number" },
+            { "connect_timeout", 0, "option 'connect_timeout' must be a positive number" },
+            { "deadline", true, "option 'deadline' must be a number, got a boolean" },
+            { "retries", 1.5, "option 'retries' must be a non%-negative integer" },
+            { "retries", -1, "option 'retries' must be a non%-negative integer" },
+            { "verify", "no", "option 'verify' must be a boolean" },
+            { "allow_http", 1, "option 'allow_http' must be a boolean" },
+            { "auth_method", "basic", "option 'auth_method' must be \"client_secret_post\"" },
+            { "scope", 7, "option 'scope' must be a string or a list of strings" },
+            { "scope", { "a b" }, "option 'scope' entry 1 must be a non%-empty string" },
+            { "scope", {}, "option 'scope' must not be an empty list" },
+            { "max_body", 0, "option 'max_body' must be a positive integer" },
+            { "ca_file", false, "option 'ca_file' must be a string" },
+            { "ca_path", 1, "option 'ca_path' must be a string" },
+            { "cert", 1, "option 'cert' must be a string" },
+            { "key", 1, "option 'key' must be a string" },
+            { "proxy", 1, "option 'proxy' must be a string" },
+            { "user_agent", 1, "option 'user_agent' must be a string" },
+            { "grant_type", "", "option 'grant_type' must not be empty" },
+            { "backoff_base", 0, "option 'backoff_base' must be a positive number" },
+            { "backoff_max", "1", "option 'backoff_max' must be a number" },
+            { "session", {}, "option 'session' must be a session" },
+            { "token_url", 5, "option 'token_url' must be a string" },
+            { "x_tenant_id", 5, "option 'x_tenant_id' must be a string" },
+        }
+        for _, case in ipairs(cases) do
+            assert.matches(case[3], raised(base { [case[1]] = case[2] }), nil, false, case[1])
+        end
+    end)
+
+    it("requires a non-empty client_id", function()
+        assert.matches("option 'client_id' must not be empty", raised(base { client_id = "" }))
+    end)
+
+    it("does not echo a secret of the wrong type or shape", function()
+        assert.matches("option 'client_secret' must be a string$",
+            raised(base { client_secret = 12345678 }))
+        local message = raised(base { access_token = SECRET .. "\r\nX: y" })
+        assert.matches("option 'access_token' must not contain CR or LF", message)
+    end)
+
+    it("refuses CR or LF in every value that becomes a header", function()
+        for _, name in ipairs { "x_tenant_id", "access_token", "user_agent" } do
+            assert.matches("option '" .. name .. "' must not contain CR or LF",
+                raised(base { [name] = "a\r\nInjected: yes" }))
+            assert.matches("option '" .. name .. "' must not contain CR or LF",
+                raised(base { [name] = "a\nb" }))
+        end
+    end)
+
+    it("accepts only http(s) URLs with a host and no credentials", function()
+        assert.matches("option 'host' must be an http:// or https:// URL",
+            raised(base { host = "ftp://api.thousandeyes.com" }))
+        assert.matches("option 'host' is not a valid URL",
+            raised(base { host = "https://[::1" }))
+        assert.matches("option 'token_url' must be an http:// or https:// URL",
+            raised(base { token_url = "file:///etc/passwd" }))
+        assert.matches("option 'host' must not embed credentials",
+            raised(base { host = "https://user:pw@api.thousandeyes.com" }))
+        assert.matches("option 'host' must not carry a query",
+            raised(base { host = "https://api.thousandeyes.com/?a=b" }))
+    end)
+
+    it("refuses plain http to a host that is not loopback", function()
+        assert.matches("option 'host' uses plain http:// to api.thousandeyes.com",
+            raised(base { host = "http://api.thousandeyes.com" }))
+        assert.matches("option 'token_url' uses plain http://",
+            raised(base { token_url = "http://10.1.2.3/token" }))
+    end)
+
+    it("allows plain http to loopback, or anywhere when allow_http is set", function()
+        -- these pass validation; port 1 then refuses the connection
+        for _, opts in ipairs {
+            base { host = "http://127.0.0.1:1" },
+            base { host = "http://localhost:1" },
+            base { host = "http://[::1]:1" },
+            base { host = "http://example.invalid:1", allow_http = true, retries = 0,
+                   timeout = 1 },
+        } do
+            opts.retries = 0
+            local token, err = oauth2.token(opts)
+            assert.is_nil(token)
+            assert.equals("network", err.kind)
+        end
+    end)
+
+    it("refuses access_token together with Basic authentication", function()
+        assert.matches("'access_token' and auth_method 'client_secret_basic'",
+            raised(base { auth_method = "client_secret_basic", access_token = "tok-123456" }))
+    end)
+
+    describe("credentials from the environment", function()
+        local probe = "local ok, e = pcall(require('oauth2').token, "
+            .. "{ host = 'http://127.0.0.1:1', retries = 0 }) "
+            .. "print(ok and 'no error' or e or 'nil')"
+
+        it("are required when not given", function()
+            local out = child({}, probe)
+            assert.matches("option 'client_id' is required %(or set THOUSANDEYES_CLIENT_ID%)", out)
+            out = child({ THOUSANDEYES_CLIENT_ID = "id" }, probe)
+            assert.matches("option 'client_secret' is required %(or set THOUSANDEYES_CLIENT_SECRET%)",
+                out)
+        end)
+
+        it("are read from THOUSANDEYES_CLIENT_ID and THOUSANDEYES_CLIENT_SECRET", function()
+            local out = child({ THOUSANDEYES_CLIENT_ID = "id", THOUSANDEYES_CLIENT_SECRET = SECRET },
+                probe)
+            -- validation passed: what remains is the refused connection
+            assert.matches("^no error", out)
+            assert.is_nil(out:find(SECRET, 1, true))
+        end)
+    end)
+end)
