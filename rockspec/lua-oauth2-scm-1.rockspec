@@ -1,0 +1,54 @@
+-- LuaRocks build of lua-oauth2: the C core (linked with libcurl) and the
+-- Lua modules.  From a checkout: luarocks make (add --deps-mode=none when
+-- lua-cjson comes from the system, e.g. Debian's lua-cjson package).
+rockspec_format = "3.0"
+package = "lua-oauth2"
+version = "scm-1"
+
+source = {
+   url = "git+https://github.com/lua-oauth2/lua-oauth2.git",
+}
+
+description = {
+   summary = "OAuth2 access tokens from the ThousandEyes API v7, for Lua and OpenResty",
+   detailed = [[
+A libcurl-based C core and a small Lua layer that fetch OAuth2 access
+tokens (client-credentials grant) from the ThousandEyes API v7 token
+endpoint, or any RFC 6749 token endpoint: option validation, retries with
+backoff inside a deadline, connection reuse, and errors that never carry a
+secret.
+]],
+   license = "MIT",
+   labels = { "oauth2", "thousandeyes", "openresty", "curl" },
+}
+
+dependencies = {
+   "lua >= 5.1, < 5.5",
+   "lua-cjson >= 2.1",
+}
+
+-- Only the library is looked up: Debian and Ubuntu keep curl/curl.h in a
+-- multiarch include directory that LuaRocks does not search, while the C
+-- compiler finds it there by itself.  Elsewhere pass CURL_DIR or CURL_INCDIR.
+external_dependencies = {
+   CURL = {
+      library = "curl",
+   },
+}
+
+build = {
+   type = "builtin",
+   modules = {
+      ["oauth2.core"] = {
+         sources = { "src/core.c" },
+         defines = { "_POSIX_C_SOURCE=200809L" },
+         incdirs = { "$(CURL_INCDIR)" },
+         libdirs = { "$(CURL_LIBDIR)" },
+         libraries = { "curl" },
+      },
+      ["oauth2"] = "lua/oauth2.lua",
+      ["oauth2.error"] = "lua/oauth2/error.lua",
+      ["oauth2.options"] = "lua/oauth2/options.lua",
+      ["oauth2.transport"] = "lua/oauth2/transport.lua",
+   },
+}
