@@ -67,5 +67,23 @@ install: $(MODULE)
 	install -m 0644 lua/oauth2.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua
 	install -m 0644 lua/oauth2/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/
 
+# The suite with the C core built under AddressSanitizer and UBSan.  The
+# interpreter is not instrumented, so the runtime is preloaded into it.
+# Libraries preloaded so they stay mapped at exit and leak reports can name them.
+ASAN_KEEP  ?= $(wildcard /usr/lib/x86_64-linux-gnu/libsasl2.so.2 /usr/lib/*-linux-gnu/libsasl2.so.2)
+ASAN_FLAGS ?= -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+asan:
+	$(MAKE) -B BUILD=build/$(LUA_VERSION) CFLAGS="-O1 -g $(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" build
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so) $(ASAN_KEEP)" \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=spec/support/lsan.supp \
+	BUSTED_ARGS="$(BUSTED_ARGS)" sh spec/run $(LUA_VERSION); status=$$?; \
+	$(MAKE) -B build >/dev/null; exit $$status
+
+# The suite under valgrind; any definite leak or memory error fails it.
+VALGRIND ?= valgrind --quiet --keep-debuginfo=yes --leak-check=full --errors-for-leak-kinds=definite \
+            --error-exitcode=99 --suppressions=spec/support/valgrind.supp
+valgrind: build
+	$(VALGRIND) $(LUA) $(BUSTED) --output=plainTerminal $(BUSTED_ARGS)
+
 clean:
 	rm -rf build

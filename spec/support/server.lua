@@ -13,8 +13,12 @@ local _M = {}
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 
+-- The tools run here (openssl, python3) are not ours: they run without a
+-- sanitizer runtime that `make asan` may have preloaded into this process.
+local CLEAN = "unset LD_PRELOAD; "
+
 local function sh(command)
-    local ok, how, code = os.execute(command)
+    local ok, how, code = os.execute(CLEAN .. command)
     -- Lua 5.1 returns a status number, 5.2+ returns true/nil, "exit", code
     if type(ok) == "number" then return ok == 0 end
     return ok == true and how == "exit" and code == 0
@@ -39,7 +43,7 @@ end
 
 -- Make a fresh directory for this run's certificates and logs.
 local function temp_dir()
-    local p = io.popen("mktemp -d 2>/dev/null")
+    local p = io.popen(CLEAN .. "mktemp -d 2>/dev/null")
     local dir = p:read("*l")
     p:close()
     assert(dir and dir ~= "", "mktemp -d failed")
@@ -137,7 +141,7 @@ function _M.start()
         "--ready-file", quote(ready), "--watch-pid", own_pid() or "0",
         ">", quote(dir .. "/server.log"), "2>&1 & echo $!",
     }, " ")
-    local p = io.popen(command)
+    local p = io.popen(CLEAN .. command)
     local pid = p:read("*l")
     p:close()
     local server = setmetatable({ pid = pid, dir = dir }, Server)
