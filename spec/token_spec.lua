@@ -173,6 +173,27 @@ describe("oauth2.token", function()
             assert.equals(1, stats.token_connections)
         end)
 
+        it("refuses a reply larger than max_body", function()
+            server:control { script = { { status = 200,
+                body = { access_token = string.rep("a", 3000), expires_in = 60 } } } }
+            local token, err = oauth2.token(opts { max_body = 2048 })
+            assert.is_nil(token)
+            assert.equals("protocol", err.kind)
+            assert.matches("2048 byte limit", err.message)
+        end)
+
+        it("closes a session with <close> on Lua 5.4", function()
+            if _VERSION ~= "Lua 5.4" then return pending("<close> is Lua 5.4 syntax") end
+            local chunk = assert(load([[
+                local oauth2, opts = ...
+                local session <close> = oauth2.session()
+                assert(oauth2.token(opts { session = session }))
+                return session
+            ]]))
+            local session = chunk(oauth2, opts)
+            assert.equals("oauth2.session (closed)", tostring(session))
+        end)
+
         it("leaves expires_in and expires_at nil when the endpoint omits expires_in", function()
             server:control { expires_in = cjson_null }
             local token = assert(oauth2.token(opts()))
