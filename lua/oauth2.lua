@@ -2,234 +2,29 @@
 --
 --   local oauth2 = require "oauth2"
 --   local token, err = oauth2.token { client_id = ..., client_secret = ... }
+--   local client = oauth2.client { client_id = ..., client_secret = ... }
+--   local header = client:header()           -- "Bearer ..."
 --
--- This is the policy half of the library: option defaults and validation
--- (oauth2.options), what a response means, retries with backoff inside a
--- deadline, and one error shape (oauth2.error).  The HTTP exchange itself
--- is the C core's, driven by oauth2.transport.
+-- This facade holds the public API; the policy lives in its submodules:
+-- oauth2.options (defaults and validation), oauth2.exchange (responses and
+-- retries), oauth2.client (caching and refresh) and oauth2.error (the one
+-- error shape).  The HTTP exchange itself is the C core's (oauth2.core),
+-- driven by oauth2.transport.
 
-local cjson = require "cjson.safe"
 local options = require "oauth2.options"
+local exchange = require "oauth2.exchange"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
+local client = require "oauth2.client"
 
-local type, tonumber, tostring, setmetatable, pairs, ipairs =
-      type, tonumber, tostring, setmetatable, pairs, ipairs
-local floor, max, min, random = math.floor, math.max, math.min, math.random
-local time = os.time
-local sub, format = string.sub, string.format
-local decode = cjson.decode
-local json_null = cjson.null
+local pairs, sort = pairs, table.sort
 
 local _M = {
     _VERSION = "0.1.0",
-    -- the clock, sleep and random source of retries; specs may replace them
-    runtime = { now = transport.now, sleep = transport.sleep, random = random },
+    -- the clock, sleep and random source of retries (shared with the
+    -- exchange; specs may replace its fields)
+    runtime = exchange.runtime,
 }
-
--- Statuses worth another attempt: rate limited or a transient server fault.
-local RETRY_STATUS = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = true }
--- Transport failures worth another attempt (TLS and config ones are not).
-local RETRY_KIND = { network = true, timeout = true }
-
--- Tokens print redacted: the first four characters and the length.
-local token_mt = {}
-function token_mt.__tostring(token)
-    local access = token.access_token
-    local shown = #access > 12 and sub(access, 1, 4) .. "..." or "..."
-    return format("oauth2 token %s %s (%d chars, expires_in=%s, scope=%s)",
-        tostring(token.token_type), shown, #access, tostring(token.expires_in),
-        tostring(token.scope))
-end
-
-local function string_or_nil(value)
-    if type(value) == "string" and value ~= "" then return value end
-    return nil
-end
-
--- A number header (rate limits), or nil.
-local function number_header(headers, name)
-    return tonumber(headers[name] or "")
-end
-
--- The X-Organization-Rate-Limit-* headers, or nil when none came.
-local function rate_limit(headers)
-    local limit = {
-        limit = number_header(headers, "x-organization-rate-limit-limit"),
-        remaining = number_header(headers, "x-organization-rate-limit-remaining"),
-        reset = number_header(headers, "x-organization-rate-limit-reset"),
-    }
-    if limit.limit or limit.remaining or limit.reset then return limit end
-    return nil
-end
-
--- The 400 list of {code, field, message}, keeping only well-formed entries.
-local function problem_errors(list)
-    if type(list) ~= "table" then return nil end
-    local out = {}
-    for _, item in ipairs(list) do
-        if type(item) == "table" then
-            out[#out + 1] = {
-                code = string_or_nil(item.code),
-                field = string_or_nil(item.field),
-                message = string_or_nil(item.message),
-            }
-        end
-    end
-    return #out > 0 and out or nil
-end
-
--- Decode a JSON body; nil unless it is a JSON object.
-local function decode_object(body)
-    if body == nil or body == "" then return nil end
-    local data = decode(body)
-    if type(data) ~= "table" then return nil end
-    return data
-end
-
--- Seconds to wait before retrying a 429: Retry-After, else the reset time.
-local function rate_limit_wait(res, limit)
-    if res.retry_after then return res.retry_after end
-    local reset = limit and limit.reset
-    if not reset then return nil end
-    -- the header is a UTC timestamp; tolerate servers that send a delta
-    if reset > 1e9 then return max(0, reset - time()) end
-    return max(0, reset)
-end
-
--- Turn a non-2xx response into the error table.
-local function http_error(res)
-    local status = res.status
-    local data = decode_object(res.body)
-    local err = {
-        kind = "http",
-        status = status,
-        retryable = RETRY_STATUS[status] == true,
-        rate_limit = rate_limit(res.headers),
-        body = data,
-    }
-    if data then
-        -- RFC 6749 5.2 {error, error_description}
-        err.code = string_or_nil(data.error)
-        err.message = string_or_nil(data.error_description)
-        -- RFC 9457 problem+json {type, title, status, detail, errors}
-        if err.code == nil then
-            local problem_type = string_or_nil(data.type)
-            if problem_type == "about:blank" then problem_type = nil end
-            err.code = problem_type or string_or_nil(data.title)
-        end
-        err.message = err.message or string_or_nil(data.title)
-        err.detail = string_or_nil(data.detail)
-        err.errors = problem_errors(data.errors)
-    end
-    if status == 429 then
-        err.retry_after = rate_limit_wait(res, err.rate_limit)
-    elseif res.retry_after then
-        err.retry_after = res.retry_after
-    end
-    err.message = err.message or format("the token endpoint answered HTTP %d", status)
-    return err
-end
-
--- A whole number of seconds (an integer on Lua 5.3+), or nil.
-local function seconds(value)
-    if type(value) == "string" then value = tonumber(value) end
-    if type(value) ~= "number" or value ~= value or value < 0 or value >= 2^53 then
-        return nil
-    end
-    return floor(value)
-end
-
--- Turn a 2xx response into the token table, or a protocol error.
-local function token_from(res, sent_at)
-    local data = decode_object(res.body)
-    if data == nil then
-        return nil, { kind = "protocol", status = res.status,
-                      message = "the token response is not a JSON object" }
-    end
-    if string_or_nil(data.error) then
-        return nil, { kind = "protocol", status = res.status, code = data.error,
-                      message = string_or_nil(data.error_description)
-                          or "the token response carries an error", body = data }
-    end
-    local access = data.access_token
-    if type(access) ~= "string" or access == "" then
-        return nil, { kind = "protocol", status = res.status,
-                      message = "the token response has no access_token string" }
-    end
-    local token = setmetatable({
-        access_token = access,
-        token_type = string_or_nil(data.token_type) or "Bearer",
-        scope = string_or_nil(data.scope),
-    }, token_mt)
-    local expires_in = data.expires_in
-    if expires_in ~= nil and expires_in ~= json_null then
-        token.expires_in = seconds(expires_in)
-        if token.expires_in == nil then
-            return nil, { kind = "protocol", status = res.status,
-                          message = "the token response has an invalid expires_in" }
-        end
-        token.expires_at = sent_at + token.expires_in
-    end
-    return token
-end
-
--- Full-jitter exponential backoff before attempt `attempt + 1`.
-local function backoff(conf, attempt)
-    local cap = min(conf.backoff_max, conf.backoff_base * 2 ^ (attempt - 1))
-    return _M.runtime.random() * cap
-end
-
--- The attempts loop: returns the token, or nil and a raw error table.
-local function exchange(conf, session)
-    local runtime = _M.runtime
-    local now = runtime.now
-    local request = options.request(conf)
-    local deadline_at = now() + conf.deadline
-    local attempt = 0
-    while true do
-        attempt = attempt + 1
-        local remaining = deadline_at - now()
-        request.timeout = min(conf.timeout, remaining)
-        request.connect_timeout = min(conf.connect_timeout, remaining)
-        local sent_at = time()
-        local res, err = session:request(request)
-        local token
-        if res then
-            if res.status >= 200 and res.status < 300 then
-                token, err = token_from(res, sent_at)
-                if token then return token end
-            else
-                err = http_error(res)
-            end
-        else
-            err.retryable = RETRY_KIND[err.kind] == true
-        end
-        err.attempts = attempt
-        if not err.retryable then return nil, err end
-        if attempt > conf.retries then return nil, err end
-        local wait = backoff(conf, attempt)
-        if err.retry_after then wait = max(wait, err.retry_after) end
-        if now() + wait >= deadline_at then
-            err.message = err.message
-                .. format(" (not retried: waiting %.1f s would pass the %g s deadline)",
-                          wait, conf.deadline)
-            return nil, err
-        end
-        runtime.sleep(wait)
-    end
-end
-
--- Misuse of a session object given in opts raises; everything else returns.
-local function run(conf)
-    local session = conf.session
-    local own = session == nil
-    if own then session = transport.session() end
-    local token, err = exchange(conf, session)
-    if own then session:close() end
-    if token then return token end
-    return nil, errors.new(err, conf.secrets)
-end
 
 --- Fetch one access token.
 -- opts: the endpoint's parameters and transport options (see README).
@@ -237,7 +32,13 @@ end
 -- expires_at} or nil and an error table; raises on bad options.
 function _M.token(opts)
     local conf = options.validate(opts, 2)
-    return run(conf)
+    local token, err = exchange.fetch(conf, conf.session)
+    return token, err
+end
+
+--- A cached, self-refreshing token (see oauth2.client).
+function _M.client(opts)
+    return client.new(opts, 2)
 end
 
 --- A reusable connection to pass as opts.session, so consecutive calls
@@ -247,9 +48,9 @@ _M.session = transport.session
 --- Whether a value is an error returned by this library.
 _M.is_error = errors.is_error
 
--- Names of all accepted options (for tools and documentation).
+-- Names of all options oauth2.token accepts (for tools and documentation).
 _M.option_names = {}
 for name in pairs(options.schema) do _M.option_names[#_M.option_names + 1] = name end
-table.sort(_M.option_names)
+sort(_M.option_names)
 
 return _M

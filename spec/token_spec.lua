@@ -17,9 +17,12 @@ describe("oauth2.token", function()
 
     before_each(function()
         server:reset { clients = { ["app-id"] = SECRET } }
-        saved_runtime = oauth2.runtime
+        saved_runtime = {}
+        for k, v in pairs(oauth2.runtime) do saved_runtime[k] = v end
     end)
-    after_each(function() oauth2.runtime = saved_runtime end)
+    after_each(function()
+        for k, v in pairs(saved_runtime) do oauth2.runtime[k] = v end
+    end)
 
     local function opts(extra)
         local o = {
@@ -33,11 +36,12 @@ describe("oauth2.token", function()
     -- A clock that only moves when the library sleeps; records every sleep.
     local function fake_time()
         local clock = { t = 1000, slept = {} }
-        oauth2.runtime = {
-            now = function() return clock.t end,
-            sleep = function(s) clock.slept[#clock.slept + 1] = s; clock.t = clock.t + s end,
-            random = function() return 0.5 end,
-        }
+        oauth2.runtime.now = function() return clock.t end
+        oauth2.runtime.sleep = function(s)
+            clock.slept[#clock.slept + 1] = s
+            clock.t = clock.t + s
+        end
+        oauth2.runtime.random = function() return 0.5 end
         return clock
     end
 

@@ -323,4 +323,14 @@ end
 
 _M.is_loopback = is_loopback
 
+-- "https://host[:port]" of a URL already checked by validate, for display.
+function _M.url_origin(url)
+    local parts = core.parse_url(url)
+    if not parts then return "?" end
+    local origin = parts.scheme .. "://" .. parts.host
+    local default = parts.scheme == "https" and "443" or "80"
+    if parts.port and parts.port ~= default then origin = origin .. ":" .. parts.port end
+    return origin
+end
+
 return _M

@@ -1,0 +1,320 @@
+-- oauth2.client: a cached, self-refreshing access token.
+--
+--   local client = oauth2.client { client_id = ..., client_secret = ... }
+--   local header, err = client:header()      -- "Bearer ..." at almost no cost
+--
+-- A client fetches a token when it has none, serves it from memory while it
+-- is fresh, refreshes it ahead of expiry, and keeps serving the old token
+-- while a refresh fails and the old one is still valid (stale while
+-- revalidate).  Lifetimes run on a monotonic clock from the moment the
+-- request was sent, so neither a slow answer nor a wall-clock jump can make
+-- a token look fresher than it is.  Tokens live in a per-process store
+-- keyed by host, client_id, scope, tenant and (hashed) secrets, so clients
+-- with the same key share one token and clients with different keys never
+-- see each other's.
+
+local core = require "oauth2.core"
+local options = require "oauth2.options"
+local exchange = require "oauth2.exchange"
+local errors = require "oauth2.error"
+local transport = require "oauth2.transport"
+
+local type, pairs, error, pcall, setmetatable, tostring =
+      type, pairs, error, pcall, setmetatable, tostring
+local max, min, floor, huge, random = math.max, math.min, math.floor, math.huge, math.random
+local concat, format = table.concat, string.format
+local sha256 = core.sha256
+
+local _M = { _VERSION = "0.1.0" }
+
+-- The cache policy, beside oauth2.token's options: name -> default.
+_M.policy_defaults = {
+    margin = false,           -- seconds before expiry a token counts as expired;
+                              -- false: the larger of 30 s and 10% of its lifetime
+    refresh_ratio = 0.8,      -- refresh once this share of the lifetime has passed
+    refresh_jitter = 0.05,    -- ... minus up to this share, so clients spread out
+    default_lifetime = 300,   -- seconds, when the endpoint sends no expires_in
+    cooldown = 5,             -- seconds between fetches after a failed one
+    invalidate_cooldown = 10, -- a fetch after invalidate() waits this long after the last
+    clock = false,            -- monotonic seconds; false: the library's clock
+}
+
+local function fail(level, fmt, ...)
+    error("oauth2: " .. fmt:format(...), level + 1)
+end
+
+-- Check the policy options; returns the policy table or raises.
+local function check_policy(opts, level)
+    local policy = {}
+    for name, default in pairs(_M.policy_defaults) do
+        local value = opts[name]
+        if value == nil then
+            policy[name] = default
+        elseif name == "clock" then
+            if type(value) ~= "function" then fail(level, "option 'clock' must be a function") end
+            policy[name] = value
+        else
+            if type(value) ~= "number" or value ~= value or value < 0 or value == huge then
+                fail(level, "option '%s' must be a non-negative number", name)
+            end
+            policy[name] = value
+        end
+    end
+    if policy.refresh_ratio <= 0 or policy.refresh_ratio > 1 then
+        fail(level, "option 'refresh_ratio' must be in (0, 1]")
+    end
+    if policy.refresh_jitter >= 1 then fail(level, "option 'refresh_jitter' must be below 1") end
+    if policy.default_lifetime <= 0 then
+        fail(level, "option 'default_lifetime' must be a positive number")
+    end
+    policy.clock = policy.clock or transport.now
+    return policy
+end
+
+-- The cache key: what makes two tokens interchangeable.  Secrets enter it
+-- only hashed, each under its own label.
+local function cache_key(conf)
+    local function hashed(label, value)
+        return value and sha256(label .. "\0" .. value) or ""
+    end
+    return concat({
+        conf.url, conf.client_id, conf.grant_type, conf.auth_method,
+        conf.scope or "", conf.x_tenant_id or "",
+        hashed("client_secret", conf.client_secret),
+        hashed("thousandeyes_bearer_token", conf.thousandeyes_bearer_token),
+        hashed("access_token", conf.access_token),
+    }, "\n")
+end
+
+-- Entries by key; an entry lives as long as a client holds it.
+local store = setmetatable({}, { __mode = "v" })
+
+local function new_entry()
+    return {
+        token = nil,        -- the current token table
+        header = nil,       -- "Bearer <access_token>", made once per token
+        serial = 0,         -- bumped whenever token changes
+        fetched_at = -huge, -- monotonic time the successful request was sent
+        lifetime = 0,       -- seconds the token is valid from fetched_at
+        next_try = -huge,   -- no fetch before this (cool-downs)
+        last_error = nil,   -- why the last fetch failed, until one succeeds
+        fetching = false,   -- a fetch is under way (a yielding caller)
+    }
+end
+
+-- A closed client points here: its serial never matches, so the hot path
+-- falls through to the slow path, which raises.
+local CLOSED = new_entry()
+CLOSED.serial = -1
+
+local Client = {}
+Client.__index = Client
+
+-- Recompute this client's thresholds for the entry's current token.
+local function sync(self, entry)
+    self.serial = entry.serial
+    if entry.token == nil then
+        self.refresh_after, self.expire_after = -huge, -huge
+        return
+    end
+    local lifetime = entry.lifetime
+    local margin = self.policy.margin or max(30, 0.1 * lifetime)
+    margin = min(margin, lifetime / 2)
+    self.expire_after = entry.fetched_at + lifetime - margin
+    local share = self.policy.refresh_ratio * (1 - self.policy.refresh_jitter * random())
+    self.refresh_after = min(entry.fetched_at + lifetime * share, self.expire_after)
+end
+
+-- Fetch a token now; stores it in the entry, or records the failure.
+local function fetch(self, entry, refreshing)
+    local stats = self.counters
+    local clock = self.policy.clock
+    entry.fetching = true
+    local sent_at = clock() -- before the first attempt: never too fresh
+    local ok, token, err, attempts = pcall(exchange.fetch, self.conf, self.session)
+    entry.fetching = false
+    if not ok then error(token, 0) end
+    stats.fetches = stats.fetches + 1
+    stats.retries = stats.retries + (attempts or 1) - 1
+    if token then
+        entry.token = token
+        entry.header = "Bearer " .. token.access_token
+        entry.fetched_at = sent_at
+        entry.lifetime = token.expires_in or self.policy.default_lifetime
+        entry.serial = entry.serial + 1
+        entry.last_error = nil
+        entry.next_try = -huge
+        if refreshing then stats.refreshes = stats.refreshes + 1 end
+        sync(self, entry)
+        return token
+    end
+    stats.failures = stats.failures + 1
+    self.last_error = err
+    entry.last_error = err
+    entry.next_try = clock() + self.policy.cooldown
+    return nil, err
+end
+
+-- Everything but the fresh-token case: refresh, stale serving, cool-downs.
+local function slow_token(self, now)
+    local entry = self.entry
+    if entry == CLOSED then error("oauth2: use of a closed client", 3) end
+    if self.serial ~= entry.serial then sync(self, entry) end
+    local stats = self.counters
+    if entry.token and now < self.refresh_after then
+        stats.hits = stats.hits + 1
+        return entry.token
+    end
+    if entry.token and now < self.expire_after then
+        -- due for refresh but still valid: try, and serve the old one on failure
+        if now >= entry.next_try and not entry.fetching then
+            local token = fetch(self, entry, true)
+            if token then return token end
+        end
+        stats.hits = stats.hits + 1
+        stats.stale = stats.stale + 1
+        return entry.token
+    end
+    if entry.fetching then
+        return nil, errors.new { kind = "network", retryable = true,
+            message = "another caller is fetching the token right now" }
+    end
+    if now < entry.next_try and entry.last_error then
+        local err = entry.last_error
+        err.retry_after = max(err.retry_after or 0, entry.next_try - now)
+        return nil, err
+    end
+    return fetch(self, entry, entry.token ~= nil)
+end
+
+--- The token table while valid; fetches when there is none or it expired,
+-- refreshes ahead of expiry.  Returns the token or nil and an error.
+function Client:token()
+    local now = self.clock()
+    local entry = self.entry
+    if self.serial == entry.serial and now < self.refresh_after then
+        local stats = self.counters
+        stats.hits = stats.hits + 1
+        return entry.token
+    end
+    return slow_token(self, now)
+end
+
+--- "Bearer <access_token>", or nil and an error.
+function Client:header()
+    local token, err = self:token()
+    if not token then return nil, err end
+    return self.entry.header
+end
+
+--- Drop the token (the API answered 401 with it).  The next fetch waits
+-- until invalidate_cooldown has passed since the last one, so a 401 loop
+-- cannot hammer the token endpoint.  Returns true if a token was dropped.
+function Client:invalidate()
+    local entry = self.entry
+    if entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    if entry.token == nil then return false end
+    entry.token, entry.header = nil, nil
+    entry.serial = entry.serial + 1
+    local not_before = entry.fetched_at + self.policy.invalidate_cooldown
+    if not_before > entry.next_try then
+        entry.next_try = not_before
+        entry.last_error = errors.new {
+            kind = "http", status = 401, code = "invalidated", retryable = true,
+            message = format("the token was invalidated; a new one is fetched no sooner "
+                .. "than %g s after the last", self.policy.invalidate_cooldown),
+        }
+    end
+    self.counters.invalidations = self.counters.invalidations + 1
+    return true
+end
+
+--- Counters and state: fetches, hits, refreshes, retries, failures, stale
+-- (old token served while its refresh failed), invalidations, last_error,
+-- expires_in (seconds until the token's real expiry, nil without one).
+function Client:stats()
+    local stats = {}
+    for k, v in pairs(self.counters) do stats[k] = v end
+    local entry = self.entry
+    stats.last_error = self.last_error
+    if entry ~= CLOSED and entry.token then
+        stats.expires_in = entry.fetched_at + entry.lifetime - self.policy.clock()
+    end
+    return stats
+end
+
+--- Close the client's connection; idempotent.  The shared token stays for
+-- other clients with the same key.
+function Client:close()
+    if self.own_session and self.session then self.session:close() end
+    self.session = nil
+    self.entry = CLOSED
+end
+Client.__close = Client.close
+Client.__gc = Client.close
+
+-- The client's state in a word, for tostring.
+local function state(self)
+    local entry = self.entry
+    if entry == CLOSED then return "closed" end
+    local now = self.policy.clock()
+    if self.serial ~= entry.serial then sync(self, entry) end
+    if entry.token == nil then return entry.last_error and "failing" or "empty" end
+    if now < self.refresh_after then return "valid" end
+    if now < self.expire_after then return "refreshing" end
+    return "expired"
+end
+
+function Client:__tostring()
+    local url = options.url_origin(self.conf.url)
+    local text = format("oauth2.client host=%s client_id=%s state=%s",
+        url, self.conf.client_id, state(self))
+    local entry = self.entry
+    if entry ~= CLOSED and entry.token then
+        local left = entry.fetched_at + entry.lifetime - self.policy.clock()
+        text = text .. format(" expires_in=%d", floor(max(0, left)))
+    end
+    return text
+end
+
+--- A new client; opts are oauth2.token's options plus the cache policy.
+-- level: where a bad-option error points (1 = the caller of new).
+function _M.new(opts, level)
+    level = (level or 1) + 1
+    if type(opts) ~= "table" then
+        fail(level, "options must be a table, got %s", type(opts))
+    end
+    local token_opts, policy_opts = {}, {}
+    for name, value in pairs(opts) do
+        if _M.policy_defaults[name] ~= nil then
+            policy_opts[name] = value
+        else
+            token_opts[name] = value
+        end
+    end
+    local policy = check_policy(policy_opts, level)
+    local conf = options.validate(token_opts, level)
+    local key = cache_key(conf)
+    local entry = store[key]
+    if entry == nil then
+        entry = new_entry()
+        store[key] = entry
+    end
+    local self = setmetatable({
+        conf = conf,
+        policy = policy,
+        clock = policy.clock,
+        entry = entry,
+        session = conf.session or transport.session(),
+        own_session = conf.session == nil,
+        serial = -2, -- matches no entry: the first call takes the slow path
+        refresh_after = -huge,
+        expire_after = -huge,
+        counters = { fetches = 0, hits = 0, refreshes = 0, retries = 0, failures = 0,
+                     stale = 0, invalidations = 0 },
+        last_error = nil,
+    }, Client)
+    return self
+end
+
+return _M
