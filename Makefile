@@ -4,7 +4,7 @@
 #   make LUA_VERSION=luajit   ... for LuaJIT 2.1 (OpenResty); also 5.1
 #   make test                 the busted suite on Lua 5.4 and LuaJIT
 #   make demo                 fetch a token from the bundled fake endpoint
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (modules and bin/thousandeyes-token)
 #
 # Every setting can be overridden on the command line or from the environment.
 
@@ -66,6 +66,9 @@ install: $(MODULE)
 	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/core.so
 	install -m 0644 lua/oauth2.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua
 	install -m 0644 lua/oauth2/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/
+	install -d $(DESTDIR)$(PREFIX)/bin
+	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/thousandeyes-token > $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
+	chmod 0755 $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
 
 # The suite with the C core built under AddressSanitizer and UBSan.  The
 # interpreter is not instrumented, so the runtime is preloaded into it.

@@ -53,4 +53,7 @@ build = {
       ["oauth2.options"] = "lua/oauth2/options.lua",
       ["oauth2.transport"] = "lua/oauth2/transport.lua",
    },
+   install = {
+      bin = { ["thousandeyes-token"] = "bin/thousandeyes-token" },
+   },
 }

@@ -1,6 +1,7 @@
 -- Option validation of oauth2.token: bad input fails at once, naming the option.
 
 local oauth2 = require "oauth2"
+local shell = require "shell"
 
 local SECRET = "sentinel-Secret-7f3a9c"
 
@@ -21,16 +22,7 @@ end
 
 -- Run a Lua snippet in a child interpreter with the given environment.
 local function child(env, code)
-    local interpreter = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
-    local build = jit and "luajit" or _VERSION:match("%d+%.%d+")
-    local vars = {}
-    for k, v in pairs(env) do vars[#vars + 1] = k .. "='" .. v .. "'" end
-    local command = ("env -u THOUSANDEYES_CLIENT_ID -u THOUSANDEYES_CLIENT_SECRET %s %s -e "
-        .. "\"package.path='lua/?.lua;'..package.path; package.cpath='build/%s/?.so;'"
-        .. "..package.cpath\" -e %q 2>&1"):format(table.concat(vars, " "), interpreter, build, code)
-    local p = io.popen(command)
-    local out = p:read("*a")
-    p:close()
+    local _, out = shell.run(shell.lua_command(env, "-e " .. shell.quote(code)), { lua = true })
     return out
 end
 

@@ -1,13 +1,12 @@
 -- The rockspec installs offline with `luarocks make --deps-mode=none`, and
 -- what it installs is a working library.
 
--- Run a shell command; true when it exits 0, and its output.  Tools run
--- without a sanitizer runtime that `make asan` may have preloaded into us.
+local shell = require "shell"
+
+-- Run a shell command: true when it exits 0, and its output.
 local function run(command)
-    local p = io.popen("unset LD_PRELOAD; " .. command .. " 2>&1; echo \"exit=$?\"")
-    local out = p:read("*a")
-    p:close()
-    return out:match("exit=0%s*$") ~= nil, out
+    local code, out = shell.run(command)
+    return code == 0, out
 end
 
 describe("the rockspec", function()
@@ -19,7 +18,7 @@ describe("the rockspec", function()
         p:close()
         tree = work .. "/tree"
         -- build from a copy, so the build leaves nothing in the checkout
-        assert(run(("cp -r src lua rockspec '%s'/"):format(work)))
+        assert(run(("cp -r src lua bin rockspec '%s'/"):format(work)))
     end)
     teardown(function()
         if work then os.execute(("rm -rf '%s'"):format(work)) end
@@ -42,5 +41,35 @@ describe("the rockspec", function()
         ok, out = run(("%s -e %q"):format(interpreter, check))
         assert.is_true(ok, out)
         assert.matches("^0%.1%.0%s+0%.1%.0", out)
+
+        -- and the command-line tool, through LuaRocks' wrapper (which finds
+        -- modules of a tree outside LuaRocks' configuration only by LUA_PATH)
+        ok, out = run(("LUA_PATH='%s/share/lua/%s/?.lua;;' LUA_CPATH='%s/lib/lua/%s/?.so;;' "
+            .. "'%s/bin/thousandeyes-token' --version"):format(tree, abi, tree, abi, tree))
+        assert.is_true(ok, out)
+        assert.matches("^thousandeyes%-token 0%.1%.0", out)
+    end)
+
+    it("installs with make install under DESTDIR", function()
+        local version = jit and "luajit" or _VERSION:match("%d+%.%d+")
+        local abi = jit and "5.1" or version
+        local dest = work .. "/dest"
+        local ok, out = run(("make -s install LUA_VERSION=%s PREFIX=/usr/local DESTDIR='%s'")
+            :format(version, dest))
+        assert.is_true(ok, out)
+        for _, path in ipairs {
+            "/usr/local/lib/lua/" .. abi .. "/oauth2/core.so",
+            "/usr/local/share/lua/" .. abi .. "/oauth2.lua",
+            "/usr/local/share/lua/" .. abi .. "/oauth2/client.lua",
+            "/usr/local/bin/thousandeyes-token",
+        } do
+            local f = io.open(dest .. path)
+            assert.is_not_nil(f, path)
+            if f then f:close() end
+        end
+        local f = assert(io.open(dest .. "/usr/local/bin/thousandeyes-token"))
+        local shebang = f:read("*l")
+        f:close()
+        assert.equals("#!/usr/bin/env " .. (jit and "luajit" or "lua" .. version), shebang)
     end)
 end)

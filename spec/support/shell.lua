@@ -1,0 +1,41 @@
+-- spec/support/shell.lua: run commands from specs.
+--
+-- Commands run without any sanitizer runtime that `make asan` preloaded into
+-- the interpreter, unless they run our C module themselves (lua = true).
+
+local _M = {}
+
+-- The interpreter running the specs, and the build directory of its module.
+_M.lua = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+_M.build = jit and "luajit" or _VERSION:match("%d+%.%d+")
+
+-- Quote a string for sh.
+function _M.quote(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Run a shell command; returns its exit code and its output (stdout and
+-- stderr together, or only stdout when separate is true).
+function _M.run(command, opts)
+    opts = opts or {}
+    local prefix = opts.lua and "" or "unset LD_PRELOAD; "
+    local redirect = opts.separate and " 2>/dev/null" or " 2>&1"
+    local p = io.popen(prefix .. "{ " .. command .. "; }" .. redirect .. "; echo \"exit=$?\"")
+    local out = p:read("*a")
+    p:close()
+    local body, code = out:match("^(.-)exit=(%d+)%s*$")
+    return tonumber(code), body
+end
+
+-- Run Lua code or a script in a child interpreter that finds this
+-- checkout's modules, with env (a table) as extra environment and the
+-- THOUSANDEYES_* credentials cleared unless given there.
+function _M.lua_command(env, args)
+    local vars = { "env -u THOUSANDEYES_CLIENT_ID -u THOUSANDEYES_CLIENT_SECRET",
+        "LUA_PATH=" .. _M.quote("lua/?.lua;lua/?/init.lua;;"),
+        "LUA_CPATH=" .. _M.quote("build/" .. _M.build .. "/?.so;;") }
+    for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. _M.quote(v) end
+    return table.concat(vars, " ") .. " " .. _M.lua .. " " .. args
+end
+
+return _M
