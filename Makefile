@@ -42,7 +42,7 @@ LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUSTED  ?= /usr/bin/busted
 
-.PHONY: all build test test-one demo install clean asan valgrind
+.PHONY: all build test test-one demo install clean asan valgrind bench-client
 
 all build: $(MODULE)
 
@@ -69,6 +69,14 @@ install: $(MODULE)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/thousandeyes-token > $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
 	chmod 0755 $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
+
+# The cached client:token() hot path against a table lookup + os.time().
+bench-client:
+	@$(MAKE) -s LUA_VERSION=5.4 build && $(MAKE) -s LUA_VERSION=luajit build
+	@echo "| interpreter | client:token() ns/call | table + os.time() ns/call | ratio |"
+	@echo "| --- | --- | --- | --- |"
+	@lua5.4 bench/client_hot_path.lua
+	@luajit bench/client_hot_path.lua
 
 # The suite with the C core built under AddressSanitizer and UBSan.  The
 # interpreter is not instrumented, so the runtime is preloaded into it.

@@ -17,6 +17,7 @@ describe("oauth2.client", function()
     before_each(function()
         server:reset { clients = { ["app-id"] = SECRET, ["other-id"] = SECRET } }
         clock = { t = 1000 }
+        clock.read = function() return clock.t end
         clients = {}
         spec_number = spec_number + 1
     end)
@@ -28,7 +29,7 @@ describe("oauth2.client", function()
     local function new_client(extra)
         local opts = {
             host = server.http_url, client_id = "app-id", client_secret = SECRET,
-            clock = function() return clock.t end,
+            clock = clock.read,
             refresh_jitter = 0, retries = 0, timeout = 5,
             -- a distinct scope per spec keeps the per-process store separate
             scope = "spec:" .. spec_number,
@@ -151,7 +152,7 @@ describe("oauth2.client", function()
             for i = 1, 20 do
                 local client = new_client { refresh_jitter = 0.1, scope = "jitter:" .. i }
                 assert(client:token())
-                points[#points + 1] = client.refresh_after - 1000
+                points[#points + 1] = client.entry.refresh_after - 1000
             end
             table.sort(points)
             assert.is_true(points[1] >= 720 and points[#points] <= 800)

@@ -9,9 +9,9 @@
 -- revalidate).  Lifetimes run on a monotonic clock from the moment the
 -- request was sent, so neither a slow answer nor a wall-clock jump can make
 -- a token look fresher than it is.  Tokens live in a per-process store
--- keyed by host, client_id, scope, tenant and (hashed) secrets, so clients
--- with the same key share one token and clients with different keys never
--- see each other's.
+-- keyed by host, client_id, scope, tenant, (hashed) secrets and the cache
+-- policy, so clients with the same key share one token and clients with
+-- different keys never see each other's.
 
 local core = require "oauth2.core"
 local options = require "oauth2.options"
@@ -71,9 +71,23 @@ local function check_policy(opts, level)
     return policy
 end
 
--- The cache key: what makes two tokens interchangeable.  Secrets enter it
--- only hashed, each under its own label.
-local function cache_key(conf)
+-- Numbers for clock functions, so clients on different clocks (whose
+-- timelines cannot be compared) never share an entry.
+local clock_ids = setmetatable({}, { __mode = "k" })
+local clock_count = 0
+
+local function clock_id(clock)
+    if clock_ids[clock] == nil then
+        clock_count = clock_count + 1
+        clock_ids[clock] = clock_count
+    end
+    return clock_ids[clock]
+end
+
+-- The cache key: what makes two tokens interchangeable, and the policy
+-- that times them (so thresholds can live in the shared entry).  Secrets
+-- enter it only hashed, each under its own label.
+local function cache_key(conf, policy)
     local function hashed(label, value)
         return value and sha256(label .. "\0" .. value) or ""
     end
@@ -83,6 +97,9 @@ local function cache_key(conf)
         hashed("client_secret", conf.client_secret),
         hashed("thousandeyes_bearer_token", conf.thousandeyes_bearer_token),
         hashed("access_token", conf.access_token),
+        format("%s %.17g %.17g %.17g %.17g %.17g %d", tostring(policy.margin),
+            policy.refresh_ratio, policy.refresh_jitter, policy.default_lifetime,
+            policy.cooldown, policy.invalidate_cooldown, clock_id(policy.clock)),
     }, "\n")
 end
 
@@ -91,38 +108,39 @@ local store = setmetatable({}, { __mode = "v" })
 
 local function new_entry()
     return {
-        token = nil,        -- the current token table
-        header = nil,       -- "Bearer <access_token>", made once per token
-        serial = 0,         -- bumped whenever token changes
-        fetched_at = -huge, -- monotonic time the successful request was sent
-        lifetime = 0,       -- seconds the token is valid from fetched_at
-        next_try = -huge,   -- no fetch before this (cool-downs)
-        last_error = nil,   -- why the last fetch failed, until one succeeds
-        fetching = false,   -- a fetch is under way (a yielding caller)
+        token = nil,           -- the current token table
+        header = nil,          -- "Bearer <access_token>", made once per token
+        refresh_after = -huge, -- monotonic time from which a call refreshes
+        expire_after = -huge,  -- ... and from which the token counts as expired
+        fetched_at = -huge,    -- monotonic time the successful request was sent
+        lifetime = 0,          -- seconds the token is valid from fetched_at
+        next_try = -huge,      -- no fetch before this (cool-downs)
+        last_error = nil,      -- why the last fetch failed, until one succeeds
+        fetching = false,      -- a fetch is under way (a yielding caller)
     }
 end
 
--- A closed client points here: its serial never matches, so the hot path
+-- A closed client points here: its token is never fresh, so the hot path
 -- falls through to the slow path, which raises.
 local CLOSED = new_entry()
-CLOSED.serial = -1
 
 local Client = {}
 Client.__index = Client
 
--- Recompute this client's thresholds for the entry's current token.
-local function sync(self, entry)
-    self.serial = entry.serial
-    if entry.token == nil then
-        self.refresh_after, self.expire_after = -huge, -huge
-        return
-    end
-    local lifetime = entry.lifetime
-    local margin = self.policy.margin or max(30, 0.1 * lifetime)
+-- Store a new token in the entry, with its refresh and expiry points.
+local function store_token(entry, token, sent_at, policy)
+    local lifetime = token.expires_in or policy.default_lifetime
+    local margin = policy.margin or max(30, 0.1 * lifetime)
     margin = min(margin, lifetime / 2)
-    self.expire_after = entry.fetched_at + lifetime - margin
-    local share = self.policy.refresh_ratio * (1 - self.policy.refresh_jitter * random())
-    self.refresh_after = min(entry.fetched_at + lifetime * share, self.expire_after)
+    local share = policy.refresh_ratio * (1 - policy.refresh_jitter * random())
+    entry.token = token
+    entry.header = "Bearer " .. token.access_token
+    entry.fetched_at = sent_at
+    entry.lifetime = lifetime
+    entry.expire_after = sent_at + lifetime - margin
+    entry.refresh_after = min(sent_at + lifetime * share, entry.expire_after)
+    entry.last_error = nil
+    entry.next_try = -huge
 end
 
 -- Fetch a token now; stores it in the entry, or records the failure.
@@ -137,15 +155,8 @@ local function fetch(self, entry, refreshing)
     stats.fetches = stats.fetches + 1
     stats.retries = stats.retries + (attempts or 1) - 1
     if token then
-        entry.token = token
-        entry.header = "Bearer " .. token.access_token
-        entry.fetched_at = sent_at
-        entry.lifetime = token.expires_in or self.policy.default_lifetime
-        entry.serial = entry.serial + 1
-        entry.last_error = nil
-        entry.next_try = -huge
+        store_token(entry, token, sent_at, self.policy)
         if refreshing then stats.refreshes = stats.refreshes + 1 end
-        sync(self, entry)
         return token
     end
     stats.failures = stats.failures + 1
@@ -159,20 +170,18 @@ end
 local function slow_token(self, now)
     local entry = self.entry
     if entry == CLOSED then error("oauth2: use of a closed client", 3) end
-    if self.serial ~= entry.serial then sync(self, entry) end
-    local stats = self.counters
-    if entry.token and now < self.refresh_after then
-        stats.hits = stats.hits + 1
+    if entry.token and now < entry.refresh_after then
+        self.hits = self.hits + 1
         return entry.token
     end
-    if entry.token and now < self.expire_after then
+    if entry.token and now < entry.expire_after then
         -- due for refresh but still valid: try, and serve the old one on failure
         if now >= entry.next_try and not entry.fetching then
             local token = fetch(self, entry, true)
             if token then return token end
         end
-        stats.hits = stats.hits + 1
-        stats.stale = stats.stale + 1
+        self.hits = self.hits + 1
+        self.counters.stale = self.counters.stale + 1
         return entry.token
     end
     if entry.fetching then
@@ -189,12 +198,12 @@ end
 
 --- The token table while valid; fetches when there is none or it expired,
 -- refreshes ahead of expiry.  Returns the token or nil and an error.
+-- The hot path: one clock read, three field reads, one counter.
 function Client:token()
-    local now = self.clock()
     local entry = self.entry
-    if self.serial == entry.serial and now < self.refresh_after then
-        local stats = self.counters
-        stats.hits = stats.hits + 1
+    local now = self.clock()
+    if now < entry.refresh_after then
+        self.hits = self.hits + 1
         return entry.token
     end
     return slow_token(self, now)
@@ -215,7 +224,7 @@ function Client:invalidate()
     if entry == CLOSED then error("oauth2: use of a closed client", 2) end
     if entry.token == nil then return false end
     entry.token, entry.header = nil, nil
-    entry.serial = entry.serial + 1
+    entry.refresh_after, entry.expire_after = -huge, -huge
     local not_before = entry.fetched_at + self.policy.invalidate_cooldown
     if not_before > entry.next_try then
         entry.next_try = not_before
@@ -235,10 +244,11 @@ end
 function Client:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
+    stats.hits = self.hits
     local entry = self.entry
     stats.last_error = self.last_error
     if entry ~= CLOSED and entry.token then
-        stats.expires_in = entry.fetched_at + entry.lifetime - self.policy.clock()
+        stats.expires_in = entry.fetched_at + entry.lifetime - self.clock()
     end
     return stats
 end
@@ -257,11 +267,10 @@ Client.__gc = Client.close
 local function state(self)
     local entry = self.entry
     if entry == CLOSED then return "closed" end
-    local now = self.policy.clock()
-    if self.serial ~= entry.serial then sync(self, entry) end
     if entry.token == nil then return entry.last_error and "failing" or "empty" end
-    if now < self.refresh_after then return "valid" end
-    if now < self.expire_after then return "refreshing" end
+    local now = self.clock()
+    if now < entry.refresh_after then return "valid" end
+    if now < entry.expire_after then return "refreshing" end
     return "expired"
 end
 
@@ -271,7 +280,7 @@ function Client:__tostring()
         url, self.conf.client_id, state(self))
     local entry = self.entry
     if entry ~= CLOSED and entry.token then
-        local left = entry.fetched_at + entry.lifetime - self.policy.clock()
+        local left = entry.fetched_at + entry.lifetime - self.clock()
         text = text .. format(" expires_in=%d", floor(max(0, left)))
     end
     return text
@@ -294,23 +303,23 @@ function _M.new(opts, level)
     end
     local policy = check_policy(policy_opts, level)
     local conf = options.validate(token_opts, level)
-    local key = cache_key(conf)
+    local key = cache_key(conf, policy)
     local entry = store[key]
     if entry == nil then
         entry = new_entry()
         store[key] = entry
     end
     local self = setmetatable({
+        -- the hot path's method in the object itself: no __index detour
+        token = Client.token,
         conf = conf,
         policy = policy,
         clock = policy.clock,
         entry = entry,
         session = conf.session or transport.session(),
         own_session = conf.session == nil,
-        serial = -2, -- matches no entry: the first call takes the slow path
-        refresh_after = -huge,
-        expire_after = -huge,
-        counters = { fetches = 0, hits = 0, refreshes = 0, retries = 0, failures = 0,
+        hits = 0, -- kept apart from the counters: the hot path's only write
+        counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0,
                      stale = 0, invalidations = 0 },
         last_error = nil,
     }, Client)
