@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import secrets
+import socket
 import ssl
 import sys
 import threading
@@ -99,9 +100,13 @@ def basic_credentials(value):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-thousandeyes/1"
+    # Buffer the response and send it in one piece: headers and body in two
+    # segments meet the client's delayed ACK and stall every request ~40 ms.
+    wbufsize = -1
 
     def setup(self):
         super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.counted = False
 
     def log_message(self, fmt, *args):  # keep test output quiet
@@ -115,6 +120,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+        self.wfile.flush()
 
     def read_body(self):
         length = int(self.headers.get("Content-Length") or 0)
