@@ -42,7 +42,7 @@ LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUSTED  ?= /usr/bin/busted
 
-.PHONY: all build test test-one demo install clean asan valgrind bench-client
+.PHONY: all build test test-one demo install clean asan valgrind bench-client lint
 
 all build: $(MODULE)
 
@@ -69,6 +69,10 @@ install: $(MODULE)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/thousandeyes-token > $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
 	chmod 0755 $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
+
+# Static checks of the Lua code (Debian package lua-check).
+lint:
+	luacheck lua bin/thousandeyes-token spec bench examples .busted
 
 # The cached client:token() hot path against a table lookup + os.time().
 bench-client:

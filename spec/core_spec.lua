@@ -79,7 +79,7 @@ describe("oauth2.core", function()
             server:control { delay = 0.2 }
             assert.is_true(session:start(token_request()))
             assert.is_true(session:busy())
-            local steps, res, err = 0, false, nil
+            local steps, res, err = 0
             repeat
                 steps = steps + 1
                 res, err = session:step(0.01)

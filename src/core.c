@@ -312,11 +312,11 @@ static int is_safe_value(const char *p, size_t n)
 
 /*
  * Build the header list from request.headers.  Returns NULL on success or a
- * static message naming the problem (never the value, which may be secret).
+ * message naming the problem (never the value, which may be secret), either
+ * a literal or written into message[size].
  */
-static const char *build_headers(lua_State *L, session *s)
+static const char *build_headers(lua_State *L, session *s, char *message, size_t size)
 {
-    static char message[160];
     lua_getfield(L, 2, "headers");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -337,8 +337,7 @@ static const char *build_headers(lua_State *L, session *s)
                 return "a request header name is not a valid HTTP token";
             }
             if (!is_safe_value(value, value_len)) {
-                snprintf(message, sizeof message,
-                         "header '%.60s' contains CR, LF or NUL", name);
+                snprintf(message, size, "header '%.60s' contains CR, LF or NUL", name);
                 lua_pop(L, 3);
                 return message;
             }
@@ -461,6 +460,7 @@ static int start_exchange(lua_State *L, session *s)
         {"password", CURLOPT_PASSWORD},
     };
     const char *problem;
+    char message[128];
     size_t i, len;
     long ms;
     CURLMcode mc;
@@ -477,7 +477,6 @@ static int start_exchange(lua_State *L, session *s)
     for (i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         int rc = set_string(L, s, strings[i].name, strings[i].option);
         if (rc != 0) {
-            char message[96];
             snprintf(message, sizeof message, "request.%s %s", strings[i].name,
                      rc == -1 ? "contains a NUL byte" : "is not accepted by libcurl");
             return push_error(L, "config", message, 0);
@@ -512,7 +511,7 @@ static int start_exchange(lua_State *L, session *s)
     lua_pop(L, 1);
     curl_easy_setopt(s->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_body);
 
-    if ((problem = build_headers(L, s)) != NULL)
+    if ((problem = build_headers(L, s, message, sizeof message)) != NULL)
         return push_error(L, "config", problem, 0);
     curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
 

@@ -39,9 +39,7 @@ _M.policy_defaults = {
     clock = false,            -- monotonic seconds; false: the library's clock
 }
 
-local function fail(level, fmt, ...)
-    error("oauth2: " .. fmt:format(...), level + 1)
-end
+local fail = options.fail
 
 -- Check the policy options; returns the policy table or raises.
 local function check_policy(opts, level)
@@ -141,6 +139,11 @@ local function store_token(entry, token, sent_at, policy)
     entry.refresh_after = min(sent_at + lifetime * share, entry.expire_after)
     entry.last_error = nil
     entry.next_try = -huge
+end
+
+-- Seconds until the entry's token really expires (margin not deducted).
+local function seconds_left(self, entry)
+    return entry.fetched_at + entry.lifetime - self.clock()
 end
 
 -- Fetch a token now; stores it in the entry, or records the failure.
@@ -248,7 +251,7 @@ function Client:stats()
     local entry = self.entry
     stats.last_error = self.last_error
     if entry ~= CLOSED and entry.token then
-        stats.expires_in = entry.fetched_at + entry.lifetime - self.clock()
+        stats.expires_in = seconds_left(self, entry)
     end
     return stats
 end
@@ -280,8 +283,7 @@ function Client:__tostring()
         url, self.conf.client_id, state(self))
     local entry = self.entry
     if entry ~= CLOSED and entry.token then
-        local left = entry.fetched_at + entry.lifetime - self.clock()
-        text = text .. format(" expires_in=%d", floor(max(0, left)))
+        text = text .. format(" expires_in=%d", floor(max(0, seconds_left(self, entry))))
     end
     return text
 end
@@ -291,7 +293,7 @@ end
 function _M.new(opts, level)
     level = (level or 1) + 1
     if type(opts) ~= "table" then
-        fail(level, "options must be a table, got %s", type(opts))
+        fail(level, "options must be a table, got %s", options.describe(opts))
     end
     local token_opts, policy_opts = {}, {}
     for name, value in pairs(opts) do

@@ -10,8 +10,8 @@ local options = require "oauth2.options"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
-local type, tonumber, tostring, setmetatable, pairs, ipairs =
-      type, tonumber, tostring, setmetatable, pairs, ipairs
+local type, tonumber, tostring, setmetatable, ipairs =
+      type, tonumber, tostring, setmetatable, ipairs
 local floor, max, min, random = math.floor, math.max, math.min, math.random
 local time = os.time
 local sub, format = string.sub, string.format

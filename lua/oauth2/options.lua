@@ -116,7 +116,7 @@ function check.scope(value)
         if #parts == 0 then return nil, "must not be an empty list" end
         return concat(parts, " ")
     end
-    local v, why = check.string(value)
+    local v = check.string(value)
     if not v then return nil, "must be a string or a list of strings" end
     if has_control(v) then return nil, "must not contain CR, LF or NUL" end
     return v
@@ -322,6 +322,8 @@ function _M.request(conf)
 end
 
 _M.is_loopback = is_loopback
+_M.fail = fail
+_M.describe = describe
 
 -- "https://host[:port]" of a URL already checked by validate, for display.
 function _M.url_origin(url)
