@@ -50,6 +50,7 @@ build = {
       ["oauth2.client"] = "lua/oauth2/client.lua",
       ["oauth2.error"] = "lua/oauth2/error.lua",
       ["oauth2.exchange"] = "lua/oauth2/exchange.lua",
+      ["oauth2.openresty"] = "lua/oauth2/openresty.lua",
       ["oauth2.options"] = "lua/oauth2/options.lua",
       ["oauth2.transport"] = "lua/oauth2/transport.lua",
    },

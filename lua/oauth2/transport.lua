@@ -47,9 +47,16 @@ function Session:request(req)
         -- a concurrent user (another light thread) holds it
         return nil, { kind = "config", message = "session is busy with another exchange" }
     end
+    local yielding = can_yield()
+    if ngx ~= nil and not yielding and ngx.get_phase() ~= "init" then
+        -- blocking here would stall every request of this nginx worker
+        return nil, { kind = "config", message = "cannot fetch a token in nginx's "
+            .. ngx.get_phase() .. " phase: it cannot yield (fetch in rewrite, access, "
+            .. "content or timer phases, or in init_by_lua)" }
+    end
     local ok, err = session:start(req)
     if not ok then return nil, err end
-    if can_yield() then
+    if yielding then
         -- poll without waiting, yield between polls, back off to 20 ms
         local pause = 0.001
         while true do

@@ -45,12 +45,17 @@ class State:
         self.token_requests = 0
         self.token_connections = 0
         self.requests = []  # what each token request carried
+        self.issued = {}  # access token -> expiry (time.time())
+        self.api_requests = 0
+        self.api_unauthorized = 0
 
     def stats(self):
         return {
             "token_requests": self.token_requests,
             "token_connections": self.token_connections,
             "requests": self.requests[-20:],
+            "api_requests": self.api_requests,
+            "api_unauthorized": self.api_unauthorized,
         }
 
 
@@ -144,6 +149,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send(200, {"Content-Type": "application/json"}, body)
         elif self.path == "/v7/ping":
             self.send(200, {"Content-Type": "application/json"}, '{"ok":true}')
+        elif self.path.startswith("/v7/"):
+            self.api()
         else:
             self.send(*problem(404, "Not Found", "no such resource"))
 
@@ -156,6 +163,21 @@ class Handler(BaseHTTPRequestHandler):
             self.token(body)
         else:
             self.send(*problem(404, "Not Found", "no such resource"))
+
+    def api(self):
+        """A protected API resource: 200 with a valid bearer token, else 401."""
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        with STATE.lock:
+            STATE.api_requests += 1
+            expiry = STATE.issued.get(token) if scheme.lower() == "bearer" else None
+            valid = expiry is not None and expiry > time.time()
+            if not valid:
+                STATE.api_unauthorized += 1
+        if valid:
+            self.send(200, {"Content-Type": "application/json"},
+                      json.dumps({"ok": True, "path": self.path}))
+        else:
+            self.send(*oauth_error(401, "invalid_token", "Missing, invalid or expired token"))
 
     def control(self, body):
         form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
@@ -284,8 +306,12 @@ class Handler(BaseHTTPRequestHandler):
             "expires_in": STATE.expires_in,
             "scope": form.get("scope", "tests:read"),
         }
-        if token["expires_in"] is None:
+        lifetime = token["expires_in"]
+        if lifetime is None:
             del token["expires_in"]
+            lifetime = 300
+        with STATE.lock:
+            STATE.issued[token["access_token"]] = time.time() + float(lifetime)
         return 200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, json.dumps(token)
 
 

@@ -20,7 +20,8 @@ function _M.run(command, opts)
     opts = opts or {}
     local prefix = opts.lua and "" or "unset LD_PRELOAD; "
     local redirect = opts.separate and " 2>/dev/null" or " 2>&1"
-    local p = io.popen(prefix .. "{ " .. command .. "; }" .. redirect .. "; echo \"exit=$?\"")
+    -- a newline, not ";", ends the command: it may end in "&"
+    local p = io.popen(prefix .. "{ " .. command .. "\n}" .. redirect .. "; echo \"exit=$?\"")
     local out = p:read("*a")
     p:close()
     local body, code = out:match("^(.-)exit=(%d+)%s*$")

@@ -1,0 +1,233 @@
+-- oauth2.openresty in a real nginx (Debian's nginx with the lua module),
+-- two workers, against the fake token endpoint and fake API.
+
+local core = require "oauth2.core"
+local fake = require "server"
+local nginx = require "nginx"
+local shell = require "shell"
+
+local SECRET = "sentinel-Secret-ngx-51f0"
+
+-- Read a whole file, or "".
+local function slurp(path)
+    local f = io.open(path, "rb")
+    if not f then return "" end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+
+describe("oauth2.openresty in nginx", function()
+    local server, proxy, base
+
+    -- Start nginx from the spec template with the given cache policy.
+    local function start_nginx(policy)
+        local port = nginx.free_port()
+        base = "http://127.0.0.1:" .. port
+        local template = slurp(nginx.root .. "/spec/support/nginx_test.conf")
+        proxy = nginx.start(nginx.fill(template, {
+            USER = nginx.user_line(), ROOT = nginx.root, PORT = port,
+            TOKEN_HOST = server.http_url, SECRET = SECRET,
+            API_ADDRESS = server.http_url:gsub("^http://", ""),
+            MARGIN = policy.margin or "false", REFRESH_RATIO = policy.refresh_ratio or 0.8,
+            COOLDOWN = policy.cooldown or 5,
+        }))
+    end
+
+    -- One GET through nginx: status, headers, body.
+    local function get(path)
+        local session = core.session()
+        local res, err = session:request { url = base .. path, timeout = 10 }
+        session:close()
+        assert(res, err and err.message)
+        return res.status, res.headers, res.body
+    end
+
+    local function stats() return server:stats() end
+
+    setup(function()
+        -- the module nginx loads is the LuaJIT build
+        local code, out = shell.run("make -s -C " .. shell.quote(nginx.root)
+            .. " LUA_VERSION=luajit build")
+        assert(code == 0, out)
+        server = fake.start()
+    end)
+    teardown(function()
+        if proxy then proxy:stop() end
+        if server then server:stop() end
+    end)
+
+    before_each(function()
+        server:reset { clients = { ["nginx-id"] = SECRET } }
+    end)
+    after_each(function()
+        if proxy then
+            local log = proxy:error_log()
+            assert.is_nil(log:find(SECRET, 1, true), "the secret is in error.log")
+            assert.is_nil(log:find("Bearer te-", 1, true), "a token is in error.log")
+            proxy:stop()
+            proxy = nil
+        end
+    end)
+
+    it("puts the token in the upstream request", function()
+        start_nginx {}
+        local status, _, body = get("/v7/tests")
+        assert.equals(200, status, body)
+        assert.matches('"ok": true', body)
+        local s = stats()
+        assert.equals(1, s.token_requests)
+        assert.equals(1, s.api_requests)
+        assert.equals(0, s.api_unauthorized)
+        -- and serves the next requests from the shared dict
+        for _ = 1, 5 do assert.equals(200, (get("/v7/tests"))) end
+        assert.equals(1, stats().token_requests)
+    end)
+
+    it("makes exactly one token request for 200 concurrent requests on a cold cache", function()
+        server:control { delay = 0.5 }
+        start_nginx {}
+        local code, out = shell.run("curl -s --parallel --parallel-max 200 -H 'Connection: close' "
+            .. "-o /dev/null -w 'code=%{http_code}\\n' '" .. base .. "/v7/tests?n=[1-200]'")
+        assert.equals(0, code, out)
+        local ok, total = 0, 0
+        for status in out:gmatch("code=(%d+)") do
+            total = total + 1
+            if status == "200" then ok = ok + 1 end
+        end
+        assert.equals(200, total)
+        assert.equals(200, ok)
+        assert.equals(1, stats().token_requests)
+    end)
+
+    it("keeps answering on the same worker while the token endpoint takes 2 s", function()
+        start_nginx {}
+        server:control { delay = 2 }
+        local slow_file = proxy.prefix .. "/slow.out"
+        -- the slow request: its worker fetches the token (2 s)
+        shell.run("curl -s -o /dev/null -w '%{http_code} %{time_total}\\n' '" .. base
+            .. "/v7/tests' > " .. shell.quote(slow_file) .. " 2>&1 &")
+        core.sleep(0.3)
+        -- meanwhile 40 fresh connections, spread over both workers by reuseport
+        local code, out = shell.run("curl -s -H 'Connection: close' "
+            .. "-w ' %{time_total}\\n' '" .. base .. "/healthz?n=[1-40]'")
+        assert.equals(0, code, out)
+        local pids, slowest, answers = {}, 0, 0
+        for pid, seconds in out:gmatch("ok (%d+)\n (%S+)") do
+            pids[pid] = true
+            slowest = math.max(slowest, tonumber(seconds))
+            answers = answers + 1
+        end
+        -- wait for the slow request to finish
+        local slow
+        for _ = 1, 100 do
+            slow = slurp(slow_file)
+            if slow:match("\n") then break end
+            core.sleep(0.1)
+        end
+        local status, slow_seconds = slow:match("^(%d+) (%S+)")
+        assert.equals("200", status)
+        -- it really was waiting for the token while the others answered
+        assert.is_true(tonumber(slow_seconds) >= 1.5, slow)
+        assert.equals(40, answers)
+        local workers = 0
+        for _ in pairs(pids) do workers = workers + 1 end
+        -- both workers answered, the fetching one included, and none waited
+        assert.equals(2, workers)
+        assert.is_true(slowest < 0.5, "a /healthz answer took " .. slowest .. " s")
+        assert.equals(1, stats().token_requests)
+    end)
+
+    it("refreshes an expiring token without failing a request", function()
+        server:control { expires_in = 3 }
+        -- refresh at 1.5 s, expiry (1 s margin) at 2 s
+        start_nginx { margin = 1, refresh_ratio = 0.5 }
+        local failed = 0
+        for _ = 1, 40 do
+            local status = get("/v7/tests")
+            if status ~= 200 then failed = failed + 1 end
+            core.sleep(0.1)
+        end
+        assert.equals(0, failed)
+        local s = stats()
+        assert.is_true(s.token_requests >= 2, "token requests: " .. s.token_requests)
+        assert.equals(0, s.api_unauthorized)
+    end)
+
+    it("answers 503 while the token endpoint is down, and recovers", function()
+        local failures = {}
+        for i = 1, 20 do failures[i] = { status = 503 } end
+        server:control { script = failures }
+        start_nginx { cooldown = 0.5 }
+        local status, headers, body = get("/v7/tests")
+        assert.equals(503, status)
+        assert.equals("application/json", headers["content-type"])
+        assert.matches("token_unavailable", body)
+        -- within the cool-down the endpoint is not asked again
+        assert.equals(503, (get("/v7/tests")))
+        assert.equals(1, stats().token_requests)
+        assert.matches("oauth2: no access token for the upstream: oauth2: http error 503",
+            proxy:error_log())
+        -- the endpoint comes back
+        server:control { script = {} }
+        core.sleep(0.6)
+        assert.equals(200, (get("/v7/tests")))
+    end)
+
+    it("invalidates the token for all workers", function()
+        start_nginx {}
+        assert.equals(200, (get("/v7/tests")))
+        assert.equals(1, stats().token_requests)
+        local status = get("/invalidate")
+        assert.equals(200, status)
+        -- new connections land on both workers; all must use one new token
+        local code, out = shell.run("curl -s -H 'Connection: close' -o /dev/null "
+            .. "-w 'code=%{http_code}\\n' '" .. base .. "/v7/tests?n=[1-20]'")
+        assert.equals(0, code, out)
+        assert.equals(20, select(2, out:gsub("code=200\n", "")))
+        assert.equals(2, stats().token_requests)
+    end)
+
+    it("refuses, rather than blocks, a fetch where nginx cannot yield", function()
+        start_nginx {}
+        local status, headers = get("/in-header-filter")
+        assert.equals(200, status)
+        assert.matches("header_filter phase can neither fetch nor wait", headers["x-outcome"])
+        assert.equals(0, stats().token_requests)
+        -- and that refusal did not count as a failed fetch
+        assert.equals(200, (get("/v7/tests")))
+    end)
+
+    it("runs the example configuration with only its addresses replaced", function()
+        local config = slurp(nginx.root .. "/examples/nginx.conf")
+        local port = nginx.free_port()
+        base = "http://127.0.0.1:" .. port
+        local api = server.https_url:gsub("^https://", "")
+        local replacements = {
+            { "listen 127.0.0.1:8080 reuseport;", "listen 127.0.0.1:" .. port .. " reuseport;" },
+            { "server api.thousandeyes.com:443;", "server " .. api .. ";" },
+            { "proxy_ssl_name api.thousandeyes.com;", "proxy_ssl_name localhost;" },
+            { "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;",
+              "proxy_ssl_trusted_certificate " .. server.ca_file .. ";" },
+            { 'lua_package_path "/usr/local/share/lua/5.1/?.lua;;";',
+              'lua_package_path "' .. nginx.root .. '/lua/?.lua;;";' },
+            { 'lua_package_cpath "/usr/local/lib/lua/5.1/?.so;;";',
+              'lua_package_cpath "' .. nginx.root .. '/build/luajit/?.so;;";' },
+        }
+        for _, pair in ipairs(replacements) do
+            local from, to = pair[1], pair[2]
+            local i, j = config:find(from, 1, true)
+            assert(i, "examples/nginx.conf no longer has: " .. from)
+            config = config:sub(1, i - 1) .. to .. config:sub(j + 1)
+        end
+        config = nginx.user_line() .. "\n" .. config
+        -- credentials and the token host come from the environment
+        local env = { THOUSANDEYES_CLIENT_ID = "nginx-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
+                      THOUSANDEYES_HOST = server.http_url }
+        proxy = nginx.start(config, env)
+        local status, _, body = get("/v7/tests")
+        assert.equals(200, status, body)
+        assert.equals(0, stats().api_unauthorized)
+        assert.equals(1, stats().token_requests)
+    end)
+end)

@@ -1,0 +1,90 @@
+-- spec/support/nginx.lua: run a real nginx with the lua module for specs.
+--
+-- start(template, values) writes the configuration (${NAME} filled from
+-- values) into a fresh temporary prefix, starts nginx there on a free
+-- port, and returns a handle that can read error.log and stop nginx.
+
+local shell = require "shell"
+local core = require "oauth2.core"
+
+local _M = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+_M.root = here:match("^(.*)/spec/support$") or "."
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+
+-- A port nobody listens on now (the kernel's pick for a moment's socket).
+function _M.free_port()
+    local code, out = shell.run("python3 -c 'import socket; s = socket.socket(); "
+        .. "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
+    assert(code == 0, out)
+    return tonumber(out:match("%d+"))
+end
+
+local Nginx = {}
+Nginx.__index = Nginx
+
+function Nginx:error_log()
+    return read_file(self.prefix .. "/logs/error.log") or ""
+end
+
+function Nginx:stop()
+    if self.prefix then
+        local pid = read_file(self.prefix .. "/logs/nginx.pid")
+        if pid then shell.run("kill -QUIT " .. pid:match("%d+")) end
+        for _ = 1, 100 do
+            if not read_file(self.prefix .. "/logs/nginx.pid") then break end
+            core.sleep(0.05)
+        end
+        shell.run("rm -rf " .. shell.quote(self.prefix))
+        self.prefix = nil
+    end
+end
+
+-- Fill ${NAME} in text from values; an unknown name is an error.
+function _M.fill(text, values)
+    return (text:gsub("%${([%w_]+)}", function(name)
+        local value = values[name]
+        assert(value ~= nil, "no value for ${" .. name .. "}")
+        return tostring(value)
+    end))
+end
+
+-- Start nginx with the configuration text and extra environment (a
+-- table, optional); returns the handle.
+function _M.start(config, env)
+    local code, prefix = shell.run("mktemp -d")
+    assert(code == 0, prefix)
+    prefix = prefix:match("[^\n]+")
+    shell.run("chmod 755 " .. shell.quote(prefix) .. " && mkdir " .. shell.quote(prefix .. "/logs"))
+    local f = assert(io.open(prefix .. "/nginx.conf", "w"))
+    f:write(config)
+    f:close()
+    local out
+    local vars = {}
+    for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. shell.quote(v) .. " " end
+    code, out = shell.run(table.concat(vars) .. "nginx -p " .. shell.quote(prefix) .. " -c "
+        .. shell.quote(prefix .. "/nginx.conf"))
+    local server = setmetatable({ prefix = prefix }, Nginx)
+    if code ~= 0 then
+        local log = server:error_log()
+        server:stop()
+        error("nginx did not start:\n" .. out .. log)
+    end
+    return server
+end
+
+-- "user root;" when the specs run as root, so workers can read the checkout.
+function _M.user_line()
+    local _, id = shell.run("id -u")
+    return id:match("^0%s") and "user root;" or ""
+end
+
+return _M
