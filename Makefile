@@ -42,7 +42,7 @@ LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUSTED  ?= /usr/bin/busted
 
-.PHONY: all build test test-one demo install clean asan valgrind bench-client lint
+.PHONY: all build test test-one demo install clean asan valgrind bench-client bench-nginx lint
 
 all build: $(MODULE)
 
@@ -81,6 +81,13 @@ bench-client:
 	@echo "| --- | --- | --- | --- |"
 	@lua5.4 bench/client_hot_path.lua
 	@luajit bench/client_hot_path.lua
+
+# wrk throughput of a location that injects the token against one that
+# does not (installs Debian's wrk when missing: a bench tool, not a test one).
+bench-nginx:
+	@command -v wrk >/dev/null || apt-get install -y -q wrk
+	@$(MAKE) -s LUA_VERSION=luajit build
+	@luajit bench/nginx_inject.lua
 
 # The suite with the C core built under AddressSanitizer and UBSan.  The
 # interpreter is not instrumented, so the runtime is preloaded into it.
