@@ -38,7 +38,9 @@ end
 
 --- A cached, self-refreshing token (see oauth2.client).
 function _M.client(opts)
-    return client.new(opts, 2)
+    -- not a tail call: the frame count behind bad-option errors needs it
+    local c = client.new(opts, 2)
+    return c
 end
 
 --- A reusable connection to pass as opts.session, so consecutive calls

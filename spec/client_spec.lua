@@ -370,8 +370,9 @@ describe("oauth2.client", function()
                 "oauth2: option 'refresh_ratio' must be in (0, 1]")
             assert.has_error(function() new_client { clock = 5 } end,
                 "oauth2: option 'clock' must be a function")
-            local ok, message = pcall(oauth2.client, { client_id = "x", client_secret = SECRET,
-                                                        bogus = 1 })
+            local ok, message = pcall(function()
+                oauth2.client { client_id = "x", client_secret = SECRET, bogus = 1 }
+            end)
             assert.is_false(ok)
             assert.matches("client_spec.lua:%d+: oauth2: unknown option 'bogus'", message)
         end)

@@ -35,9 +35,9 @@ describe("the rockspec", function()
         local check = ("package.path='%s/share/lua/%s/?.lua;'..package.path "
             .. "package.cpath='%s/lib/lua/%s/?.so;'..package.cpath "
             .. "local oauth2 = require 'oauth2' "
-            .. "assert(package.searchpath('oauth2.core', package.cpath)) "
+            .. "assert(io.open('%s/lib/lua/%s/oauth2/core.so')) "
             .. "print(oauth2._VERSION, require('oauth2.core')._VERSION)")
-            :format(tree, abi, tree, abi)
+            :format(tree, abi, tree, abi, tree, abi)
         ok, out = run(("%s -e %q"):format(interpreter, check))
         assert.is_true(ok, out)
         assert.matches("^0%.1%.0%s+0%.1%.0", out)

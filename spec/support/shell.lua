@@ -7,7 +7,8 @@ local _M = {}
 
 -- The interpreter running the specs, and the build directory of its module.
 _M.lua = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
-_M.build = jit and "luajit" or _VERSION:match("%d+%.%d+")
+_M.build = os.getenv("OAUTH2_BUILD")
+    or "build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+"))
 
 -- Quote a string for sh.
 function _M.quote(s)
@@ -34,7 +35,7 @@ end
 function _M.lua_command(env, args)
     local vars = { "env -u THOUSANDEYES_CLIENT_ID -u THOUSANDEYES_CLIENT_SECRET",
         "LUA_PATH=" .. _M.quote("lua/?.lua;lua/?/init.lua;;"),
-        "LUA_CPATH=" .. _M.quote("build/" .. _M.build .. "/?.so;;") }
+        "LUA_CPATH=" .. _M.quote(_M.build .. "/?.so;;") }
     for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. _M.quote(v) end
     return table.concat(vars, " ") .. " " .. _M.lua .. " " .. args
 end
