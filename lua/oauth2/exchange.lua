@@ -128,10 +128,14 @@ local function http_error(res)
     return err
 end
 
--- A whole number of seconds (an integer on Lua 5.3+), or nil.
-local function seconds(value)
-    if type(value) == "string" then value = tonumber(value) end
-    if type(value) ~= "number" or value ~= value or value < 0 or value >= 2^53 then
+-- The longest lifetime taken at face value: ten years.
+local MAX_LIFETIME = 10 * 365 * 86400
+
+-- expires_in as whole seconds (an integer on Lua 5.3+), or nil when it is
+-- not a JSON number from 1 s to ten years: a string, a negative, zero or
+-- absurd lifetime says the endpoint is not speaking RFC 6749.
+local function lifetime(value)
+    if type(value) ~= "number" or value ~= value or value < 1 or value > MAX_LIFETIME then
         return nil
     end
     return floor(value)
@@ -161,10 +165,11 @@ local function token_from(res, sent_at)
     }, token_mt)
     local expires_in = data.expires_in
     if expires_in ~= nil and expires_in ~= json_null then
-        token.expires_in = seconds(expires_in)
+        token.expires_in = lifetime(expires_in)
         if token.expires_in == nil then
             return nil, { kind = "protocol", status = res.status,
-                          message = "the token response has an invalid expires_in" }
+                          message = "the token response has an invalid expires_in "
+                              .. "(not a number of seconds from 1 to ten years)" }
         end
         token.expires_at = sent_at + token.expires_in
     end

@@ -79,6 +79,52 @@ local function make_certificates(dir)
     end
 end
 
+-- Certificates for TLS faults, beside make_certificates' CA: one that
+-- expired (signed by that CA), one for another host name (signed by it),
+-- and a self-signed one for 127.0.0.1.
+local function make_fault_certificates(dir)
+    local d = quote(dir)
+    local quiet = " >/dev/null 2>&1"
+    local ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    local config = table.concat({
+        "[ ca ]", "default_ca = test", "[ test ]", "dir = " .. dir .. "/ca-db",
+        "database = $dir/index.txt", "new_certs_dir = $dir", "serial = $dir/serial",
+        "default_md = sha256", "policy = any", "copy_extensions = copy",
+        "[ any ]", "commonName = supplied", "",
+    }, "\n")
+    local steps = {
+        "mkdir -p " .. d .. "/ca-db && touch " .. d .. "/ca-db/index.txt && echo 01 > "
+            .. d .. "/ca-db/serial && printf '%s' " .. quote(config) .. " > " .. d .. "/ca.cnf",
+        "openssl req" .. ec .. " -keyout " .. d .. "/expired.key -out " .. d .. "/expired.csr"
+            .. " -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1" .. quiet,
+        "openssl ca -batch -notext -config " .. d .. "/ca.cnf -cert " .. d .. "/ca.pem -keyfile "
+            .. d .. "/ca.key -startdate 20200101000000Z -enddate 20200201000000Z -in " .. d
+            .. "/expired.csr -out " .. d .. "/expired.pem" .. quiet,
+        "openssl req" .. ec .. " -keyout " .. d .. "/wrong-host.key -out " .. d
+            .. "/wrong-host.csr -subj /CN=wrong.example -addext subjectAltName=DNS:wrong.example"
+            .. quiet,
+        "openssl ca -batch -notext -config " .. d .. "/ca.cnf -cert " .. d .. "/ca.pem -keyfile "
+            .. d .. "/ca.key -days 2 -in " .. d .. "/wrong-host.csr -out " .. d
+            .. "/wrong-host.pem" .. quiet,
+        "openssl req -x509" .. ec .. " -keyout " .. d .. "/self-signed.key -out " .. d
+            .. "/self-signed.pem -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"
+            .. quiet,
+    }
+    for _, step in ipairs(steps) do
+        assert(sh(step), "certificate generation failed: " .. step)
+    end
+end
+
+-- Wait for a server's ready file (its ports as JSON); nil after 10 s.
+local function wait_ready(path)
+    for _ = 1, 200 do
+        local text = read_file(path)
+        if text then return cjson.decode(text) end
+        core.sleep(0.05)
+    end
+    return nil
+end
+
 local Server = {}
 Server.__index = Server
 
@@ -145,12 +191,7 @@ function _M.start()
     local pid = p:read("*l")
     p:close()
     local server = setmetatable({ pid = pid, dir = dir }, Server)
-    local ports
-    for _ = 1, 200 do
-        local text = read_file(ready)
-        if text then ports = cjson.decode(text) break end
-        core.sleep(0.05)
-    end
+    local ports = wait_ready(ready)
     if not ports then
         local log = read_file(dir .. "/server.log") or ""
         server:stop()
@@ -166,6 +207,51 @@ function _M.start()
     server.wrong_ca_file = dir .. "/wrong-ca.pem"
     server.client_id = "demo-client-id"
     server.client_secret = "demo-client-secret"
+    return server
+end
+
+-- Start the fault server (spec/support/fault_server.py); returns a Server
+-- with url(mode), tls_url(name, mode), refused_url, ca_file and seen()
+-- (what the redirect target received).
+function _M.start_faults()
+    local dir = temp_dir()
+    make_certificates(dir)
+    make_fault_certificates(dir)
+    local ready = dir .. "/ports.json"
+    local command = table.concat({
+        "python3", quote(here .. "/fault_server.py"), "--certs", quote(dir),
+        "--ready-file", quote(ready), "--watch-pid", own_pid() or "0",
+        ">", quote(dir .. "/server.log"), "2>&1 & echo $!",
+    }, " ")
+    local p = io.popen(CLEAN .. command)
+    local pid = p:read("*l")
+    p:close()
+    local server = setmetatable({ pid = pid, dir = dir }, Server)
+    local ports = wait_ready(ready)
+    if not ports then
+        local log = read_file(dir .. "/server.log") or ""
+        server:stop()
+        error("the fault server did not start:\n" .. log)
+    end
+    local function port(name) return ("%d"):format(ports[name]) end
+    server.ca_file = dir .. "/ca.pem"
+    server.refused_url = "http://127.0.0.1:" .. port("refused") .. "/v7/oauth2/token"
+    function server.url(mode)
+        return "http://127.0.0.1:" .. port("http") .. "/" .. mode .. "/v7/oauth2/token"
+    end
+    function server.tls_url(name, mode)
+        return "https://127.0.0.1:" .. port(name) .. "/" .. (mode or "ok") .. "/v7/oauth2/token"
+    end
+    function server.seen()
+        local session = core.session()
+        local res = assert(session:request {
+            url = "http://127.0.0.1:" .. port("target") .. "/_seen", timeout = 5 })
+        session:close()
+        local seen = cjson.decode(res.body)
+        seen.connections = seen.connections - 1 -- this very request
+        table.remove(seen.requests)
+        return seen
+    end
     return server
 end
 
