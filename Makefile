@@ -42,7 +42,7 @@ LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUSTED  ?= /usr/bin/busted
 
-.PHONY: all build test test-one demo install clean asan valgrind bench-client bench-nginx lint
+.PHONY: all build test test-one demo install clean asan valgrind bench-client bench-nginx lint fuzz
 
 all build: $(MODULE)
 
@@ -93,6 +93,34 @@ bench-nginx:
 # The suite with the C core built under AddressSanitizer and UBSan.
 asan:
 	@sh spec/run asan:$(LUA_VERSION)
+
+# libFuzzer harnesses (clang; Debian's clang and libclang-rt-14-dev) for
+# the C surfaces that take outside data, FUZZ_TIME seconds each, starting
+# from the seed corpus in fuzz/corpus/; what they learn stays in build/.
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 60
+FUZZ_LUA   ?= 5.4
+FUZZ_FLAGS  = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -D_POSIX_C_SOURCE=200809L -I/usr/include/lua$(FUZZ_LUA) $(CURL_CFLAGS)
+FUZZERS     = request response
+
+build/fuzz/fuzz_%: fuzz/fuzz_%.c src/core.c src/compat.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< -llua$(FUZZ_LUA) $(CURL_LIBS)
+
+fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)
+	@for name in $(FUZZERS); do \
+	    mkdir -p build/fuzz/corpus-$$name; \
+	    echo "== fuzz_$$name for $(FUZZ_TIME) s"; \
+	    ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=spec/support/lsan.supp \
+	    build/fuzz/fuzz_$$name -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/crash-$$name- \
+	        build/fuzz/corpus-$$name fuzz/corpus/$$name > build/fuzz/$$name.log 2>&1; \
+	    status=$$?; \
+	    grep -E '^(stat::number_of_executed_units|stat::new_units_added|==[0-9]+==ERROR|SUMMARY)' \
+	        build/fuzz/$$name.log; \
+	    [ $$status -eq 0 ] || { tail -n 40 build/fuzz/$$name.log; exit 1; }; \
+	done
 
 # The suite under valgrind; any definite leak or memory error fails it.
 VALGRIND ?= valgrind --quiet --keep-debuginfo=yes --leak-check=full --errors-for-leak-kinds=definite \
