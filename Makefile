@@ -105,6 +105,7 @@ FUZZ_FLAGS  = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=u
 FUZZERS     = request response
 
 build/fuzz/fuzz_%: fuzz/fuzz_%.c src/core.c src/compat.h
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang: apt-get install clang libclang-rt-14-dev"; exit 1; }
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< -llua$(FUZZ_LUA) $(CURL_LIBS)
 
