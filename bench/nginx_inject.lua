@@ -18,10 +18,7 @@ local SECONDS = tonumber(os.getenv("BENCH_SECONDS")) or 5
 local CONNECTIONS = tonumber(os.getenv("BENCH_CONNECTIONS")) or 32
 
 local function slurp(path)
-    local f = assert(io.open(path, "rb"))
-    local data = f:read("*a")
-    f:close()
-    return data
+    return assert(shell.read_file(path))
 end
 
 -- wrk's requests per second for one URL.

@@ -10,11 +10,7 @@ local SECRET = "sentinel-Secret-ngx-51f0"
 
 -- Read a whole file, or "".
 local function slurp(path)
-    local f = io.open(path, "rb")
-    if not f then return "" end
-    local data = f:read("*a")
-    f:close()
-    return data
+    return shell.read_file(path) or ""
 end
 
 describe("oauth2.openresty in nginx", function()

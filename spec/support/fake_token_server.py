@@ -14,15 +14,15 @@ library is used, and it exits by itself when the process it watches ends.
 import argparse
 import base64
 import json
-import os
 import secrets
 import socket
-import ssl
 import sys
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import serverlib
 
 TOKEN_PATH = "/v7/oauth2/token"
 DEFAULT_CLIENTS = {"demo-client-id": "demo-client-secret"}
@@ -320,32 +320,10 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-class TLSServer(Server):
-    """Accepts in the main loop, handshakes in the handler thread."""
-
+class TLSServer(serverlib.TLSMixin, Server):
     def __init__(self, address, handler, context):
         super().__init__(address, handler)
         self.context = context
-
-    def finish_request(self, request, client_address):
-        try:
-            conn = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            request.close()
-            return
-        super().finish_request(conn, client_address)
-
-
-def watch(pid):
-    """Exit when the process that started us is gone (no orphan servers)."""
-    while True:
-        time.sleep(0.5)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:
-            pass
 
 
 def main():
@@ -356,42 +334,22 @@ def main():
     parser.add_argument("--key", help="server private key (PEM)")
     parser.add_argument("--mtls-port", type=int, default=0, help="HTTPS port that requires a client certificate")
     parser.add_argument("--client-ca", help="CA (PEM) that signs accepted client certificates; enables the mTLS port")
-    parser.add_argument("--ready-file", help="write the ports here as JSON once listening")
+    parser.add_argument("--ready-file", required=True, help="write the ports here as JSON once listening")
     parser.add_argument("--watch-pid", type=int, help="exit when this process ends")
     args = parser.parse_args()
 
     servers = [Server(("127.0.0.1", args.port), Handler)]
     ports = {"http": servers[0].server_address[1]}
     if args.cert:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(args.cert, args.key)
+        context = serverlib.tls_context(args.cert, args.key)
         servers.append(TLSServer(("127.0.0.1", args.tls_port), Handler, context))
         ports["https"] = servers[1].server_address[1]
         if args.client_ca:
-            mutual = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            mutual.load_cert_chain(args.cert, args.key)
-            mutual.load_verify_locations(args.client_ca)
-            mutual.verify_mode = ssl.CERT_REQUIRED
+            mutual = serverlib.tls_context(args.cert, args.key, args.client_ca)
             servers.append(TLSServer(("127.0.0.1", args.mtls_port), Handler, mutual))
             ports["mtls"] = servers[2].server_address[1]
-
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    if args.watch_pid:
-        threading.Thread(target=watch, args=(args.watch_pid,), daemon=True).start()
-
-    text = json.dumps(ports)
-    if args.ready_file:
-        tmp = args.ready_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.rename(tmp, args.ready_file)
-    else:
-        print(text, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+    serverlib.watch(args.watch_pid)
+    serverlib.serve(servers, args.ready_file, ports)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ import json
 import os
 import socket
 import socketserver
-import ssl
 import sys
 import threading
 import time
+
+import serverlib
 
 LOCK = threading.Lock()
 COUNTS = {}  # per flaky key: how many requests it has seen
@@ -205,33 +206,10 @@ class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
-class TLSServer(Server):
+class TLSServer(serverlib.TLSMixin, Server):
     def __init__(self, address, handler, context):
         super().__init__(address, handler)
         self.context = context
-
-    def finish_request(self, request, client_address):
-        try:
-            conn = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            request.close()
-            return
-        super().finish_request(conn, client_address)
-
-
-def tls_context(cert, key):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-def watch(pid):
-    while True:
-        time.sleep(0.5)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(0)
 
 
 def main():
@@ -246,8 +224,8 @@ def main():
     ARGS.target_port = target.server_address[1]
     servers = {"http": Server(("127.0.0.1", 0), FaultHandler), "target": target}
     for name in ("expired", "wrong-host", "self-signed"):
-        context = tls_context(os.path.join(ARGS.certs, name + ".pem"),
-                              os.path.join(ARGS.certs, name + ".key"))
+        context = serverlib.tls_context(os.path.join(ARGS.certs, name + ".pem"),
+                                        os.path.join(ARGS.certs, name + ".key"))
         servers[name] = TLSServer(("127.0.0.1", 0), FaultHandler, context)
     # a port that refuses: bound, then closed again
     closed = socket.socket()
@@ -256,15 +234,8 @@ def main():
     ports["refused"] = closed.getsockname()[1]
     closed.close()
 
-    for server in servers.values():
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    if ARGS.watch_pid:
-        threading.Thread(target=watch, args=(ARGS.watch_pid,), daemon=True).start()
-    tmp = ARGS.ready_file + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(ports))
-    os.rename(tmp, ARGS.ready_file)
-    threading.Event().wait()
+    serverlib.watch(ARGS.watch_pid)
+    serverlib.serve(servers.values(), ARGS.ready_file, ports)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,7 @@ local _M = {}
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 _M.root = here:match("^(.*)/spec/support$") or "."
 
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local data = f:read("*a")
-    f:close()
-    return data
-end
+local read_file = shell.read_file
 
 -- A port nobody listens on now (the kernel's pick for a moment's socket).
 function _M.free_port()
@@ -60,17 +54,14 @@ end
 -- Start nginx with the configuration text and extra environment (a
 -- table, optional); returns the handle.
 function _M.start(config, env)
-    local code, prefix = shell.run("mktemp -d")
-    assert(code == 0, prefix)
-    prefix = prefix:match("[^\n]+")
+    local prefix = shell.temp_dir()
     shell.run("chmod 755 " .. shell.quote(prefix) .. " && mkdir " .. shell.quote(prefix .. "/logs"))
     local f = assert(io.open(prefix .. "/nginx.conf", "w"))
     f:write(config)
     f:close()
-    local out
     local vars = {}
     for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. shell.quote(v) .. " " end
-    code, out = shell.run(table.concat(vars) .. "nginx -p " .. shell.quote(prefix) .. " -c "
+    local code, out = shell.run(table.concat(vars) .. "nginx -p " .. shell.quote(prefix) .. " -c "
         .. shell.quote(prefix .. "/nginx.conf"))
     local server = setmetatable({ prefix = prefix }, Nginx)
     if code ~= 0 then

@@ -8,46 +8,22 @@
 
 local core = require "oauth2.core"
 local cjson = require "cjson"
+local shell = require "shell"
 
 local _M = {}
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 
--- The tools run here (openssl, python3) are not ours: they run without a
--- sanitizer runtime that `make asan` may have preloaded into this process.
-local CLEAN = "unset LD_PRELOAD; "
+local quote, read_file, temp_dir = shell.quote, shell.read_file, shell.temp_dir
 
+-- Run a tool (openssl, kill, rm); true when it succeeded.
 local function sh(command)
-    local ok, how, code = os.execute(CLEAN .. command)
-    -- Lua 5.1 returns a status number, 5.2+ returns true/nil, "exit", code
-    if type(ok) == "number" then return ok == 0 end
-    return ok == true and how == "exit" and code == 0
-end
-
-local function quote(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local data = f:read("*a")
-    f:close()
-    return data
+    return shell.run(command) == 0
 end
 
 local function own_pid()
     local stat = read_file("/proc/self/stat")
     return stat and stat:match("^(%d+)")
-end
-
--- Make a fresh directory for this run's certificates and logs.
-local function temp_dir()
-    local p = io.popen(CLEAN .. "mktemp -d 2>/dev/null")
-    local dir = p:read("*l")
-    p:close()
-    assert(dir and dir ~= "", "mktemp -d failed")
-    return dir
 end
 
 -- A CA, a server certificate it signed for 127.0.0.1/localhost, and an
@@ -174,29 +150,35 @@ function Server:stop()
     end
 end
 
+-- Run one of the Python servers beside this file with its files in dir;
+-- returns the Server and its ports once it listens, or raises with its log.
+local function launch(dir, script, args)
+    local ready = dir .. "/ports.json"
+    local command = table.concat({
+        "python3", quote(here .. "/" .. script), table.concat(args, " "),
+        "--ready-file", quote(ready), "--watch-pid", own_pid() or "0",
+        ">", quote(dir .. "/server.log"), "2>&1 &", "echo $!",
+    }, " ")
+    local _, out = shell.run(command)
+    local server = setmetatable({ pid = out:match("%d+"), dir = dir }, Server)
+    local ports = wait_ready(ready)
+    if not ports then
+        local log = read_file(dir .. "/server.log") or ""
+        server:stop()
+        error(script .. " did not start:\n" .. log)
+    end
+    return server, ports
+end
+
 -- Start the fake endpoint; returns a Server with http_url, https_url,
 -- ca_file, wrong_ca_file and the client credentials it accepts.
 function _M.start()
     local dir = temp_dir()
     make_certificates(dir)
-    local ready = dir .. "/ports.json"
-    local command = table.concat({
-        "python3", quote(here .. "/fake_token_server.py"),
+    local server, ports = launch(dir, "fake_token_server.py", {
         "--cert", quote(dir .. "/server.pem"), "--key", quote(dir .. "/server.key"),
         "--client-ca", quote(dir .. "/ca.pem"),
-        "--ready-file", quote(ready), "--watch-pid", own_pid() or "0",
-        ">", quote(dir .. "/server.log"), "2>&1 & echo $!",
-    }, " ")
-    local p = io.popen(CLEAN .. command)
-    local pid = p:read("*l")
-    p:close()
-    local server = setmetatable({ pid = pid, dir = dir }, Server)
-    local ports = wait_ready(ready)
-    if not ports then
-        local log = read_file(dir .. "/server.log") or ""
-        server:stop()
-        error("the fake token endpoint did not start:\n" .. log)
-    end
+    })
     server.http_url = ("http://127.0.0.1:%d"):format(ports.http)
     server.https_url = ("https://127.0.0.1:%d"):format(ports.https)
     server.mtls_url = ("https://127.0.0.1:%d"):format(ports.mtls)
@@ -217,22 +199,7 @@ function _M.start_faults()
     local dir = temp_dir()
     make_certificates(dir)
     make_fault_certificates(dir)
-    local ready = dir .. "/ports.json"
-    local command = table.concat({
-        "python3", quote(here .. "/fault_server.py"), "--certs", quote(dir),
-        "--ready-file", quote(ready), "--watch-pid", own_pid() or "0",
-        ">", quote(dir .. "/server.log"), "2>&1 & echo $!",
-    }, " ")
-    local p = io.popen(CLEAN .. command)
-    local pid = p:read("*l")
-    p:close()
-    local server = setmetatable({ pid = pid, dir = dir }, Server)
-    local ports = wait_ready(ready)
-    if not ports then
-        local log = read_file(dir .. "/server.log") or ""
-        server:stop()
-        error("the fault server did not start:\n" .. log)
-    end
+    local server, ports = launch(dir, "fault_server.py", { "--certs", quote(dir) })
     local function port(name) return ("%d"):format(ports[name]) end
     server.ca_file = dir .. "/ca.pem"
     server.refused_url = "http://127.0.0.1:" .. port("refused") .. "/v7/oauth2/token"

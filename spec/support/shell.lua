@@ -40,4 +40,21 @@ function _M.lua_command(env, args)
     return table.concat(vars, " ") .. " " .. _M.lua .. " " .. args
 end
 
+-- A whole file's contents, or nil when it cannot be read.
+function _M.read_file(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+
+-- A fresh temporary directory.
+function _M.temp_dir()
+    local code, out = _M.run("mktemp -d")
+    local dir = out and out:match("[^\n]+")
+    assert(code == 0 and dir, "mktemp -d failed")
+    return dir
+end
+
 return _M
