@@ -42,7 +42,7 @@ LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUSTED  ?= /usr/bin/busted
 
-.PHONY: all build test test-one demo install clean asan valgrind bench-client bench-nginx lint fuzz
+.PHONY: all build test test-one demo install clean asan valgrind bench bench-client bench-nginx lint fuzz
 
 all build: $(MODULE)
 
@@ -74,6 +74,16 @@ install: $(MODULE)
 # Static checks of the Lua code (Debian package lua-check).
 lint:
 	luacheck lua bin/thousandeyes-token spec bench examples .busted
+
+# lua-oauth2 side by side with peer clients (run bench/setup first: it
+# installs the peers; the tests never need them).
+build/bench/ceiling: bench/clients/ceiling.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -o $@ $< $(CURL_CFLAGS) $(CURL_LIBS)
+
+bench: build/bench/ceiling
+	@$(MAKE) -s LUA_VERSION=5.4 build && $(MAKE) -s LUA_VERSION=luajit build
+	@lua5.4 bench/run.lua
 
 # The cached client:token() hot path against a table lookup + os.time().
 bench-client:

@@ -31,7 +31,7 @@ local _M = {
 -- Returns the token table {access_token, token_type, expires_in, scope,
 -- expires_at} or nil and an error table; raises on bad options.
 function _M.token(opts)
-    local conf = options.validate(opts, 2)
+    local conf = options.validate_cached(opts, 2)
     local token, err = exchange.fetch(conf, conf.session)
     return token, err
 end

@@ -177,6 +177,24 @@ describe("oauth2.token", function()
             assert.equals(1, stats.token_connections)
         end)
 
+        it("sees changes to an options table it was given before", function()
+            local o = opts { client_secret = "wrong-" .. SECRET, retries = 0 }
+            local token, err = oauth2.token(o)
+            assert.is_nil(token)
+            assert.equals(401, err.status)
+            o.client_secret = SECRET
+            assert.is_table(oauth2.token(o))
+            o.x_tenant_id = "tenant-7"
+            assert.is_table(oauth2.token(o))
+            assert.equals("tenant-7", server:last_request().headers["x-tenant-id"])
+            o.bogus = true
+            assert.has_error(function() oauth2.token(o) end, "oauth2: unknown option 'bogus'")
+            o.bogus = nil
+            o.timeout = "soon"
+            assert.has_error(function() oauth2.token(o) end,
+                "oauth2: option 'timeout' must be a number, got a string")
+        end)
+
         it("refuses a reply larger than max_body", function()
             server:control { script = { { status = 200,
                 body = { access_token = string.rep("a", 3000), expires_in = 60 } } } }

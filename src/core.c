@@ -66,9 +66,15 @@ typedef struct {
 /* memset that the optimiser may not drop: the memory is freed right after. */
 static void wipe(void *p, size_t n)
 {
+#if defined(__GNUC__)
+    memset(p, 0, n);
+    /* the compiler must assume the zeroes are read: the store stays */
+    __asm__ __volatile__("" : : "r"(p) : "memory");
+#else
     volatile unsigned char *v = p;
     while (n--)
         *v++ = 0;
+#endif
 }
 
 static void buffer_free(buffer *b)
@@ -137,7 +143,7 @@ static void release_exchange(session *s)
     buffer_free(&s->form);
     buffer_free(&s->body);
     buffer_free(&s->line);
-    wipe(s->errbuf, sizeof s->errbuf);
+    s->errbuf[0] = '\0'; /* libcurl's words, never a secret */
     s->body_too_large = 0;
     s->out_of_memory = 0;
 }
@@ -535,15 +541,16 @@ static int start_exchange(lua_State *L, session *s)
 static void push_headers(lua_State *L, CURL *easy)
 {
     struct curl_header *h, *prev = NULL;
-    luaL_Buffer name;
+    char name[128];
     lua_newtable(L);
     while ((h = curl_easy_nextheader(easy, CURLH_HEADER, -1, prev)) != NULL) {
-        const char *p;
+        size_t i, len = strlen(h->name);
         prev = h;
-        luaL_buffinit(L, &name);
-        for (p = h->name; *p != '\0'; p++)
-            luaL_addchar(&name, (char)tolower((unsigned char)*p));
-        luaL_pushresult(&name);
+        if (len > sizeof name)
+            continue; /* no header we read has a name this long */
+        for (i = 0; i < len; i++)
+            name[i] = (char)tolower((unsigned char)h->name[i]);
+        lua_pushlstring(L, name, len);
         /* a repeated field becomes one comma-separated value (RFC 9110 5.3) */
         lua_pushvalue(L, -1);
         lua_rawget(L, -3);

@@ -231,7 +231,7 @@ function _M.fetch(conf, session)
     local token, err, attempts = exchange(conf, session)
     if own then session:close() end
     if token then return token, nil, attempts end
-    return nil, errors.new(err, conf.secrets), attempts
+    return nil, errors.new(err, options.secrets(conf)), attempts
 end
 
 return _M

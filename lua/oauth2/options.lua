@@ -176,8 +176,14 @@ local function is_loopback(host)
         or match(host, "%.localhost$") ~= nil
 end
 
+-- URLs already found good, by name, URL and allow_http: a script calling
+-- oauth2.token in a loop parses its URL once.  Bounded: cleared when full.
+local good_urls, good_count = {}, 0
+
 -- Check a URL the way libcurl will read it; return it or raise.
 local function check_url(url, name, allow_http, level)
+    local memo = name .. (allow_http and "+" or "-") .. url
+    if good_urls[memo] then return url end
     local parts, why = core.parse_url(url)
     if not parts then fail(level, "option '%s' is not a valid URL (%s)", name, why) end
     local scheme = lower(parts.scheme or "")
@@ -194,6 +200,8 @@ local function check_url(url, name, allow_http, level)
         fail(level, "option '%s' uses plain http:// to %s: the client secret would travel "
             .. "unencrypted (use https, or set allow_http = true)", name, parts.host)
     end
+    if good_count >= 64 then good_urls, good_count = {}, 0 end
+    good_urls[memo], good_count = true, good_count + 1
     return url
 end
 
@@ -203,29 +211,33 @@ function _M.validate(opts, level)
     if type(opts) ~= "table" then
         fail(level, "options must be a table, got %s", describe(opts))
     end
-    local conf = {}
-    local names = {}
-    for name in pairs(opts) do
-        if type(name) ~= "string" or not _M.schema[name] then
-            names[#names + 1] = tostring(name)
-        end
-    end
-    if #names > 0 then
-        sort(names)
-        fail(level, "unknown option%s '%s'", #names > 1 and "s" or "", concat(names, "', '"))
-    end
-    for name, checker in pairs(_M.schema) do
-        local value = opts[name]
-        if value ~= nil then
-            local v, why = checker(value)
+    -- one pass over what was given; unknown names are reported before bad
+    -- values, and of several bad values the first by name, so a message
+    -- does not depend on table order
+    local conf, unknown, bad = {}, nil, nil
+    for name, value in pairs(opts) do
+        local checker = type(name) == "string" and _M.schema[name]
+        if not checker then
+            unknown = unknown or {}
+            unknown[#unknown + 1] = tostring(name)
+        else
+            local v = checker(value)
             if v == nil then
-                if SECRET[name] then
-                    fail(level, "option '%s' %s", name, why)
-                end
-                fail(level, "option '%s' %s, got %s", name, why, describe(value))
+                if bad == nil or name < bad then bad = name end
+            else
+                conf[name] = v
             end
-            conf[name] = v
         end
+    end
+    if unknown then
+        sort(unknown)
+        fail(level, "unknown option%s '%s'", #unknown > 1 and "s" or "", concat(unknown, "', '"))
+    end
+    if bad then
+        local value = opts[bad]
+        local _, why = _M.schema[bad](value)
+        if SECRET[bad] then fail(level, "option '%s' %s", bad, why) end
+        fail(level, "option '%s' %s, got %s", bad, why, describe(value))
     end
 
     -- credentials may come from the environment so scripts hold no secret
@@ -270,20 +282,61 @@ function _M.validate(opts, level)
         conf.url = host .. _M.TOKEN_PATH
     end
 
+    return conf
+end
+
+-- Configurations validated before, by the options table they came from,
+-- with a copy of its values to see whether it changed since.
+local validated = setmetatable({}, { __mode = "k" })
+
+-- Whether opts still holds exactly the values copied in `copy`.
+local function unchanged(opts, copy)
+    local count = 0
+    for name, value in pairs(opts) do
+        if copy[name] ~= value then return false end
+        count = count + 1
+    end
+    return count == copy.count
+end
+
+--- validate() for a caller that passes the same options table again and
+-- again (oauth2.token in a loop): the configuration is reused while the
+-- table holds the same values.  Only tables of plain values (strings,
+-- numbers, booleans, and a session) with the credentials in them are
+-- remembered, so nothing mutable or read from the environment goes stale.
+function _M.validate_cached(opts, level)
+    local entry = type(opts) == "table" and validated[opts]
+    if entry and unchanged(opts, entry.copy) then return entry.conf end
+    local conf = _M.validate(opts, (level or 1) + 1)
+    if opts.client_id == nil or (opts.client_secret == nil and opts.access_token == nil) then
+        return conf
+    end
+    local copy, count = {}, 0
+    for name, value in pairs(opts) do
+        local t = type(value)
+        if t == "table" and name ~= "session" then return conf end
+        copy[name], count = value, count + 1
+    end
+    copy.count = count
+    validated[opts] = { conf = conf, copy = copy }
+    return conf
+end
+
+-- The secrets of a configuration, as they are and in the encoded forms in
+-- which they travel: what errors must never show.  Made only on failure.
+function _M.secrets(conf)
     local secrets = {}
     for _, name in ipairs(_M.SECRET_OPTIONS) do
         if conf[name] then
             secrets[#secrets + 1] = conf[name]
-            -- also in the encoded forms in which it travels
             local escaped = core.escape(conf[name])
             if escaped ~= conf[name] then secrets[#secrets + 1] = escaped end
         end
     end
-    conf.secrets = secrets
-    return conf
+    return secrets
 end
 
--- The request table the C core takes, built once per configuration.
+-- The request table the C core takes for a configuration.
 function _M.request(conf)
     local form = { grant_type = conf.grant_type }
     form.scope = conf.scope

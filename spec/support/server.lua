@@ -170,6 +170,8 @@ local function launch(dir, script, args)
     return server, ports
 end
 
+_M.make_certificates = make_certificates
+
 -- Start the fake endpoint; returns a Server with http_url, https_url,
 -- ca_file, wrong_ca_file and the client credentials it accepts.
 function _M.start()

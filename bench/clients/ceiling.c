@@ -1,0 +1,64 @@
+/*
+ * ceiling.c - bench client: libcurl used directly, one reused easy handle,
+ * the body collected and nothing else done with it.  No client built on
+ * libcurl can beat this; it is the 1.0 of the ratios.
+ * Usage: ceiling URL N [CA_FILE]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+static char body[65536];
+static size_t body_len;
+
+static size_t collect(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    size_t n = size * nmemb;
+    (void)userdata;
+    if (body_len + n > sizeof body)
+        return 0;
+    memcpy(body + body_len, data, n);
+    body_len += n;
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    const char *form = "grant_type=client_credentials&client_id=bench-id&client_secret=bench-secret";
+    struct curl_slist *headers = NULL;
+    struct timespec start, end;
+    long n, i, status = 0;
+    CURL *easy;
+    if (argc < 3)
+        return 2;
+    n = atol(argv[2]);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    easy = curl_easy_init();
+    headers = curl_slist_append(headers, "Content-Type: application/x-www-form-urlencoded");
+    headers = curl_slist_append(headers, "Accept: application/json");
+    curl_easy_setopt(easy, CURLOPT_URL, argv[1]);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    if (argc > 3)
+        curl_easy_setopt(easy, CURLOPT_CAINFO, argv[3]);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (i = 0; i < n; i++) {
+        body_len = 0;
+        if (curl_easy_perform(easy) != CURLE_OK)
+            return 1;
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status != 200 || body_len == 0)
+            return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    printf("%.6f %ld\n", (double)(end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9, n);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(easy);
+    curl_global_cleanup();
+    return 0;
+}

@@ -1,0 +1,160 @@
+-- bench/run.lua: lua-oauth2 side by side with what users would otherwise pick.
+--
+-- Run with `make bench` (after bench/setup).  Starts nginx as a fast fake
+-- token endpoint on 127.0.0.1 (HTTP and HTTPS), then runs N sequential token
+-- requests through each client, reusing the connection where the client
+-- allows, in ROUNDS interleaved rounds.  Reports req/s (median), mean
+-- latency, the ratio to the C ceiling (libcurl, one reused handle), peak
+-- RSS and the connections the server saw, as a markdown table printed and
+-- written to bench/results/.  Then the RSS growth of a Lua 5.4 process over
+-- 100,000 exchanges.
+
+package.path = "lua/?.lua;spec/support/?.lua;" .. package.path
+package.cpath = "build/5.4/?.so;" .. package.cpath
+
+local core = require "oauth2.core"
+local fake = require "server"
+local nginx = require "nginx"
+local shell = require "shell"
+
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 3
+local SCALE = tonumber(os.getenv("BENCH_SCALE")) or 1
+local PYTHON = "/usr/bin/python3" -- Debian's, with Debian's urllib3
+
+-- name, command (URL, N and CA file appended), N per round (before SCALE)
+local CLIENTS = {
+    { "C + libcurl, one reused handle (ceiling)", "build/bench/ceiling", 20000 },
+    { "lua-oauth2 on Lua 5.4 (oauth2.token, reused session)",
+      "lua5.4 bench/clients/oauth2_lua.lua", 20000 },
+    { "lua-oauth2 on LuaJIT (oauth2.token, reused session)",
+      "luajit bench/clients/oauth2_lua.lua", 20000 },
+    { "lua-curl (Debian, Lua 5.1) + lua-cjson", "lua5.1 bench/clients/lua_curl.lua", 20000 },
+    { "LuaSocket socket.http / LuaSec + lua-cjson (Lua 5.4)",
+      "lua5.4 bench/clients/luasocket.lua", 3000 },
+    { "Python urllib3 + json", PYTHON .. " bench/clients/urllib3_client.py", 10000 },
+    { "Node simple-oauth2, default agent", "node bench/clients/simple_oauth2.js", 3000,
+      node = "default" },
+    { "Node simple-oauth2, keep-alive agent", "node bench/clients/simple_oauth2.js", 10000,
+      node = "keepalive" },
+    { "curl command line, a process per request", "sh bench/clients/curl_cli.sh", 300 },
+}
+
+local function median(list)
+    local copy = {}
+    for i, v in ipairs(list) do copy[i] = v end
+    table.sort(copy)
+    return copy[math.floor((#copy + 1) / 2)]
+end
+
+-- The connections the endpoint has counted so far.
+local function connections(base)
+    local session = core.session()
+    local res = assert(session:request { url = base .. "/_connections", timeout = 5 })
+    session:close()
+    return tonumber(res.body:match("%d+"))
+end
+
+-- One client run: seconds, requests, peak RSS (KiB) and new connections.
+local function run_client(client, url, ca, base)
+    local n = math.max(1, math.floor(client[3] * SCALE))
+    local args = { client[2], shell.quote(url), n }
+    if client.node then
+        args[#args + 1] = shell.quote(ca or "-")
+        args[#args + 1] = client.node
+    elseif ca then
+        args[#args + 1] = shell.quote(ca)
+    end
+    local env = ""
+    if client.node then
+        env = "NODE_PATH=bench/node/node_modules "
+        if ca then env = env .. "NODE_EXTRA_CA_CERTS=" .. shell.quote(ca) .. " " end
+    end
+    local before = connections(base)
+    local code, out = shell.run(env .. "/usr/bin/time -f 'maxrss=%M' " .. table.concat(args, " "))
+    assert(code == 0, client[1] .. " failed:\n" .. out)
+    local seconds, count = out:match("([%d%.]+) (%d+)\n")
+    local rss = out:match("maxrss=(%d+)")
+    assert(seconds and rss, client[1] .. ": unexpected output:\n" .. out)
+    return tonumber(seconds), tonumber(count), tonumber(rss), connections(base) - before
+end
+
+-- Run every client ROUNDS times, the order rotating each round.
+local function measure(scheme, url, ca, base)
+    local results = {}
+    for i = 1, #CLIENTS do results[i] = { rates = {}, latencies = {}, rss = {}, conns = {} } end
+    for round = 1, ROUNDS do
+        for k = 0, #CLIENTS - 1 do
+            local i = (k + round - 1) % #CLIENTS + 1
+            local seconds, count, rss, conns = run_client(CLIENTS[i], url, ca, base)
+            local r = results[i]
+            r.rates[round] = count / seconds
+            r.latencies[round] = seconds / count * 1e6
+            r.rss[round] = rss
+            r.conns[round] = conns
+            r.count = count
+            io.stderr:write(("  %s round %d: %s %.0f req/s\n"):format(scheme, round,
+                CLIENTS[i][1], count / seconds))
+        end
+    end
+    local lines = {
+        ("### %s (%d rounds, median)"):format(scheme, ROUNDS), "",
+        "| client | requests | req/s | mean latency (µs) | vs C ceiling | peak RSS (MiB) "
+            .. "| connections |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    }
+    local ceiling = median(results[1].rates)
+    for i, client in ipairs(CLIENTS) do
+        local r = results[i]
+        local rate = median(r.rates)
+        lines[#lines + 1] = ("| %s | %d | %.0f | %.1f | %.2fx | %.1f | %d |"):format(
+            client[1], r.count, rate, median(r.latencies), rate / ceiling,
+            median(r.rss) / 1024, median(r.conns))
+    end
+    return table.concat(lines, "\n"), results
+end
+
+-- RSS (KiB) of a Lua 5.4 process before and after 100,000 exchanges.
+local function memory_growth(url)
+    local code, out = shell.run("lua5.4 bench/clients/memory.lua " .. shell.quote(url)
+        .. " " .. math.floor(100000 * SCALE))
+    assert(code == 0, out)
+    return out:match("[^\n]+$") or out
+end
+
+local certs = shell.temp_dir()
+fake.make_certificates(certs)
+local http_port, https_port = nginx.free_port(), nginx.free_port()
+local proxy = nginx.start(nginx.fill(shell.read_file("bench/endpoint.conf"), {
+    USER = nginx.user_line(), HTTP_PORT = http_port, HTTPS_PORT = https_port,
+    CERT = certs .. "/server.pem", KEY = certs .. "/server.key",
+}))
+local ok, failure = pcall(function()
+    local base = "http://127.0.0.1:" .. http_port
+    local path = "/v7/oauth2/token"
+    local http_table = measure("Plain HTTP", base .. path, nil, base)
+    local tls_table = measure("TLS (HTTPS)", "https://127.0.0.1:" .. https_port .. path,
+        certs .. "/ca.pem", base)
+    local growth = memory_growth(base .. path)
+    local _, machine = shell.run("uname -srm; nproc")
+    local report = table.concat({
+        "# lua-oauth2 side by side",
+        "",
+        ("%s, on %s (%s cores); endpoint: nginx, one worker, on 127.0.0.1."):format(
+            os.date("!%Y-%m-%d %H:%M UTC"), (machine:match("^[^\n]+")),
+            machine:match("\n(%d+)") or "?"),
+        "Rates are medians of interleaved rounds; 'connections' is how many the",
+        "server saw per run (1 means the client reused one for all requests).",
+        "",
+        http_table, "", tls_table, "",
+        "### Memory", "", growth, "",
+    }, "\n")
+    print(report)
+    local file = os.date("!bench/results/%Y-%m-%d-%H%M.md")
+    local f = assert(io.open(file, "w"))
+    f:write(report)
+    f:close()
+    io.stderr:write("written to " .. file .. "\n")
+end)
+proxy:stop()
+shell.run("rm -rf " .. shell.quote(certs))
+if not ok then error(failure, 0) end
