@@ -20,6 +20,9 @@ local shell = require "shell"
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 3
 local SCALE = tonumber(os.getenv("BENCH_SCALE")) or 1
 local PYTHON = "/usr/bin/python3" -- Debian's, with Debian's urllib3
+-- the CPU the endpoint and every client run on (see bench/endpoint.conf)
+local CPU = tonumber(os.getenv("BENCH_CPU")) or 0
+local PIN = "taskset -c " .. CPU .. " "
 
 -- name, command (URL, N and CA file appended), N per round (before SCALE)
 local CLIENTS = {
@@ -70,7 +73,8 @@ local function run_client(client, url, ca, base)
         if ca then env = env .. "NODE_EXTRA_CA_CERTS=" .. shell.quote(ca) .. " " end
     end
     local before = connections(base)
-    local code, out = shell.run(env .. "/usr/bin/time -f 'maxrss=%M' " .. table.concat(args, " "))
+    local code, out = shell.run(env .. PIN .. "/usr/bin/time -f 'maxrss=%M' "
+        .. table.concat(args, " "))
     assert(code == 0, client[1] .. " failed:\n" .. out)
     local seconds, count = out:match("([%d%.]+) (%d+)\n")
     local rss = out:match("maxrss=(%d+)")
@@ -113,9 +117,17 @@ local function measure(scheme, url, ca, base)
     return table.concat(lines, "\n"), results
 end
 
+-- What the endpoint serves on one keep-alive connection (wrk, 3 s): it
+-- must be far above any client here, so the clients are what is measured.
+local function endpoint_rate(url)
+    local code, out = shell.run(PIN .. "wrk -t1 -c1 -d3s " .. shell.quote(url))
+    assert(code == 0, out)
+    return tonumber(out:match("Requests/sec:%s+([%d%.]+)"))
+end
+
 -- RSS (KiB) of a Lua 5.4 process before and after 100,000 exchanges.
 local function memory_growth(url)
-    local code, out = shell.run("lua5.4 bench/clients/memory.lua " .. shell.quote(url)
+    local code, out = shell.run(PIN .. "lua5.4 bench/clients/memory.lua " .. shell.quote(url)
         .. " " .. math.floor(100000 * SCALE))
     assert(code == 0, out)
     return out:match("[^\n]+$") or out
@@ -126,11 +138,13 @@ fake.make_certificates(certs)
 local http_port, https_port = nginx.free_port(), nginx.free_port()
 local proxy = nginx.start(nginx.fill(shell.read_file("bench/endpoint.conf"), {
     USER = nginx.user_line(), HTTP_PORT = http_port, HTTPS_PORT = https_port,
+    CPU_MASK = "1" .. string.rep("0", CPU), -- binary, as nginx reads it
     CERT = certs .. "/server.pem", KEY = certs .. "/server.key",
 }))
 local ok, failure = pcall(function()
     local base = "http://127.0.0.1:" .. http_port
     local path = "/v7/oauth2/token"
+    local capacity = endpoint_rate(base .. path)
     local http_table = measure("Plain HTTP", base .. path, nil, base)
     local tls_table = measure("TLS (HTTPS)", "https://127.0.0.1:" .. https_port .. path,
         certs .. "/ca.pem", base)
@@ -139,9 +153,11 @@ local ok, failure = pcall(function()
     local report = table.concat({
         "# lua-oauth2 side by side",
         "",
-        ("%s, on %s (%s cores); endpoint: nginx, one worker, on 127.0.0.1."):format(
+        ("%s, on %s (%s cores); endpoint: nginx, one worker, on 127.0.0.1; endpoint "
+            .. "and clients pinned to one CPU."):format(
             os.date("!%Y-%m-%d %H:%M UTC"), (machine:match("^[^\n]+")),
             machine:match("\n(%d+)") or "?"),
+        ("The endpoint serves %.0f req/s on one keep-alive connection (wrk)."):format(capacity),
         "Rates are medians of interleaved rounds; 'connections' is how many the",
         "server saw per run (1 means the client reused one for all requests).",
         "",

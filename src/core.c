@@ -14,7 +14,6 @@
  * Lua error (which longjmps) can never leak it; `__gc` frees what is left.
  * No Lua API call happens inside a libcurl callback.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -291,6 +290,12 @@ static long opt_millis(lua_State *L, const char *name)
     return ms;
 }
 
+/* ASCII letters and digits, whatever locale the host program has set. */
+static int is_ascii_alnum(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
 /* RFC 7230 token characters: what a header name may consist of. */
 static int is_token(const char *p, size_t n)
 {
@@ -300,7 +305,7 @@ static int is_token(const char *p, size_t n)
         return 0;
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (!isalnum(c) && (c == '\0' || strchr(extra, c) == NULL))
+        if (!is_ascii_alnum(c) && (c == '\0' || strchr(extra, c) == NULL))
             return 0;
     }
     return 1;
@@ -376,11 +381,29 @@ static const char *build_headers(lua_State *L, session *s, char *message, size_t
     return NULL;
 }
 
-/* Append one escaped form value; the escaped copy is wiped and freed here. */
+/* RFC 3986 unreserved: what form encoding leaves as it is. */
+static int is_unreserved(const char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (!is_ascii_alnum(c) && c != '-' && c != '.' && c != '_' && c != '~')
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Append one escaped form value; the escaped copy is wiped and freed here.
+ * Names and values with nothing to escape (grant_type, client_credentials)
+ * skip libcurl's allocation: the result would be the same bytes.
+ */
 static int append_escaped(session *s, const char *p, size_t n)
 {
     char *escaped;
     int rc;
+    if (is_unreserved(p, n))
+        return buffer_append(&s->form, p, n);
     if (n > INT_MAX)
         return -1;
     escaped = curl_easy_escape(s->easy, p, (int)n);
@@ -542,14 +565,16 @@ static void push_headers(lua_State *L, CURL *easy)
 {
     struct curl_header *h, *prev = NULL;
     char name[128];
-    lua_newtable(L);
+    lua_createtable(L, 0, 16); /* sized once: growing rehashes every step */
     while ((h = curl_easy_nextheader(easy, CURLH_HEADER, -1, prev)) != NULL) {
         size_t i, len = strlen(h->name);
         prev = h;
         if (len > sizeof name)
             continue; /* no header we read has a name this long */
-        for (i = 0; i < len; i++)
-            name[i] = (char)tolower((unsigned char)h->name[i]);
+        for (i = 0; i < len; i++) {
+            char c = h->name[i]; /* ASCII only: no locale may change a name */
+            name[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+        }
         lua_pushlstring(L, name, len);
         /* a repeated field becomes one comma-separated value (RFC 9110 5.3) */
         lua_pushvalue(L, -1);
@@ -602,7 +627,7 @@ static int push_outcome(lua_State *L, session *s, CURLcode result)
     curl_easy_getinfo(s->easy, CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &total_time);
 
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushinteger(L, status);
     lua_setfield(L, -2, "status");
     push_headers(L, s->easy);

@@ -15,22 +15,28 @@ async function main() {
     auth: { tokenHost: target.origin, tokenPath: target.pathname },
     options: { authorizationMethod: 'body' },
   };
-  // keep-alive: an agent of our own on every request (simple-oauth2 passes
-  // per-request options to its HTTP library as they are; agents given in
-  // its config are deep-copied and stop working)
-  let httpOptions;
+  // keep-alive: simple-oauth2 deep-copies agents given in its options
+  // (which breaks them), so the agents go onto the HTTP client it makes
+  // (@hapi/wreck's defaults()) right after it is made
   if (mode === 'keepalive') {
     const tls = ca && ca !== '-' ? { ca: fs.readFileSync(ca) } : {};
-    httpOptions = {
-      agent: target.protocol === 'https:'
-        ? new https.Agent({ keepAlive: true, maxSockets: 1, ...tls })
-        : new http.Agent({ keepAlive: true, maxSockets: 1 }),
+    const agents = {
+      http: new http.Agent({ keepAlive: true, maxSockets: 1 }),
+      https: new https.Agent({ keepAlive: true, maxSockets: 1, ...tls }),
+      httpsAllowUnauthorized: new https.Agent({ keepAlive: true, rejectUnauthorized: false }),
+    };
+    const Wreck = require('@hapi/wreck');
+    const defaults = Wreck.defaults;
+    Wreck.defaults = function (options) {
+      const instance = defaults.call(this, options);
+      instance.agents = agents;
+      return instance;
     };
   }
   const client = new ClientCredentials(config);
   const started = process.hrtime.bigint();
   for (let i = 0; i < n; i++) {
-    const token = await client.getToken({}, httpOptions);
+    const token = await client.getToken({});
     if (!token.token.access_token) throw new Error('no token');
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;

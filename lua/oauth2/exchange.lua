@@ -187,7 +187,13 @@ end
 local function exchange(conf, session)
     local runtime = _M.runtime
     local now = runtime.now
-    local request = options.request(conf)
+    -- one request table per configuration (oauth2.token reuses
+    -- configurations); only its timeouts change, set on every attempt
+    local request = conf.request
+    if request == nil then
+        request = options.request(conf)
+        conf.request = request
+    end
     local deadline_at = now() + conf.deadline
     local attempt = 0
     while true do
