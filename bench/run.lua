@@ -17,7 +17,7 @@ local fake = require "server"
 local nginx = require "nginx"
 local shell = require "shell"
 
-local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 3
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 5
 local SCALE = tonumber(os.getenv("BENCH_SCALE")) or 1
 local PYTHON = "/usr/bin/python3" -- Debian's, with Debian's urllib3
 -- the CPU the endpoint and every client run on (see bench/endpoint.conf)
@@ -33,13 +33,13 @@ local CLIENTS = {
       "luajit bench/clients/oauth2_lua.lua", 20000 },
     { "lua-curl (Debian, Lua 5.1) + lua-cjson", "lua5.1 bench/clients/lua_curl.lua", 20000 },
     { "LuaSocket socket.http / LuaSec + lua-cjson (Lua 5.4)",
-      "lua5.4 bench/clients/luasocket.lua", 3000 },
-    { "Python urllib3 + json", PYTHON .. " bench/clients/urllib3_client.py", 10000 },
-    { "Node simple-oauth2, default agent", "node bench/clients/simple_oauth2.js", 3000,
+      "lua5.4 bench/clients/luasocket.lua", 2000 },
+    { "Python urllib3 + json", PYTHON .. " bench/clients/urllib3_client.py", 5000 },
+    { "Node simple-oauth2, default agent", "node bench/clients/simple_oauth2.js", 1500,
       node = "default" },
-    { "Node simple-oauth2, keep-alive agent", "node bench/clients/simple_oauth2.js", 10000,
+    { "Node simple-oauth2, keep-alive agent", "node bench/clients/simple_oauth2.js", 5000,
       node = "keepalive" },
-    { "curl command line, a process per request", "sh bench/clients/curl_cli.sh", 300 },
+    { "curl command line, a process per request", "sh bench/clients/curl_cli.sh", 200 },
 }
 
 local function median(list)
@@ -73,12 +73,15 @@ local function run_client(client, url, ca, base)
         if ca then env = env .. "NODE_EXTRA_CA_CERTS=" .. shell.quote(ca) .. " " end
     end
     local before = connections(base)
-    local code, out = shell.run(env .. PIN .. "/usr/bin/time -f 'maxrss=%M' "
+    -- a client that hangs is stopped after two minutes and counted as failed
+    local code, out = shell.run(env .. PIN .. "timeout 120 /usr/bin/time -f 'maxrss=%M' "
         .. table.concat(args, " "))
-    assert(code == 0, client[1] .. " failed:\n" .. out)
     local seconds, count = out:match("([%d%.]+) (%d+)\n")
     local rss = out:match("maxrss=(%d+)")
-    assert(seconds and rss, client[1] .. ": unexpected output:\n" .. out)
+    if code ~= 0 or not (seconds and rss) then
+        io.stderr:write(client[1] .. " failed:\n" .. out .. "\n")
+        return nil
+    end
     return tonumber(seconds), tonumber(count), tonumber(rss), connections(base) - before
 end
 
@@ -91,13 +94,17 @@ local function measure(scheme, url, ca, base)
             local i = (k + round - 1) % #CLIENTS + 1
             local seconds, count, rss, conns = run_client(CLIENTS[i], url, ca, base)
             local r = results[i]
-            r.rates[round] = count / seconds
-            r.latencies[round] = seconds / count * 1e6
-            r.rss[round] = rss
-            r.conns[round] = conns
-            r.count = count
-            io.stderr:write(("  %s round %d: %s %.0f req/s\n"):format(scheme, round,
-                CLIENTS[i][1], count / seconds))
+            if seconds then
+                r.rates[#r.rates + 1] = count / seconds
+                r.latencies[#r.latencies + 1] = seconds / count * 1e6
+                r.rss[#r.rss + 1] = rss
+                r.conns[#r.conns + 1] = conns
+                r.count = count
+                io.stderr:write(("  %s round %d: %s %.0f req/s\n"):format(scheme, round,
+                    CLIENTS[i][1], count / seconds))
+            else
+                r.failures = (r.failures or 0) + 1
+            end
         end
     end
     local lines = {
@@ -109,10 +116,17 @@ local function measure(scheme, url, ca, base)
     local ceiling = median(results[1].rates)
     for i, client in ipairs(CLIENTS) do
         local r = results[i]
-        local rate = median(r.rates)
-        lines[#lines + 1] = ("| %s | %d | %.0f | %.1f | %.2fx | %.1f | %d |"):format(
-            client[1], r.count, rate, median(r.latencies), rate / ceiling,
-            median(r.rss) / 1024, median(r.conns))
+        if #r.rates == 0 then
+            lines[#lines + 1] = ("| %s | failed in every round | | | | | |"):format(client[1])
+        else
+            local rate = median(r.rates)
+            local name = client[1]
+            if r.failures then name = ("%s (failed %d of %d rounds)"):format(name, r.failures,
+                ROUNDS) end
+            lines[#lines + 1] = ("| %s | %d | %.0f | %.1f | %.2fx | %.1f | %d |"):format(
+                name, r.count, rate, median(r.latencies), rate / ceiling,
+                median(r.rss) / 1024, median(r.conns))
+        end
     end
     return table.concat(lines, "\n"), results
 end

@@ -9,8 +9,10 @@ local cjson = require "cjson"
 local url, n, ca = arg[1], tonumber(arg[2]), arg[3]
 local form = "grant_type=client_credentials&client_id=bench-id&client_secret=bench-secret"
 local request = http.request
+http.TIMEOUT = 10
 if url:match("^https:") then
     local https = require "ssl.https"
+    https.TIMEOUT = 10
     request = https.request
 end
 
