@@ -13,7 +13,9 @@ class TLSMixin:
     """Accept in the server loop, handshake in the handler thread, so a
     client that never finishes its handshake cannot stall the others."""
 
-    context = None
+    def __init__(self, address, handler, context):
+        super().__init__(address, handler)
+        self.context = context
 
     def finish_request(self, request, client_address):
         try:
