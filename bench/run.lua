@@ -33,7 +33,7 @@ local CLIENTS = {
       "luajit bench/clients/oauth2_lua.lua", 20000 },
     { "lua-curl (Debian, Lua 5.1) + lua-cjson", "lua5.1 bench/clients/lua_curl.lua", 20000 },
     { "LuaSocket socket.http / LuaSec + lua-cjson (Lua 5.4)",
-      "lua5.4 bench/clients/luasocket.lua", 2000 },
+      "lua5.4 bench/clients/luasocket.lua", 1000 },
     { "Python urllib3 + json", PYTHON .. " bench/clients/urllib3_client.py", 5000 },
     { "Node simple-oauth2, default agent", "node bench/clients/simple_oauth2.js", 1500,
       node = "default" },

@@ -56,7 +56,7 @@ static int start_request(lua_State *L)
     session *s = luaL_checkudata(L, 1, SESSION_MT);
     lua_settop(L, 2); /* the request table at index 2, as start_exchange expects */
     if (start_exchange(L, s) == 0)
-        release_exchange(s); /* set up fully: let go before any transfer */
+        release_exchange(L, s); /* set up fully: let go before any transfer */
     return 0;
 }
 

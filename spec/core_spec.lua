@@ -74,6 +74,40 @@ describe("oauth2.core", function()
             assert.equals(1, server:stats().token_connections)
         end)
 
+        describe("with a request marked reuse", function()
+            it("keeps it prepared, applying only new timeouts", function()
+                local session = core.session()
+                local req = token_request { reuse = true }
+                for _ = 1, 3 do assert.equals(200, assert(session:request(req)).status) end
+                assert.equals(1, server:stats().token_connections)
+                server:control { delay = 0.5 }
+                req.timeout = 0.1
+                local res, err = session:request(req)
+                assert.is_nil(res)
+                assert.equals("timeout", err.kind)
+                server:control { delay = 0 }
+                req.timeout = 5
+                assert.equals(200, assert(session:request(req)).status)
+                session:close()
+                -- the timed-out connection was dropped: one more after it
+                assert.equals(2, server:stats().token_connections)
+            end)
+
+            it("sets the handle up again for any other table", function()
+                local session = core.session()
+                assert(session:request(token_request { reuse = true }))
+                local other = token_request { headers = { ["Content-Type"] =
+                    "application/x-www-form-urlencoded", ["x-tenant-id"] = "t-2" } }
+                assert(session:request(other))
+                assert.equals("t-2", server:last_request().headers["x-tenant-id"])
+                -- and a table without the mark is read afresh every time
+                other.headers["x-tenant-id"] = "t-3"
+                assert(session:request(other))
+                assert.equals("t-3", server:last_request().headers["x-tenant-id"])
+                session:close()
+            end)
+        end)
+
         it("can be driven step by step until done", function()
             local session = core.session()
             server:control { delay = 0.2 }

@@ -57,6 +57,7 @@ typedef struct {
     int out_of_memory;
     int running; /* the easy handle is attached to the multi handle */
     int closed;
+    int reuse_ref; /* registry ref to a request kept prepared, or LUA_NOREF */
     char errbuf[CURL_ERROR_SIZE];
 } session;
 
@@ -128,29 +129,45 @@ static void slist_free_wiped(struct curl_slist *list)
     curl_slist_free_all(list);
 }
 
-/* Drop everything one exchange owned; safe to call any number of times. */
-static void release_exchange(session *s)
+/* Drop what one transfer owned (the response); the request stays. */
+static void release_transfer(session *s)
 {
     if (s->running) {
         curl_multi_remove_handle(s->multi, s->easy);
         s->running = 0;
     }
-    if (s->headers != NULL) {
-        slist_free_wiped(s->headers);
-        s->headers = NULL;
-    }
-    buffer_free(&s->form);
     buffer_free(&s->body);
-    buffer_free(&s->line);
     s->errbuf[0] = '\0'; /* libcurl's words, never a secret */
     s->body_too_large = 0;
     s->out_of_memory = 0;
 }
 
-/* The one close: serves close, __gc and __close; idempotent. */
-static void close_session(session *s)
+/* Drop the request set up on the handle: header list and form, wiped. */
+static void release_request(lua_State *L, session *s)
 {
-    release_exchange(s);
+    if (s->headers != NULL) {
+        slist_free_wiped(s->headers);
+        s->headers = NULL;
+    }
+    buffer_free(&s->form);
+    buffer_free(&s->line);
+    if (s->reuse_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, s->reuse_ref);
+        s->reuse_ref = LUA_NOREF;
+    }
+}
+
+/* Drop everything an exchange owned; safe to call any number of times. */
+static void release_exchange(lua_State *L, session *s)
+{
+    release_transfer(s);
+    release_request(L, s);
+}
+
+/* The one close: serves close, __gc and __close; idempotent. */
+static void close_session(lua_State *L, session *s)
+{
+    release_exchange(L, s);
     if (s->easy != NULL) {
         curl_easy_cleanup(s->easy);
         s->easy = NULL;
@@ -497,7 +514,22 @@ static int start_exchange(lua_State *L, session *s)
     luaL_checktype(L, 2, LUA_TTABLE);
     if (s->running)
         luaL_error(L, "oauth2.core session is busy with another exchange");
-    release_exchange(s);
+    if (s->reuse_ref != LUA_NOREF) {
+        int same;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->reuse_ref);
+        same = lua_rawequal(L, -1, 2);
+        lua_pop(L, 1);
+        if (same) {
+            /* the request kept prepared: only the timeouts may differ */
+            release_transfer(s);
+            ms = opt_millis(L, "timeout");
+            curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, ms >= 0 ? ms : DEFAULT_TIMEOUT_MS);
+            ms = opt_millis(L, "connect_timeout");
+            curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, ms >= 0 ? ms : 0L);
+            goto attach;
+        }
+    }
+    release_exchange(L, s);
     curl_easy_reset(s->easy); /* keeps live connections and TLS sessions */
     set_safe_defaults(s);
 
@@ -551,6 +583,22 @@ static int start_exchange(lua_State *L, session *s)
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->form.data);
     }
 
+    /*
+     * request.reuse = true is the caller's promise that, but for timeout and
+     * connect_timeout, this table will not change: the handle then stays
+     * set up for it, and the next start with the same table skips all the
+     * above.  The reference keeps the table alive, so its identity stays.
+     */
+    lua_getfield(L, 2, "reuse");
+    if (lua_toboolean(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, 2);
+        s->reuse_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        lua_pop(L, 1);
+    }
+
+attach:
     mc = curl_multi_add_handle(s->multi, s->easy);
     if (mc != CURLM_OK)
         return push_error(L, "network", curl_multi_strerror(mc), 0);
@@ -658,7 +706,7 @@ static int step_exchange(lua_State *L, session *s, int wait_ms)
         CURLMsg *msg;
         CURLMcode mc = curl_multi_perform(s->multi, &still_running);
         if (mc != CURLM_OK) {
-            release_exchange(s);
+            release_exchange(L, s);
             return push_error(L, "network", curl_multi_strerror(mc), 0);
         }
         while ((msg = curl_multi_info_read(s->multi, &queued)) != NULL) {
@@ -668,14 +716,16 @@ static int step_exchange(lua_State *L, session *s, int wait_ms)
                 curl_multi_remove_handle(s->multi, s->easy);
                 s->running = 0;
                 n = push_outcome(L, s, result);
-                release_exchange(s); /* wipes the body copy in C */
+                release_transfer(s); /* wipes the body copy in C */
+                if (s->reuse_ref == LUA_NOREF)
+                    release_request(L, s);
                 return n;
             }
         }
         if (pass == 0 && wait_ms > 0) {
             mc = curl_multi_poll(s->multi, NULL, 0, wait_ms, NULL);
             if (mc != CURLM_OK) {
-                release_exchange(s);
+                release_exchange(L, s);
                 return push_error(L, "network", curl_multi_strerror(mc), 0);
             }
         } else {
@@ -693,7 +743,7 @@ static int l_start(lua_State *L)
     session *s = check_session(L);
     int n = start_exchange(L, s);
     if (n != 0) {
-        release_exchange(s);
+        release_exchange(L, s);
         return n;
     }
     lua_pushboolean(L, 1);
@@ -725,7 +775,7 @@ static int l_request(lua_State *L)
     session *s = check_session(L);
     int n = start_exchange(L, s);
     if (n != 0) {
-        release_exchange(s);
+        release_exchange(L, s);
         return n;
     }
     while ((n = step_exchange(L, s, BLOCKING_POLL_MS)) == 0)
@@ -737,7 +787,7 @@ static int l_request(lua_State *L)
 static int l_cancel(lua_State *L)
 {
     session *s = check_session(L);
-    release_exchange(s);
+    release_exchange(L, s);
     return 0;
 }
 
@@ -752,7 +802,7 @@ static int l_busy(lua_State *L)
 static int l_close(lua_State *L)
 {
     session *s = luaL_checkudata(L, 1, SESSION_MT);
-    close_session(s);
+    close_session(L, s);
     return 0;
 }
 
@@ -769,13 +819,14 @@ static int l_session(lua_State *L)
 {
     session *s = lua_newuserdata(L, sizeof *s);
     memset(s, 0, sizeof *s);
+    s->reuse_ref = LUA_NOREF;
     luaL_getmetatable(L, SESSION_MT);
     lua_setmetatable(L, -2);
     /* the object is consistent from here on: __gc copes with a half-made one */
     s->multi = curl_multi_init();
     s->easy = curl_easy_init();
     if (s->multi == NULL || s->easy == NULL) {
-        close_session(s);
+        close_session(L, s);
         return luaL_error(L, "cannot create a libcurl handle (out of memory?)");
     }
     s->max_body = DEFAULT_MAX_BODY;

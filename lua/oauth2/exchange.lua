@@ -188,10 +188,12 @@ local function exchange(conf, session)
     local runtime = _M.runtime
     local now = runtime.now
     -- one request table per configuration (oauth2.token reuses
-    -- configurations); only its timeouts change, set on every attempt
+    -- configurations); only its timeouts change, set on every attempt, so
+    -- the C core may keep it prepared between exchanges (reuse)
     local request = conf.request
     if request == nil then
         request = options.request(conf)
+        request.reuse = true
         conf.request = request
     end
     local deadline_at = now() + conf.deadline
