@@ -7,7 +7,8 @@
  *
  * Input: fields separated by 0xFE bytes:
  *   escape-input, url-to-parse, header-name, header-value, form-name,
- *   form-value, request-url, then 8 bytes that become the timeout (double).
+ *   form-value, request-url, then 8 bytes that become the timeout (double)
+ *   and a ninth whose low bit marks the request reuse.
  */
 #include <lualib.h>
 
@@ -55,8 +56,15 @@ static int start_request(lua_State *L)
 {
     session *s = luaL_checkudata(L, 1, SESSION_MT);
     lua_settop(L, 2); /* the request table at index 2, as start_exchange expects */
-    if (start_exchange(L, s) == 0)
-        release_exchange(L, s); /* set up fully: let go before any transfer */
+    if (start_exchange(L, s) == 0) {
+        /* set up fully: let go before any transfer, keeping a request
+           marked reuse, and start once more: the kept path */
+        release_transfer(s);
+        if (s->reuse_ref == LUA_NOREF)
+            release_request(L, s);
+        if (start_exchange(L, s) == 0)
+            release_exchange(L, s);
+    }
     return 0;
 }
 
@@ -100,6 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_setfield(state, -2, "timeout");
     lua_pushnumber(state, timeout);
     lua_setfield(state, -2, "max_body");
+    lua_pushboolean(state, n[7] > 8 && (p[7][8] & 1));
+    lua_setfield(state, -2, "reuse");
     lua_pcall(state, 2, 0, 0); /* bad numbers raise: that is fine */
     lua_settop(state, 0);
     lua_gc(state, LUA_GCCOLLECT, 0); /* sessions are closed by __gc */
