@@ -50,10 +50,10 @@ $(MODULE): src/core.c src/compat.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ src/core.c $(ALL_LDFLAGS) $(CURL_LIBS)
 
-# The suite on Lua 5.4, LuaJIT and 5.1, and on 5.4 under ASan and UBSan,
-# summed up as one 'N passed, N failed'.
+# The suite on Lua 5.4, LuaJIT and 5.1, on 5.4 under ASan and UBSan, and
+# on 5.4 under valgrind, summed up as one 'N passed, N failed'.
 test:
-	@sh spec/run 5.4 luajit 5.1 asan:5.4
+	@sh spec/run 5.4 luajit 5.1 asan:5.4 valgrind:5.4
 
 # The suite on one Lua: make test-one LUA_VERSION=5.1
 test-one:
@@ -134,10 +134,8 @@ fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)
 	done
 
 # The suite under valgrind; any definite leak or memory error fails it.
-VALGRIND ?= valgrind --quiet --keep-debuginfo=yes --leak-check=full --errors-for-leak-kinds=definite \
-            --error-exitcode=99 --suppressions=spec/support/valgrind.supp
-valgrind: build
-	$(VALGRIND) $(LUA) $(BUSTED) --output=plainTerminal $(BUSTED_ARGS)
+valgrind:
+	@sh spec/run valgrind:$(LUA_VERSION)
 
 clean:
 	rm -rf build
