@@ -46,6 +46,28 @@ describe("oauth2.core", function()
             assert.is_string(cjson.decode(res.body).access_token)
         end)
 
+        it("returns only the response headers asked for, when asked", function()
+            local session = core.session()
+            server:control { script = { { status = 503, headers = {
+                ["X-Dup"] = "ignored", ["Retry-After"] = "3" } } } }
+            local res = assert(session:request(token_request {
+                response_headers = { "Content-Type", "x-organization-rate-limit-limit",
+                                     "retry-after", "x-missing" } }))
+            assert.same({ ["content-type"] = "application/json", ["retry-after"] = "3" },
+                res.headers)
+            assert.equals(3, res.retry_after)
+            res = assert(session:request(token_request {
+                response_headers = { "x-organization-rate-limit-limit" } }))
+            assert.same({ ["x-organization-rate-limit-limit"] = "240" }, res.headers)
+            local bad, err = session:request(token_request { response_headers = { "a b" } })
+            assert.is_nil(bad)
+            assert.equals("config", err.kind)
+            assert.has_error(function() session:request(token_request {
+                response_headers = "content-type" }) end,
+                "request.response_headers must be a list of names")
+            session:close()
+        end)
+
         it("reuses one connection for consecutive exchanges", function()
             local session = core.session()
             local connects = {}

@@ -33,6 +33,9 @@
 #define DEFAULT_TIMEOUT_MS 30000L
 /* Longest single wait of the blocking path; libcurl wakes earlier on activity. */
 #define BLOCKING_POLL_MS 1000
+/* request.response_headers: how many names, and how long each may be. */
+#define MAX_WANTED 8
+#define MAX_WANTED_LEN 64
 
 #if LIBCURL_VERSION_NUM < 0x075500
 #error "libcurl 7.85.0 or newer is required (CURLOPT_PROTOCOLS_STR, curl_easy_header)"
@@ -58,6 +61,8 @@ typedef struct {
     int running; /* the easy handle is attached to the multi handle */
     int closed;
     int reuse_ref; /* registry ref to a request kept prepared, or LUA_NOREF */
+    int wanted_count; /* response headers asked for by name; -1: all of them */
+    char wanted[MAX_WANTED][MAX_WANTED_LEN];
     char errbuf[CURL_ERROR_SIZE];
 } session;
 
@@ -151,6 +156,7 @@ static void release_request(lua_State *L, session *s)
     }
     buffer_free(&s->form);
     buffer_free(&s->line);
+    s->wanted_count = -1;
     if (s->reuse_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, s->reuse_ref);
         s->reuse_ref = LUA_NOREF;
@@ -467,6 +473,49 @@ static const char *build_form(lua_State *L, session *s)
     return NULL;
 }
 
+/*
+ * request.response_headers: a list of header names to return (lower-cased
+ * here), for callers that read only a few; absent, every header returns.
+ */
+static const char *read_wanted(lua_State *L, session *s)
+{
+    int i, n;
+    s->wanted_count = -1;
+    lua_getfield(L, 2, "response_headers");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (lua_type(L, -1) != LUA_TTABLE)
+        luaL_error(L, "request.response_headers must be a list of names");
+    n = (int)oauth2_rawlen(L, -1);
+    if (n > MAX_WANTED) {
+        lua_pop(L, 1);
+        return "request.response_headers names more than 8 headers";
+    }
+    for (i = 0; i < n; i++) {
+        size_t len, j;
+        const char *name;
+        lua_rawgeti(L, -1, i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "request.response_headers must be a list of names");
+        name = lua_tolstring(L, -1, &len);
+        if (len == 0 || len >= MAX_WANTED_LEN || !is_token(name, len)) {
+            lua_pop(L, 2);
+            return "request.response_headers has a name that is not a short HTTP token";
+        }
+        for (j = 0; j < len; j++) {
+            char c = name[j];
+            s->wanted[i][j] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+        }
+        s->wanted[i][len] = '\0';
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    s->wanted_count = n;
+    return NULL;
+}
+
 /* The options every exchange gets, whatever the request says. */
 static void set_safe_defaults(session *s)
 {
@@ -583,6 +632,9 @@ static int start_exchange(lua_State *L, session *s)
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->form.data);
     }
 
+    if ((problem = read_wanted(L, s)) != NULL)
+        return push_error(L, "config", problem, 0);
+
     /*
      * request.reuse = true is the caller's promise that, but for timeout and
      * connect_timeout, this table will not change: the handle then stays
@@ -609,10 +661,33 @@ attach:
 /* -------------------------------------------------------------- responses */
 
 /* Push the response headers of the last response as {lower-case name = value}. */
-static void push_headers(lua_State *L, CURL *easy)
+static void push_headers(lua_State *L, session *s)
 {
+    CURL *easy = s->easy;
     struct curl_header *h, *prev = NULL;
     char name[128];
+    int i;
+    if (s->wanted_count >= 0) {
+        /* only the names asked for: libcurl looks each up, case-insensitively */
+        lua_createtable(L, 0, s->wanted_count);
+        for (i = 0; i < s->wanted_count; i++) {
+            size_t index = 0, amount = 1;
+            for (; index < amount; index++) {
+                if (curl_easy_header(easy, s->wanted[i], index, CURLH_HEADER, -1, &h) != CURLHE_OK)
+                    break;
+                amount = h->amount;
+                lua_pushstring(L, h->value);
+                if (index > 0) {
+                    lua_pushliteral(L, ", ");
+                    lua_insert(L, -2);
+                    lua_concat(L, 3);
+                }
+            }
+            if (index > 0)
+                lua_setfield(L, -2, s->wanted[i]);
+        }
+        return;
+    }
     lua_createtable(L, 0, 16); /* sized once: growing rehashes every step */
     while ((h = curl_easy_nextheader(easy, CURLH_HEADER, -1, prev)) != NULL) {
         size_t i, len = strlen(h->name);
@@ -678,7 +753,7 @@ static int push_outcome(lua_State *L, session *s, CURLcode result)
     lua_createtable(L, 0, 7);
     lua_pushinteger(L, status);
     lua_setfield(L, -2, "status");
-    push_headers(L, s->easy);
+    push_headers(L, s);
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, s->body.data ? s->body.data : "", s->body.len);
     lua_setfield(L, -2, "body");
@@ -820,6 +895,7 @@ static int l_session(lua_State *L)
     session *s = lua_newuserdata(L, sizeof *s);
     memset(s, 0, sizeof *s);
     s->reuse_ref = LUA_NOREF;
+    s->wanted_count = -1;
     luaL_getmetatable(L, SESSION_MT);
     lua_setmetatable(L, -2);
     /* the object is consistent from here on: __gc copes with a half-made one */
