@@ -319,6 +319,16 @@ static int is_ascii_alnum(unsigned char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
+/* Copy n bytes lower-casing ASCII letters only: no locale may change a name. */
+static void ascii_lower(char *dst, const char *src, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        char c = src[i];
+        dst[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
+}
+
 /* RFC 7230 token characters: what a header name may consist of. */
 static int is_token(const char *p, size_t n)
 {
@@ -494,7 +504,7 @@ static const char *read_wanted(lua_State *L, session *s)
         return "request.response_headers names more than 8 headers";
     }
     for (i = 0; i < n; i++) {
-        size_t len, j;
+        size_t len;
         const char *name;
         lua_rawgeti(L, -1, i + 1);
         if (lua_type(L, -1) != LUA_TSTRING)
@@ -504,10 +514,7 @@ static const char *read_wanted(lua_State *L, session *s)
             lua_pop(L, 2);
             return "request.response_headers has a name that is not a short HTTP token";
         }
-        for (j = 0; j < len; j++) {
-            char c = name[j];
-            s->wanted[i][j] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
-        }
+        ascii_lower(s->wanted[i], name, len);
         s->wanted[i][len] = '\0';
         lua_pop(L, 1);
     }
@@ -690,14 +697,11 @@ static void push_headers(lua_State *L, session *s)
     }
     lua_createtable(L, 0, 16); /* sized once: growing rehashes every step */
     while ((h = curl_easy_nextheader(easy, CURLH_HEADER, -1, prev)) != NULL) {
-        size_t i, len = strlen(h->name);
+        size_t len = strlen(h->name);
         prev = h;
         if (len > sizeof name)
             continue; /* no header we read has a name this long */
-        for (i = 0; i < len; i++) {
-            char c = h->name[i]; /* ASCII only: no locale may change a name */
-            name[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
-        }
+        ascii_lower(name, h->name, len);
         lua_pushlstring(L, name, len);
         /* a repeated field becomes one comma-separated value (RFC 9110 5.3) */
         lua_pushvalue(L, -1);
