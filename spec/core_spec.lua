@@ -68,6 +68,34 @@ describe("oauth2.core", function()
             session:close()
         end)
 
+        it("sends a form urlencoded and the user agent, never waiting for 100 Continue",
+           function()
+            local session = core.session()
+            -- libcurl asks for 100 Continue from 1 KiB of body on (1 MiB
+            -- in newer releases) unless told not to
+            for _, size in ipairs { 8, 2048, 1024 * 1024 + 16 } do
+                local req = token_request { headers = { Accept = "application/json" },
+                                            user_agent = "agent/1.0",
+                                            max_body = 4 * 1024 * 1024 }
+                req.form.scope = ("s"):rep(size)
+                assert(session:request(req))
+                local seen = server:last_request().headers
+                assert.equals("application/x-www-form-urlencoded", seen["content-type"])
+                assert.equals("application/json", seen["accept"])
+                assert.equals("agent/1.0", seen["user-agent"])
+                assert.is_nil(seen["expect"])
+            end
+            -- a User-Agent among the headers wins over user_agent
+            assert(session:request(token_request {
+                headers = { ["user-agent"] = "mine/2" }, user_agent = "agent/1.0" }))
+            assert.equals("mine/2", server:last_request().headers["user-agent"])
+            local res, err = session:request(token_request { user_agent = "a\r\nX-Evil: 1" })
+            assert.is_nil(res)
+            assert.equals("config", err.kind)
+            assert.matches("user_agent contains CR, LF or NUL", err.message, 1, true)
+            session:close()
+        end)
+
         it("reuses one connection for consecutive exchanges", function()
             local session = core.session()
             local connects = {}
@@ -290,5 +318,29 @@ describe("oauth2.core", function()
             core.sleep(0.01)
             assert.is_true(core.now() > a)
         end)
+    end)
+end)
+
+describe("oauth2.core response headers asked for by name", function()
+    local faults
+
+    setup(function() faults = fake.start_faults() end)
+    teardown(function() if faults then faults:stop() end end)
+
+    it("come from the last head only, joined when repeated, trimmed, without trailers",
+       function()
+        local session = core.session()
+        for _, wanted in ipairs { { "x-organization-rate-limit-limit",
+                                    "X-Organization-Rate-Limit-Reset",
+                                    "x-organization-rate-limit-remaining" }, "all" } do
+            local res = assert(session:request { url = faults.url("header-forms"), form = {},
+                response_headers = wanted ~= "all" and wanted or nil })
+            assert.equals(429, res.status)
+            assert.equals("{}", res.body)
+            assert.equals("240, 300", res.headers["x-organization-rate-limit-limit"])
+            assert.equals("", res.headers["x-organization-rate-limit-reset"])
+            assert.is_nil(res.headers["x-organization-rate-limit-remaining"])
+        end
+        session:close()
     end)
 end)

@@ -33,6 +33,8 @@
 #define DEFAULT_TIMEOUT_MS 30000L
 /* Longest single wait of the blocking path; libcurl wakes earlier on activity. */
 #define BLOCKING_POLL_MS 1000
+/* libcurl sends "Expect: 100-continue" only for bodies this large or larger */
+#define EXPECT_MIN_BODY 1024
 /* request.response_headers: how many names, and how long each may be. */
 #define MAX_WANTED 8
 #define MAX_WANTED_LEN 64
@@ -62,7 +64,11 @@ typedef struct {
     int closed;
     int reuse_ref; /* registry ref to a request kept prepared, or LUA_NOREF */
     int wanted_count; /* response headers asked for by name; -1: all of them */
-    char wanted[MAX_WANTED][MAX_WANTED_LEN];
+    char wanted[MAX_WANTED][MAX_WANTED_LEN];     /* their names, lower-cased */
+    size_t wanted_len[MAX_WANTED];
+    buffer wanted_value[MAX_WANTED];             /* their values in this response */
+    unsigned char wanted_found[MAX_WANTED];
+    int in_body; /* the body has begun: header lines now are trailers */
     char errbuf[CURL_ERROR_SIZE];
 } session;
 
@@ -145,17 +151,21 @@ static void release_transfer(session *s)
     s->errbuf[0] = '\0'; /* libcurl's words, never a secret */
     s->body_too_large = 0;
     s->out_of_memory = 0;
+    s->in_body = 0;
 }
 
 /* Drop the request set up on the handle: header list and form, wiped. */
 static void release_request(lua_State *L, session *s)
 {
+    int i;
     if (s->headers != NULL) {
         slist_free_wiped(s->headers);
         s->headers = NULL;
     }
     buffer_free(&s->form);
     buffer_free(&s->line);
+    for (i = 0; i < MAX_WANTED; i++)
+        buffer_free(&s->wanted_value[i]);
     s->wanted_count = -1;
     if (s->reuse_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, s->reuse_ref);
@@ -198,6 +208,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
     session *s = userdata;
     size_t n = size * nmemb;
+    s->in_body = 1;
     if (n > s->max_body || s->body.len > s->max_body - n) {
         s->body_too_large = 1;
         return 0;
@@ -354,13 +365,107 @@ static int is_safe_value(const char *p, size_t n)
     return 1;
 }
 
+/* Append "name: value" (or libcurl's "name;" for an empty value) to s->headers. */
+static const char *append_header(session *s, const char *name, size_t name_len,
+                                 const char *value, size_t value_len)
+{
+    struct curl_slist *list;
+    s->line.len = 0;
+    if (buffer_append(&s->line, name, name_len) != 0 ||
+        buffer_append(&s->line, value_len ? ": " : ";", value_len ? 2 : 1) != 0 ||
+        buffer_append(&s->line, value, value_len) != 0)
+        return "out of memory";
+    list = curl_slist_append(s->headers, s->line.data);
+    wipe(s->line.data, s->line.len);
+    if (list == NULL)
+        return "out of memory";
+    s->headers = list;
+    return NULL;
+}
+
+/* Whether a header name is `lower` (given in lower case), ignoring ASCII case. */
+static int is_header_name(const char *name, size_t len, const char *lower)
+{
+    size_t i;
+    for (i = 0; i < len; i++) {
+        char c = name[i];
+        if ((c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c) != lower[i])
+            return 0;
+    }
+    return lower[len] == '\0';
+}
+
+/* Forget the header values kept so far: a new response head begins. */
+static void forget_headers(session *s)
+{
+    int i;
+    for (i = 0; i < s->wanted_count; i++) {
+        s->wanted_found[i] = 0;
+        s->wanted_value[i].len = 0;
+    }
+}
+
 /*
- * Build the header list from request.headers.  Returns NULL on success or a
- * message naming the problem (never the value, which may be secret), either
- * a literal or written into message[size].
+ * libcurl header callback: keep the values of the headers asked for by name
+ * (request.response_headers) as they arrive, which costs far less than
+ * looking each name up in libcurl's store afterwards.  A status line starts
+ * a new head (after a 100 Continue, or a proxy's answer to CONNECT): only
+ * the last head counts, as with curl_easy_header.
+ */
+static size_t on_header(char *data, size_t size, size_t nitems, void *userdata)
+{
+    session *s = userdata;
+    size_t n = size * nitems, name_len, start, end;
+    const char *colon;
+    int i;
+    if (s->wanted_count <= 0 || s->in_body)
+        return n;
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        forget_headers(s);
+        return n;
+    }
+    /* the blank line that ends a head, or an obsolete folded line */
+    colon = memchr(data, ':', n);
+    if (colon == NULL || data[0] == ' ' || data[0] == '\t')
+        return n;
+    name_len = (size_t)(colon - data);
+    for (i = 0; i < s->wanted_count; i++) {
+        buffer *value = &s->wanted_value[i];
+        if (s->wanted_len[i] != name_len || !is_header_name(data, name_len, s->wanted[i]))
+            continue;
+        start = name_len + 1;
+        end = n;
+        while (start < end && (data[start] == ' ' || data[start] == '\t'))
+            start++;
+        while (end > start && (data[end - 1] == '\r' || data[end - 1] == '\n' ||
+                               data[end - 1] == ' ' || data[end - 1] == '\t'))
+            end--;
+        /* a repeated field becomes one comma-separated value (RFC 9110 5.3) */
+        if ((s->wanted_found[i] && buffer_append(value, ", ", 2) != 0) ||
+            buffer_append(value, data + start, end - start) != 0) {
+            s->out_of_memory = 1;
+            return 0;
+        }
+        s->wanted_found[i] = 1;
+    }
+    return n;
+}
+
+/*
+ * Build the header list from request.headers and request.user_agent; call
+ * it after build_form.  Returns NULL on success or a message naming the
+ * problem (never the value, which may be secret), either a literal or
+ * written into message[size].
+ *
+ * libcurl pays for every line of the list on every request, so the list
+ * holds only what must differ from libcurl's own defaults: a form body
+ * already goes out as application/x-www-form-urlencoded.
  */
 static const char *build_headers(lua_State *L, session *s, char *message, size_t size)
 {
+    const char *problem, *agent;
+    size_t agent_len = 0;
+    int has_agent = 0;
     lua_getfield(L, 2, "headers");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -371,7 +476,6 @@ static const char *build_headers(lua_State *L, session *s, char *message, size_t
         while (lua_next(L, -2) != 0) {
             size_t name_len, value_len;
             const char *name, *value;
-            struct curl_slist *list;
             if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
                 luaL_error(L, "request.headers must map names to strings");
             name = lua_tolstring(L, -2, &name_len);
@@ -385,27 +489,33 @@ static const char *build_headers(lua_State *L, session *s, char *message, size_t
                 lua_pop(L, 3);
                 return message;
             }
-            /* "Name;" is libcurl's way to send a header with an empty value */
-            s->line.len = 0;
-            if (buffer_append(&s->line, name, name_len) != 0 ||
-                buffer_append(&s->line, value_len ? ": " : ";", value_len ? 2 : 1) != 0 ||
-                buffer_append(&s->line, value, value_len) != 0) {
+            if ((problem = append_header(s, name, name_len, value, value_len)) != NULL) {
                 lua_pop(L, 3);
-                return "out of memory";
+                return problem;
             }
-            list = curl_slist_append(s->headers, s->line.data);
-            wipe(s->line.data, s->line.len);
-            if (list == NULL) {
-                lua_pop(L, 3);
-                return "out of memory";
-            }
-            s->headers = list;
+            has_agent = has_agent || is_header_name(name, name_len, "user-agent");
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
     }
-    /* Never wait for "100 Continue": the token request is tiny. */
-    {
+    /*
+     * request.user_agent goes into the list too: CURLOPT_USERAGENT would
+     * have libcurl format a line of its own on every request, which
+     * costs more.  A User-Agent in request.headers wins, as it would there.
+     */
+    agent = opt_string(L, "user_agent", &agent_len);
+    if (agent != NULL && !has_agent) {
+        if (!is_safe_value(agent, agent_len))
+            return "request.user_agent contains CR, LF or NUL";
+        if ((problem = append_header(s, "User-Agent", 10, agent, agent_len)) != NULL)
+            return problem;
+    }
+    /*
+     * Never wait for "100 Continue": the token request is small.  libcurl
+     * asks for it only for bodies of 1 KiB or more (1 MiB in newer
+     * releases), so smaller ones need no line to say so.
+     */
+    if (s->form.len >= EXPECT_MIN_BODY) {
         struct curl_slist *list = curl_slist_append(s->headers, "Expect:");
         if (list == NULL)
             return "out of memory";
@@ -516,6 +626,7 @@ static const char *read_wanted(lua_State *L, session *s)
         }
         ascii_lower(s->wanted[i], name, len);
         s->wanted[i][len] = '\0';
+        s->wanted_len[i] = len;
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
@@ -537,6 +648,8 @@ static void set_safe_defaults(session *s)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS);
 }
 
@@ -557,7 +670,6 @@ static int start_exchange(lua_State *L, session *s)
         {"cert", CURLOPT_SSLCERT},
         {"key", CURLOPT_SSLKEY},
         {"proxy", CURLOPT_PROXY},
-        {"user_agent", CURLOPT_USERAGENT},
         {"username", CURLOPT_USERNAME},
         {"password", CURLOPT_PASSWORD},
     };
@@ -628,16 +740,16 @@ static int start_exchange(lua_State *L, session *s)
     lua_pop(L, 1);
     curl_easy_setopt(s->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_body);
 
-    if ((problem = build_headers(L, s, message, sizeof message)) != NULL)
-        return push_error(L, "config", problem, 0);
-    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
-
     if ((problem = build_form(L, s)) != NULL)
         return push_error(L, "config", problem, 0);
     if (s->form.data != NULL) {
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->form.len);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->form.data);
     }
+
+    if ((problem = build_headers(L, s, message, sizeof message)) != NULL)
+        return push_error(L, "config", problem, 0);
+    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
 
     if ((problem = read_wanted(L, s)) != NULL)
         return push_error(L, "config", problem, 0);
@@ -658,6 +770,7 @@ static int start_exchange(lua_State *L, session *s)
     }
 
 attach:
+    forget_headers(s);
     mc = curl_multi_add_handle(s->multi, s->easy);
     if (mc != CURLM_OK)
         return push_error(L, "network", curl_multi_strerror(mc), 0);
@@ -675,32 +788,27 @@ static void push_headers(lua_State *L, session *s)
     char name[128];
     int i;
     if (s->wanted_count >= 0) {
-        /* only the names asked for: libcurl looks each up, case-insensitively */
+        /* only the names asked for, as on_header kept them */
         lua_createtable(L, 0, s->wanted_count);
         for (i = 0; i < s->wanted_count; i++) {
-            size_t index = 0, amount = 1;
-            for (; index < amount; index++) {
-                if (curl_easy_header(easy, s->wanted[i], index, CURLH_HEADER, -1, &h) != CURLHE_OK)
-                    break;
-                amount = h->amount;
-                lua_pushstring(L, h->value);
-                if (index > 0) {
-                    lua_pushliteral(L, ", ");
-                    lua_insert(L, -2);
-                    lua_concat(L, 3);
-                }
-            }
-            if (index > 0)
+            if (s->wanted_found[i]) {
+                buffer *value = &s->wanted_value[i];
+                lua_pushlstring(L, value->data ? value->data : "", value->len);
                 lua_setfield(L, -2, s->wanted[i]);
+            }
         }
         return;
     }
     lua_createtable(L, 0, 16); /* sized once: growing rehashes every step */
     while ((h = curl_easy_nextheader(easy, CURLH_HEADER, -1, prev)) != NULL) {
-        size_t len = strlen(h->name);
+        size_t len = strlen(h->name), value_len = strlen(h->value);
         prev = h;
         if (len > sizeof name)
             continue; /* no header we read has a name this long */
+        /* libcurl 7.88 leaves the CR of an empty value in it */
+        while (value_len > 0 && (h->value[value_len - 1] == '\r' ||
+                                 h->value[value_len - 1] == '\n'))
+            value_len--;
         ascii_lower(name, h->name, len);
         lua_pushlstring(L, name, len);
         /* a repeated field becomes one comma-separated value (RFC 9110 5.3) */
@@ -708,10 +816,10 @@ static void push_headers(lua_State *L, session *s)
         lua_rawget(L, -3);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
-            lua_pushstring(L, h->value);
+            lua_pushlstring(L, h->value, value_len);
         } else {
             lua_pushliteral(L, ", ");
-            lua_pushstring(L, h->value);
+            lua_pushlstring(L, h->value, value_len);
             lua_concat(L, 3);
         }
         lua_rawset(L, -3);

@@ -196,13 +196,16 @@ local function exchange(conf, session)
         request.reuse = true
         conf.request = request
     end
-    local deadline_at = now() + conf.deadline
+    local deadline = conf.deadline
+    local deadline_at = now() + deadline
     local attempt = 0
     while true do
         attempt = attempt + 1
-        local remaining = deadline_at - now()
-        request.timeout = min(conf.timeout, remaining)
-        request.connect_timeout = min(conf.connect_timeout, remaining)
+        -- the first attempt has the whole deadline: no second clock read
+        local remaining = attempt == 1 and deadline or deadline_at - now()
+        local timeout, connect_timeout = conf.timeout, conf.connect_timeout
+        request.timeout = timeout < remaining and timeout or remaining
+        request.connect_timeout = connect_timeout < remaining and connect_timeout or remaining
         local sent_at = time()
         local res, err = session:request(request)
         local token

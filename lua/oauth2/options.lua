@@ -352,10 +352,8 @@ function _M.request(conf)
     local req = {
         url = conf.url,
         form = form,
-        headers = {
-            ["Content-Type"] = "application/x-www-form-urlencoded",
-            ["Accept"] = "application/json, application/problem+json",
-        },
+        -- the form goes out as application/x-www-form-urlencoded already
+        headers = { ["Accept"] = "application/json, application/problem+json" },
         connect_timeout = conf.connect_timeout,
         timeout = conf.timeout,
         verify = conf.verify,

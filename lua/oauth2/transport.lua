@@ -43,12 +43,14 @@ Session.__index = Session
 function Session:request(req)
     local session = self.core
     if session == nil then error("oauth2: use of a closed session", 2) end
+    -- outside nginx: the core's blocking loop (the same start and steps)
+    if ngx == nil then return session:request(req) end
     if session:busy() then
         -- a concurrent user (another light thread) holds it
         return nil, { kind = "config", message = "session is busy with another exchange" }
     end
-    local yielding = can_yield()
-    if ngx ~= nil and not yielding and ngx.get_phase() ~= "init" then
+    if not can_yield() then
+        if ngx.get_phase() == "init" then return session:request(req) end
         -- blocking here would stall every request of this nginx worker
         return nil, { kind = "config", message = "cannot fetch a token in nginx's "
             .. ngx.get_phase() .. " phase: it cannot yield (fetch in rewrite, access, "
@@ -56,19 +58,13 @@ function Session:request(req)
     end
     local ok, err = session:start(req)
     if not ok then return nil, err end
-    if yielding then
-        -- poll without waiting, yield between polls, back off to 20 ms
-        local pause = 0.001
-        while true do
-            local res, step_err = session:step(0)
-            if res ~= false then return res, step_err end
-            ngx.sleep(pause)
-            pause = min(pause * 2, 0.02)
-        end
-    end
+    -- poll without waiting, yield between polls, back off to 20 ms
+    local pause = 0.001
     while true do
-        local res, step_err = session:step(1)
+        local res, step_err = session:step(0)
         if res ~= false then return res, step_err end
+        ngx.sleep(pause)
+        pause = min(pause * 2, 0.02)
     end
 end
 

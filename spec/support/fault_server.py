@@ -106,6 +106,17 @@ def fault(mode, path, conn, wfile):
         for _ in range(64):
             wfile.write(b" " * 65536)
         return False
+    elif mode == "header-forms":
+        # an informational head first, then a repeated field, padding
+        # around values, an empty value, and a trailer after a chunked body
+        wfile.write(b"HTTP/1.1 103 Early Hints\r\nX-Organization-Rate-Limit-Limit: 1\r\n\r\n"
+                    b"HTTP/1.1 429 Too Many Requests\r\n"
+                    b"Content-Type: application/json\r\n"
+                    b"X-Organization-Rate-Limit-Limit:  240 \r\n"
+                    b"x-organization-rate-limit-limit:\t300\r\n"
+                    b"X-Organization-Rate-Limit-Reset:\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                    b"2\r\n{}\r\n0\r\nX-Organization-Rate-Limit-Remaining: 9\r\n\r\n")
     elif mode == "invalid-json":
         wfile.write(json_response(200, "OK", "{this is not json"))
     elif mode == "truncated-json":

@@ -126,7 +126,9 @@ end
 -- What the server saw: token_requests, token_connections, requests[].
 function Server:stats()
     local session = core.session()
-    local res, err = session:request { url = self.http_url .. "/_stats", timeout = 5 }
+    -- the requests it lists may carry forms of over 1 MiB
+    local res, err = session:request { url = self.http_url .. "/_stats", timeout = 5,
+                                       max_body = 64 * 1024 * 1024 }
     session:close()
     assert(res and res.status == 200, "fake server stats failed: "
         .. tostring(res and res.status or (err and err.message)))
