@@ -131,25 +131,20 @@ end
 -- The longest lifetime taken at face value: ten years.
 local MAX_LIFETIME = 10 * 365 * 86400
 
--- expires_in as whole seconds (an integer on Lua 5.3+), or nil when it is
--- not a JSON number from 1 s to ten years: a string, a negative, zero or
--- absurd lifetime says the endpoint is not speaking RFC 6749.
-local function lifetime(value)
-    if type(value) ~= "number" or value ~= value or value < 1 or value > MAX_LIFETIME then
-        return nil
-    end
-    return floor(value)
-end
-
--- Turn a 2xx response into the token table, or a protocol error.
+-- Turn a 2xx response into the token table, or a protocol error.  This
+-- runs on every fetch, so it calls as little as it can: no helper
+-- function, one type() per field at most, and the table built whole
+-- (growing it by a field would rehash it).
 local function token_from(res, sent_at)
-    local data = decode_object(res.body)
-    if data == nil then
+    local body = res.body
+    local data = body ~= nil and body ~= "" and decode(body) or nil
+    if type(data) ~= "table" then
         return nil, { kind = "protocol", status = res.status,
                       message = "the token response is not a JSON object" }
     end
-    if string_or_nil(data.error) then
-        return nil, { kind = "protocol", status = res.status, code = data.error,
+    local problem = data.error
+    if problem ~= nil and string_or_nil(problem) then
+        return nil, { kind = "protocol", status = res.status, code = problem,
                       message = string_or_nil(data.error_description)
                           or "the token response carries an error", body = data }
     end
@@ -158,22 +153,32 @@ local function token_from(res, sent_at)
         return nil, { kind = "protocol", status = res.status,
                       message = "the token response has no access_token string" }
     end
-    local token = setmetatable({
-        access_token = access,
-        token_type = string_or_nil(data.token_type) or "Bearer",
-        scope = string_or_nil(data.scope),
-    }, token_mt)
+    local token_type, scope = data.token_type, data.scope
+    if token_type ~= "Bearer" and (type(token_type) ~= "string" or token_type == "") then
+        token_type = "Bearer"
+    end
+    if scope ~= nil and (type(scope) ~= "string" or scope == "") then scope = nil end
+    -- expires_in: whole seconds (an integer on Lua 5.3+) from 1 s to ten
+    -- years; a string, a negative, zero or absurd lifetime says the
+    -- endpoint is not speaking RFC 6749
     local expires_in = data.expires_in
-    if expires_in ~= nil and expires_in ~= json_null then
-        token.expires_in = lifetime(expires_in)
-        if token.expires_in == nil then
+    if expires_in == json_null then expires_in = nil end
+    if expires_in ~= nil then
+        if type(expires_in) ~= "number" or expires_in ~= expires_in or expires_in < 1
+                or expires_in > MAX_LIFETIME then
             return nil, { kind = "protocol", status = res.status,
                           message = "the token response has an invalid expires_in "
                               .. "(not a number of seconds from 1 to ten years)" }
         end
-        token.expires_at = sent_at + token.expires_in
+        expires_in = floor(expires_in)
     end
-    return token
+    return setmetatable({
+        access_token = access,
+        token_type = token_type,
+        scope = scope,
+        expires_in = expires_in,
+        expires_at = expires_in and sent_at + expires_in,
+    }, token_mt)
 end
 
 -- Full-jitter exponential backoff before attempt `attempt + 1`.
@@ -210,7 +215,8 @@ local function exchange(conf, session)
         local res, err = session:request(request)
         local token
         if res then
-            if res.status >= 200 and res.status < 300 then
+            local status = res.status
+            if status >= 200 and status < 300 then
                 token, err = token_from(res, sent_at)
                 if token then return token, nil, attempt end
             else

@@ -288,37 +288,27 @@ end
 -- Configurations validated before, by the options table they came from,
 -- with a copy of its values to see whether it changed since.
 local validated = setmetatable({}, { __mode = "k" })
-
--- Whether opts still holds exactly the values copied in `copy`.
-local function unchanged(opts, copy)
-    local count = 0
-    for name, value in pairs(opts) do
-        if copy[name] ~= value then return false end
-        count = count + 1
-    end
-    return count == copy.count
-end
+local same_fields = core.same_fields
 
 --- validate() for a caller that passes the same options table again and
 -- again (oauth2.token in a loop): the configuration is reused while the
--- table holds the same values.  Only tables of plain values (strings,
--- numbers, booleans, and a session) with the credentials in them are
--- remembered, so nothing mutable or read from the environment goes stale.
+-- table holds the same keys and values.  Only tables of plain values
+-- (strings, numbers, booleans, and a session) with the credentials in them
+-- are remembered, so nothing mutable or read from the environment goes
+-- stale.
 function _M.validate_cached(opts, level)
-    local entry = type(opts) == "table" and validated[opts]
-    if entry and unchanged(opts, entry.copy) then return entry.conf end
+    local entry = validated[opts] -- any value may index it: no type() call
+    if entry and same_fields(opts, entry.copy, entry.count) then return entry.conf end
     local conf = _M.validate(opts, (level or 1) + 1)
     if opts.client_id == nil or (opts.client_secret == nil and opts.access_token == nil) then
         return conf
     end
     local copy, count = {}, 0
     for name, value in pairs(opts) do
-        local t = type(value)
-        if t == "table" and name ~= "session" then return conf end
+        if type(value) == "table" and name ~= "session" then return conf end
         copy[name], count = value, count + 1
     end
-    copy.count = count
-    validated[opts] = { conf = conf, copy = copy }
+    validated[opts] = { conf = conf, copy = copy, count = count }
     return conf
 end
 
