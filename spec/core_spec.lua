@@ -313,6 +313,19 @@ describe("oauth2.core", function()
             assert.is_string(why)
         end)
 
+        it("tells whether a table still has exactly the fields of a copy", function()
+            local session = {}
+            local a = { x = 1, y = "two", session = session }
+            assert.is_true(core.same_fields(a, { x = 1, y = "two", session = session }, 3))
+            assert.is_false(core.same_fields(a, { x = 1, y = "two", session = {} }, 3))
+            assert.is_false(core.same_fields(a, { x = 1, y = "2", session = session }, 3))
+            -- a key more, or a key fewer, than the copy counts
+            assert.is_false(core.same_fields(a, { x = 1, y = "two", session = session }, 2))
+            assert.is_false(core.same_fields({ x = 1 }, { x = 1, y = "two" }, 2))
+            assert.is_true(core.same_fields({}, {}, 0))
+            assert.has_error(function() core.same_fields(a, nil, 1) end)
+        end)
+
         it("has a monotonic clock", function()
             local a = core.now()
             core.sleep(0.01)
