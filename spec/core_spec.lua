@@ -3,6 +3,7 @@
 local core = require "oauth2.core"
 local cjson = require "cjson"
 local fake = require "server"
+local shell = require "shell"
 
 local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded" }
 
@@ -93,6 +94,39 @@ describe("oauth2.core", function()
             assert.is_nil(res)
             assert.equals("config", err.kind)
             assert.matches("user_agent contains CR, LF or NUL", err.message, 1, true)
+            session:close()
+        end)
+
+        it("takes its proxy from the environment, as libcurl does", function()
+            -- a child process: Lua cannot set its own environment
+            local code = [[
+                local core = require "oauth2.core"
+                local res, err = core.session():request { form = { grant_type = "x" },
+                    url = "http://api.thousandeyes.invalid/v7/oauth2/token", timeout = 5 }
+                print(res and "answered" or err.kind)
+            ]]
+            local function run(env)
+                local status, out = shell.run(shell.lua_command(env, "-e " .. shell.quote(code)),
+                    { lua = true })
+                assert.equals(0, status, out)
+                return out:match("[^\n]*")
+            end
+            assert.equals("answered", run { http_proxy = server.http_url })
+            assert.equals("api.thousandeyes.invalid", server:last_request().proxied_host)
+            assert.equals("answered", run { all_proxy = server.http_url })
+            -- no_proxy exempts the host: straight to a name that never resolves
+            assert.equals("network", run { http_proxy = server.http_url,
+                                           no_proxy = "api.thousandeyes.invalid" })
+            assert.equals("network", run { http_proxy = server.http_url, NO_PROXY = "*" })
+            assert.equals(2, server:stats().token_requests)
+        end)
+
+        it("refuses a URL libcurl cannot parse, naming the request field", function()
+            local session = core.session()
+            local res, err = session:request { url = "http://[::1" }
+            assert.is_nil(res)
+            assert.equals("config", err.kind)
+            assert.matches("^request.url is not a valid URL %(", err.message)
             session:close()
         end)
 

@@ -53,6 +53,7 @@ typedef struct {
 typedef struct {
     CURL *easy;
     CURLM *multi;
+    CURLU *url;                 /* request URL, parsed once for every exchange */
     struct curl_slist *headers; /* request headers: may carry a bearer token */
     buffer form;                /* request body: carries the client secret */
     buffer body;                /* response body: carries the access token */
@@ -158,6 +159,12 @@ static void release_transfer(session *s)
 static void release_request(lua_State *L, session *s)
 {
     int i;
+    if (s->url != NULL) {
+        /* libcurl holds on to it until told otherwise */
+        curl_easy_setopt(s->easy, CURLOPT_CURLU, NULL);
+        curl_url_cleanup(s->url);
+        s->url = NULL;
+    }
     if (s->headers != NULL) {
         slist_free_wiped(s->headers);
         s->headers = NULL;
@@ -634,6 +641,64 @@ static const char *read_wanted(lua_State *L, session *s)
     return NULL;
 }
 
+/*
+ * request.url, parsed here once into a CURLU handle the way libcurl would
+ * parse CURLOPT_URL itself.  Given CURLOPT_URL, libcurl parses the URL and
+ * writes it out again on every transfer; given the handle, it copies it.
+ */
+static const char *set_url(lua_State *L, session *s, char *message, size_t size)
+{
+    size_t len = 0;
+    const char *url = opt_string(L, "url", &len);
+    CURLUcode uc;
+    if (url == NULL)
+        luaL_error(L, "request.url is required");
+    if (strlen(url) != len)
+        return "request.url contains a NUL byte";
+    s->url = curl_url();
+    if (s->url == NULL)
+        return "out of memory";
+    uc = curl_url_set(s->url, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME);
+    if (uc != CURLUE_OK) {
+        snprintf(message, size, "request.url is not a valid URL (%s)", curl_url_strerror(uc));
+        return message;
+    }
+    curl_easy_setopt(s->easy, CURLOPT_CURLU, s->url);
+    return NULL;
+}
+
+/* Whether any of the environment variables named is set, even to "". */
+static int env_has_any(const char *const *names, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (getenv(names[i]) != NULL)
+            return 1;
+    return 0;
+}
+
+/*
+ * libcurl looks up the proxy variables of the environment on every transfer
+ * (up to seven getenv calls, each a walk of the environment).  When they
+ * are unset, say so once here, for every exchange of the request: no proxy
+ * unless the request names one, and no host exempt from it.  The outcome
+ * is libcurl's own; only a change to the environment made after the
+ * request was set up goes unseen.
+ */
+static void settle_proxy(lua_State *L, session *s)
+{
+    static const char *const no_proxy[] = {"no_proxy", "NO_PROXY"};
+    /* what libcurl reads for http and https (not HTTP_PROXY, on purpose) */
+    static const char *const proxy[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
+                                        "all_proxy", "ALL_PROXY"};
+    size_t len;
+    if (env_has_any(no_proxy, 2))
+        return;
+    curl_easy_setopt(s->easy, CURLOPT_NOPROXY, "");
+    if (opt_string(L, "proxy", &len) == NULL && !env_has_any(proxy, 5))
+        curl_easy_setopt(s->easy, CURLOPT_PROXY, "");
+}
+
 /* The options every exchange gets, whatever the request says. */
 static void set_safe_defaults(session *s)
 {
@@ -664,7 +729,6 @@ static int start_exchange(lua_State *L, session *s)
         const char *name;
         CURLoption option;
     } strings[] = {
-        {"url", CURLOPT_URL},
         {"ca_file", CURLOPT_CAINFO},
         {"ca_path", CURLOPT_CAPATH},
         {"cert", CURLOPT_SSLCERT},
@@ -701,8 +765,8 @@ static int start_exchange(lua_State *L, session *s)
     curl_easy_reset(s->easy); /* keeps live connections and TLS sessions */
     set_safe_defaults(s);
 
-    if (opt_string(L, "url", &len) == NULL)
-        luaL_error(L, "request.url is required");
+    if ((problem = set_url(L, s, message, sizeof message)) != NULL)
+        return push_error(L, "config", problem, 0);
     for (i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         int rc = set_string(L, s, strings[i].name, strings[i].option);
         if (rc != 0) {
@@ -713,6 +777,7 @@ static int start_exchange(lua_State *L, session *s)
     }
     if (opt_string(L, "username", &len) != NULL || opt_string(L, "password", &len) != NULL)
         curl_easy_setopt(s->easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    settle_proxy(L, s);
 
     if ((ms = opt_millis(L, "timeout")) >= 0)
         curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, ms);
