@@ -390,4 +390,21 @@ describe("oauth2.core response headers asked for by name", function()
         end
         session:close()
     end)
+
+    it("are looked up when asked with session:header, alike", function()
+        local session = core.session()
+        assert.is_nil(session:header("content-type")) -- no response yet
+        assert.is_true(session:start { url = faults.url("header-forms"), form = {},
+                                       response_headers = {} })
+        assert.is_nil(session:header("content-type")) -- none while one runs
+        local res
+        repeat res = session:step(1) until res ~= false
+        assert.same({}, res.headers)
+        assert.equals("240, 300", session:header("X-Organization-Rate-Limit-Limit"))
+        assert.equals("", session:header("x-organization-rate-limit-reset"))
+        assert.is_nil(session:header("x-organization-rate-limit-remaining"))
+        assert.is_nil(session:header("x-missing"))
+        session:close()
+        assert.has_error(function() session:header("content-type") end)
+    end)
 end)

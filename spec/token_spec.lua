@@ -308,6 +308,19 @@ describe("oauth2.token", function()
             assert.is_true(err.retryable)
         end)
 
+        it("reads rate limits from res.headers of a session that has no header method",
+           function()
+            local session = { request = function()
+                return { status = 429, body = "", headers = {
+                    ["x-organization-rate-limit-limit"] = "240",
+                    ["x-organization-rate-limit-remaining"] = "0" } }
+            end }
+            local token, err = oauth2.token(opts { session = session, retries = 0 })
+            assert.is_nil(token)
+            assert.equals(429, err.status)
+            assert.same({ limit = 240, remaining = 0 }, err.rate_limit)
+        end)
+
         it("calls a 200 without JSON a protocol error", function()
             server:control { script = { { status = 200, body = "<html>ok</html>" } } }
             local token, err = oauth2.token(opts())

@@ -713,8 +713,6 @@ static void set_safe_defaults(session *s)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS);
 }
 
@@ -818,6 +816,11 @@ static int start_exchange(lua_State *L, session *s)
 
     if ((problem = read_wanted(L, s)) != NULL)
         return push_error(L, "config", problem, 0);
+    if (s->wanted_count > 0) {
+        /* libcurl calls it for every header line: only when it has work */
+        curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, s);
+    }
 
     /*
      * request.reuse = true is the caller's promise that, but for timeout and
@@ -1033,6 +1036,46 @@ static int l_request(lua_State *L)
     while ((n = step_exchange(L, s, BLOCKING_POLL_MS)) == 0)
         ;
     return n;
+}
+
+/*
+ * session:header(name) -> value | nil: the header `name` of the last
+ * response (from its final head, several fields joined with ", "), looked
+ * up in libcurl's store only when asked, so a caller that reads headers of
+ * some responses pays nothing for the others.  It holds until the next
+ * exchange starts; while one runs, there is no last response.
+ */
+static int l_header(lua_State *L)
+{
+    session *s = check_session(L);
+    const char *name = luaL_checkstring(L, 2);
+    struct curl_header *h;
+    size_t index, amount = 1;
+    int pushed = 0;
+    if (s->running) {
+        lua_pushnil(L);
+        return 1;
+    }
+    for (index = 0; index < amount; index++) {
+        size_t len;
+        if (curl_easy_header(s->easy, name, index, CURLH_HEADER, -1, &h) != CURLHE_OK)
+            break;
+        amount = h->amount;
+        /* libcurl 7.88 leaves the CR of an empty value in it */
+        len = strlen(h->value);
+        while (len > 0 && (h->value[len - 1] == '\r' || h->value[len - 1] == '\n'))
+            len--;
+        lua_pushlstring(L, h->value, len);
+        if (pushed) {
+            lua_pushliteral(L, ", ");
+            lua_insert(L, -2);
+            lua_concat(L, 3);
+        }
+        pushed = 1;
+    }
+    if (!pushed)
+        lua_pushnil(L);
+    return 1;
 }
 
 /* session:cancel(): abandon the exchange in progress, if any. */
@@ -1306,6 +1349,7 @@ static const luaL_Reg session_methods[] = {
     {"request", l_request},
     {"cancel", l_cancel},
     {"busy", l_busy},
+    {"header", l_header},
     {"close", l_close},
     {NULL, NULL},
 };

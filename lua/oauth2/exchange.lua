@@ -44,17 +44,25 @@ local function string_or_nil(value)
     return nil
 end
 
--- A number header (rate limits), or nil.
-local function number_header(headers, name)
-    return tonumber(headers[name] or "")
+-- A number header (rate limits) of the response, or nil.  Sessions that
+-- can (oauth2.session, the C core's) are asked for it only now, on an
+-- error, so a token costs no header work; others return headers in res.
+local function number_header(res, session, name)
+    local value
+    if session.header ~= nil then
+        value = session:header(name)
+    elseif res.headers ~= nil then
+        value = res.headers[name]
+    end
+    return tonumber(value or "")
 end
 
 -- The X-Organization-Rate-Limit-* headers, or nil when none came.
-local function rate_limit(headers)
+local function rate_limit(res, session)
     local limit = {
-        limit = number_header(headers, "x-organization-rate-limit-limit"),
-        remaining = number_header(headers, "x-organization-rate-limit-remaining"),
-        reset = number_header(headers, "x-organization-rate-limit-reset"),
+        limit = number_header(res, session, "x-organization-rate-limit-limit"),
+        remaining = number_header(res, session, "x-organization-rate-limit-remaining"),
+        reset = number_header(res, session, "x-organization-rate-limit-reset"),
     }
     if limit.limit or limit.remaining or limit.reset then return limit end
     return nil
@@ -94,15 +102,15 @@ local function rate_limit_wait(res, limit)
     return max(0, reset)
 end
 
--- Turn a non-2xx response into the error table.
-local function http_error(res)
+-- Turn a non-2xx response of `session` into the error table.
+local function http_error(res, session)
     local status = res.status
     local data = decode_object(res.body)
     local err = {
         kind = "http",
         status = status,
         retryable = RETRY_STATUS[status] == true,
-        rate_limit = rate_limit(res.headers),
+        rate_limit = rate_limit(res, session),
         body = data,
     }
     if data then
@@ -220,7 +228,7 @@ local function exchange(conf, session)
                 token, err = token_from(res, sent_at)
                 if token then return token, nil, attempt end
             else
-                err = http_error(res)
+                err = http_error(res, session)
             end
         else
             err.retryable = RETRY_KIND[err.kind] == true

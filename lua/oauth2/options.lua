@@ -326,13 +326,9 @@ function _M.secrets(conf)
     return secrets
 end
 
--- The response headers oauth2.exchange reads (Retry-After comes apart):
--- the C core returns only these instead of a table of every header.
-_M.RESPONSE_HEADERS = {
-    "x-organization-rate-limit-limit",
-    "x-organization-rate-limit-remaining",
-    "x-organization-rate-limit-reset",
-}
+-- No response headers come back in the response table: oauth2.exchange
+-- asks the session for the few it reads, and only on an error.
+local NO_HEADERS = {}
 
 -- The request table the C core takes for a configuration.
 function _M.request(conf)
@@ -354,7 +350,7 @@ function _M.request(conf)
         proxy = conf.proxy,
         user_agent = conf.user_agent,
         max_body = conf.max_body,
-        response_headers = _M.RESPONSE_HEADERS,
+        response_headers = NO_HEADERS,
     }
     if conf.auth_method == "client_secret_basic" then
         -- RFC 6749 2.3.1: form-urlencode id and secret, then Basic-encode

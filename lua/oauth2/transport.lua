@@ -68,6 +68,13 @@ function Session:request(req)
     end
 end
 
+-- A header of the last response, or nil (see the C core's session:header).
+function Session:header(name)
+    local session = self.core
+    if session == nil then return nil end
+    return session:header(name)
+end
+
 -- Close the connection; idempotent.
 function Session:close()
     if self.core then
