@@ -17,7 +17,7 @@ local fake = require "server"
 local nginx = require "nginx"
 local shell = require "shell"
 
-local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 5
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 7
 local SCALE = tonumber(os.getenv("BENCH_SCALE")) or 1
 local PYTHON = "/usr/bin/python3" -- Debian's, with Debian's urllib3
 -- the CPU the endpoint and every client run on (see bench/endpoint.conf)
@@ -139,6 +139,38 @@ local function endpoint_rate(url)
     return tonumber(out:match("Requests/sec:%s+([%d%.]+)"))
 end
 
+-- Instructions one exchange costs the client process, counted by callgrind:
+-- the same count on a quiet or a busy machine, unlike the rates above.
+-- Runs of 1,000 and 3,000 exchanges, so start-up cancels out.
+local INSTRUCTION_CLIENTS = { 1, 2, 3 }
+
+local function instructions(client, url)
+    local counts = {}
+    for _, n in ipairs { 1000, 3000 } do
+        local code, out = shell.run("valgrind --tool=callgrind --callgrind-out-file=/dev/null "
+            .. client[2] .. " " .. shell.quote(url) .. " " .. n)
+        local total = out:match("Collected : (%d+)")
+        assert(code == 0 and total, client[1] .. " under callgrind failed:\n" .. out)
+        counts[#counts + 1] = tonumber(total)
+    end
+    return (counts[2] - counts[1]) / 2000
+end
+
+local function instruction_table(url)
+    local lines = {
+        "### Instructions per exchange (callgrind, client process only, plain HTTP)", "",
+        "| client | instructions | ceiling / client |",
+        "| --- | ---: | ---: |",
+    }
+    local ceiling
+    for _, i in ipairs(INSTRUCTION_CLIENTS) do
+        local count = instructions(CLIENTS[i], url)
+        ceiling = ceiling or count
+        lines[#lines + 1] = ("| %s | %.0f | %.2fx |"):format(CLIENTS[i][1], count, ceiling / count)
+    end
+    return table.concat(lines, "\n")
+end
+
 -- RSS (KiB) of a Lua 5.4 process before and after 100,000 exchanges.
 local function memory_growth(url)
     local code, out = shell.run(PIN .. "lua5.4 bench/clients/memory.lua " .. shell.quote(url)
@@ -163,6 +195,7 @@ local ok, failure = pcall(function()
     local tls_table = measure("TLS (HTTPS)", "https://127.0.0.1:" .. https_port .. path,
         certs .. "/ca.pem", base)
     local growth = memory_growth(base .. path)
+    local counted = instruction_table(base .. path)
     local _, machine = shell.run("uname -srm; nproc")
     local report = table.concat({
         "# lua-oauth2 side by side",
@@ -175,7 +208,7 @@ local ok, failure = pcall(function()
         "Rates are medians of interleaved rounds; 'connections' is how many the",
         "server saw per run (1 means the client reused one for all requests).",
         "",
-        http_table, "", tls_table, "",
+        http_table, "", tls_table, "", counted, "",
         "### Memory", "", growth, "",
     }, "\n")
     print(report)
