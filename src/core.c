@@ -65,11 +65,7 @@ typedef struct {
     int closed;
     int reuse_ref; /* registry ref to a request kept prepared, or LUA_NOREF */
     int wanted_count; /* response headers asked for by name; -1: all of them */
-    char wanted[MAX_WANTED][MAX_WANTED_LEN];     /* their names, lower-cased */
-    size_t wanted_len[MAX_WANTED];
-    buffer wanted_value[MAX_WANTED];             /* their values in this response */
-    unsigned char wanted_found[MAX_WANTED];
-    int in_body; /* the body has begun: header lines now are trailers */
+    char wanted[MAX_WANTED][MAX_WANTED_LEN];
     char errbuf[CURL_ERROR_SIZE];
 } session;
 
@@ -152,13 +148,11 @@ static void release_transfer(session *s)
     s->errbuf[0] = '\0'; /* libcurl's words, never a secret */
     s->body_too_large = 0;
     s->out_of_memory = 0;
-    s->in_body = 0;
 }
 
 /* Drop the request set up on the handle: header list and form, wiped. */
 static void release_request(lua_State *L, session *s)
 {
-    int i;
     if (s->url != NULL) {
         /* libcurl holds on to it until told otherwise */
         curl_easy_setopt(s->easy, CURLOPT_CURLU, NULL);
@@ -171,8 +165,6 @@ static void release_request(lua_State *L, session *s)
     }
     buffer_free(&s->form);
     buffer_free(&s->line);
-    for (i = 0; i < MAX_WANTED; i++)
-        buffer_free(&s->wanted_value[i]);
     s->wanted_count = -1;
     if (s->reuse_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, s->reuse_ref);
@@ -215,7 +207,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
     session *s = userdata;
     size_t n = size * nmemb;
-    s->in_body = 1;
     if (n > s->max_body || s->body.len > s->max_body - n) {
         s->body_too_large = 1;
         return 0;
@@ -402,62 +393,6 @@ static int is_header_name(const char *name, size_t len, const char *lower)
     return lower[len] == '\0';
 }
 
-/* Forget the header values kept so far: a new response head begins. */
-static void forget_headers(session *s)
-{
-    int i;
-    for (i = 0; i < s->wanted_count; i++) {
-        s->wanted_found[i] = 0;
-        s->wanted_value[i].len = 0;
-    }
-}
-
-/*
- * libcurl header callback: keep the values of the headers asked for by name
- * (request.response_headers) as they arrive, which costs far less than
- * looking each name up in libcurl's store afterwards.  A status line starts
- * a new head (after a 100 Continue, or a proxy's answer to CONNECT): only
- * the last head counts, as with curl_easy_header.
- */
-static size_t on_header(char *data, size_t size, size_t nitems, void *userdata)
-{
-    session *s = userdata;
-    size_t n = size * nitems, name_len, start, end;
-    const char *colon;
-    int i;
-    if (s->wanted_count <= 0 || s->in_body)
-        return n;
-    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
-        forget_headers(s);
-        return n;
-    }
-    /* the blank line that ends a head, or an obsolete folded line */
-    colon = memchr(data, ':', n);
-    if (colon == NULL || data[0] == ' ' || data[0] == '\t')
-        return n;
-    name_len = (size_t)(colon - data);
-    for (i = 0; i < s->wanted_count; i++) {
-        buffer *value = &s->wanted_value[i];
-        if (s->wanted_len[i] != name_len || !is_header_name(data, name_len, s->wanted[i]))
-            continue;
-        start = name_len + 1;
-        end = n;
-        while (start < end && (data[start] == ' ' || data[start] == '\t'))
-            start++;
-        while (end > start && (data[end - 1] == '\r' || data[end - 1] == '\n' ||
-                               data[end - 1] == ' ' || data[end - 1] == '\t'))
-            end--;
-        /* a repeated field becomes one comma-separated value (RFC 9110 5.3) */
-        if ((s->wanted_found[i] && buffer_append(value, ", ", 2) != 0) ||
-            buffer_append(value, data + start, end - start) != 0) {
-            s->out_of_memory = 1;
-            return 0;
-        }
-        s->wanted_found[i] = 1;
-    }
-    return n;
-}
-
 /*
  * Build the header list from request.headers and request.user_agent; call
  * it after build_form.  Returns NULL on success or a message naming the
@@ -633,7 +568,6 @@ static const char *read_wanted(lua_State *L, session *s)
         }
         ascii_lower(s->wanted[i], name, len);
         s->wanted[i][len] = '\0';
-        s->wanted_len[i] = len;
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
@@ -816,11 +750,6 @@ static int start_exchange(lua_State *L, session *s)
 
     if ((problem = read_wanted(L, s)) != NULL)
         return push_error(L, "config", problem, 0);
-    if (s->wanted_count > 0) {
-        /* libcurl calls it for every header line: only when it has work */
-        curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, s);
-    }
 
     /*
      * request.reuse = true is the caller's promise that, but for timeout and
@@ -838,7 +767,6 @@ static int start_exchange(lua_State *L, session *s)
     }
 
 attach:
-    forget_headers(s);
     mc = curl_multi_add_handle(s->multi, s->easy);
     if (mc != CURLM_OK)
         return push_error(L, "network", curl_multi_strerror(mc), 0);
@@ -848,6 +776,38 @@ attach:
 
 /* -------------------------------------------------------------- responses */
 
+/* Length of a header value without the CR libcurl 7.88 leaves in an empty one. */
+static size_t value_length(const char *value)
+{
+    size_t len = strlen(value);
+    while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n'))
+        len--;
+    return len;
+}
+
+/*
+ * Push header `name` of the last response, from its final head (not a 1xx
+ * or a proxy's, not trailers), several fields joined with ", "; or push
+ * nothing and return 0 when it has none.
+ */
+static int push_header_value(lua_State *L, CURL *easy, const char *name)
+{
+    struct curl_header *h;
+    size_t index, amount = 1;
+    for (index = 0; index < amount; index++) {
+        if (curl_easy_header(easy, name, index, CURLH_HEADER, -1, &h) != CURLHE_OK)
+            break;
+        amount = h->amount;
+        lua_pushlstring(L, h->value, value_length(h->value));
+        if (index > 0) {
+            lua_pushliteral(L, ", ");
+            lua_insert(L, -2);
+            lua_concat(L, 3);
+        }
+    }
+    return index > 0;
+}
+
 /* Push the response headers of the last response as {lower-case name = value}. */
 static void push_headers(lua_State *L, session *s)
 {
@@ -856,27 +816,19 @@ static void push_headers(lua_State *L, session *s)
     char name[128];
     int i;
     if (s->wanted_count >= 0) {
-        /* only the names asked for, as on_header kept them */
+        /* only the names asked for: libcurl looks each up */
         lua_createtable(L, 0, s->wanted_count);
-        for (i = 0; i < s->wanted_count; i++) {
-            if (s->wanted_found[i]) {
-                buffer *value = &s->wanted_value[i];
-                lua_pushlstring(L, value->data ? value->data : "", value->len);
+        for (i = 0; i < s->wanted_count; i++)
+            if (push_header_value(L, easy, s->wanted[i]))
                 lua_setfield(L, -2, s->wanted[i]);
-            }
-        }
         return;
     }
     lua_createtable(L, 0, 16); /* sized once: growing rehashes every step */
     while ((h = curl_easy_nextheader(easy, CURLH_HEADER, -1, prev)) != NULL) {
-        size_t len = strlen(h->name), value_len = strlen(h->value);
+        size_t len = strlen(h->name), value_len = value_length(h->value);
         prev = h;
         if (len > sizeof name)
             continue; /* no header we read has a name this long */
-        /* libcurl 7.88 leaves the CR of an empty value in it */
-        while (value_len > 0 && (h->value[value_len - 1] == '\r' ||
-                                 h->value[value_len - 1] == '\n'))
-            value_len--;
         ascii_lower(name, h->name, len);
         lua_pushlstring(L, name, len);
         /* a repeated field becomes one comma-separated value (RFC 9110 5.3) */
@@ -1049,31 +1001,7 @@ static int l_header(lua_State *L)
 {
     session *s = check_session(L);
     const char *name = luaL_checkstring(L, 2);
-    struct curl_header *h;
-    size_t index, amount = 1;
-    int pushed = 0;
-    if (s->running) {
-        lua_pushnil(L);
-        return 1;
-    }
-    for (index = 0; index < amount; index++) {
-        size_t len;
-        if (curl_easy_header(s->easy, name, index, CURLH_HEADER, -1, &h) != CURLHE_OK)
-            break;
-        amount = h->amount;
-        /* libcurl 7.88 leaves the CR of an empty value in it */
-        len = strlen(h->value);
-        while (len > 0 && (h->value[len - 1] == '\r' || h->value[len - 1] == '\n'))
-            len--;
-        lua_pushlstring(L, h->value, len);
-        if (pushed) {
-            lua_pushliteral(L, ", ");
-            lua_insert(L, -2);
-            lua_concat(L, 3);
-        }
-        pushed = 1;
-    }
-    if (!pushed)
+    if (s->running || !push_header_value(L, s->easy, name))
         lua_pushnil(L);
     return 1;
 }
