@@ -140,9 +140,9 @@ end
 local MAX_LIFETIME = 10 * 365 * 86400
 
 -- Turn a 2xx response into the token table, or a protocol error.  This
--- runs on every fetch, so it calls as little as it can: no helper
--- function, one type() per field at most, and the table built whole
--- (growing it by a field would rehash it).
+-- runs on every fetch, so the way to a token calls as little as it can:
+-- no helper function, one type() per field at most, and the table built
+-- whole (growing it by a field would rehash it).
 local function token_from(res, sent_at)
     local body = res.body
     local data = body ~= nil and body ~= "" and decode(body) or nil
