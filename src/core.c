@@ -63,6 +63,8 @@ typedef struct {
     int out_of_memory;
     int running; /* the easy handle is attached to the multi handle */
     int closed;
+    int in_call;       /* a method of this session is running (re-entrancy guard) */
+    int close_pending; /* close was asked for during that call: done at its end */
     int reuse_ref; /* registry ref to a request kept prepared, or LUA_NOREF */
     int wanted_count; /* response headers asked for by name; -1: all of them */
     char wanted[MAX_WANTED][MAX_WANTED_LEN];
@@ -145,7 +147,8 @@ static void release_transfer(session *s)
         s->running = 0;
     }
     buffer_free(&s->body);
-    s->errbuf[0] = '\0'; /* libcurl's words, never a secret */
+    /* libcurl's words: they may quote a proxy string with its password */
+    wipe(s->errbuf, sizeof s->errbuf);
     s->body_too_large = 0;
     s->out_of_memory = 0;
 }
@@ -274,11 +277,21 @@ static const char *curl_kind(CURLcode code)
 
 /* --------------------------------------------------------- request set-up */
 
+/*
+ * Push field `name` of the request table at index 2, read raw: a metamethod
+ * on the request table never runs inside the core.
+ */
+static void get_field(lua_State *L, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_rawget(L, 2);
+}
+
 /* Field `name` of the request table at index 2 as a string, or NULL if nil. */
 static const char *opt_string(lua_State *L, const char *name, size_t *len)
 {
     const char *value = NULL;
-    lua_getfield(L, 2, name);
+    get_field(L, name);
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "request.%s must be a string", name);
@@ -305,7 +318,7 @@ static long opt_millis(lua_State *L, const char *name)
 {
     lua_Number seconds;
     long ms;
-    lua_getfield(L, 2, name);
+    get_field(L, name);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return -1;
@@ -314,12 +327,11 @@ static long opt_millis(lua_State *L, const char *name)
         luaL_error(L, "request.%s must be a number of seconds", name);
     seconds = lua_tonumber(L, -1);
     lua_pop(L, 1);
-    if (!(seconds >= 0) || seconds > (lua_Number)(LONG_MAX / 1000))
-        luaL_error(L, "request.%s is out of range", name);
+    /* 0 means "no limit" to libcurl: a timeout is always a positive bound */
+    if (!(seconds > 0) || seconds > (lua_Number)(LONG_MAX / 1000))
+        luaL_error(L, "request.%s must be a positive number of seconds", name);
     ms = (long)(seconds * 1000);
-    if (ms == 0 && seconds > 0)
-        ms = 1; /* 0 would mean "no timeout" to libcurl */
-    return ms;
+    return ms > 0 ? ms : 1;
 }
 
 /* ASCII letters and digits, whatever locale the host program has set. */
@@ -394,6 +406,16 @@ static int is_header_name(const char *name, size_t len, const char *lower)
 }
 
 /*
+ * Headers that decide where a message ends or which host it is for: a
+ * caller who sets them could split one request into two (smuggling).
+ */
+static int is_framing_header(const char *name, size_t len)
+{
+    return is_header_name(name, len, "content-length") ||
+           is_header_name(name, len, "transfer-encoding") || is_header_name(name, len, "host");
+}
+
+/*
  * Build the header list from request.headers and request.user_agent; call
  * it after build_form.  Returns NULL on success or a message naming the
  * problem (never the value, which may be secret), either a literal or
@@ -408,7 +430,7 @@ static const char *build_headers(lua_State *L, session *s, char *message, size_t
     const char *problem, *agent;
     size_t agent_len = 0;
     int has_agent = 0;
-    lua_getfield(L, 2, "headers");
+    get_field(L, "headers");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
     } else {
@@ -425,6 +447,11 @@ static const char *build_headers(lua_State *L, session *s, char *message, size_t
             if (!is_token(name, name_len)) {
                 lua_pop(L, 3);
                 return "a request header name is not a valid HTTP token";
+            }
+            if (is_framing_header(name, name_len)) {
+                snprintf(message, size, "header '%.60s' frames the message: libcurl sets it", name);
+                lua_pop(L, 3);
+                return message;
             }
             if (!is_safe_value(value, value_len)) {
                 snprintf(message, size, "header '%.60s' contains CR, LF or NUL", name);
@@ -503,7 +530,7 @@ static int append_escaped(session *s, const char *p, size_t n)
 /* Encode request.form as application/x-www-form-urlencoded into s->form. */
 static const char *build_form(lua_State *L, session *s)
 {
-    lua_getfield(L, 2, "form");
+    get_field(L, "form");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return NULL;
@@ -543,7 +570,7 @@ static const char *read_wanted(lua_State *L, session *s)
 {
     int i, n;
     s->wanted_count = -1;
-    lua_getfield(L, 2, "response_headers");
+    get_field(L, "response_headers");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return NULL;
@@ -592,7 +619,8 @@ static const char *set_url(lua_State *L, session *s, char *message, size_t size)
     s->url = curl_url();
     if (s->url == NULL)
         return "out of memory";
-    uc = curl_url_set(s->url, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME);
+    /* no scheme guessing: "host/path" is refused, never sent as http:// */
+    uc = curl_url_set(s->url, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
     if (uc != CURLUE_OK) {
         snprintf(message, size, "request.url is not a valid URL (%s)", curl_url_strerror(uc));
         return message;
@@ -626,6 +654,14 @@ static void settle_proxy(lua_State *L, session *s)
     static const char *const proxy[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
                                         "all_proxy", "ALL_PROXY"};
     size_t len;
+    get_field(L, "no_proxy");
+    if (lua_toboolean(L, -1)) {
+        /* the caller rules out every proxy, the environment's too */
+        lua_pop(L, 1);
+        curl_easy_setopt(s->easy, CURLOPT_PROXY, "");
+        return;
+    }
+    lua_pop(L, 1);
     if (env_has_any(no_proxy, 2))
         return;
     curl_easy_setopt(s->easy, CURLOPT_NOPROXY, "");
@@ -644,6 +680,9 @@ static void set_safe_defaults(session *s)
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    /* no configuration of the host's TLS library may go below TLS 1.2 */
+    curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(e, CURLOPT_PROXY_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
@@ -716,7 +755,7 @@ static int start_exchange(lua_State *L, session *s)
     if ((ms = opt_millis(L, "connect_timeout")) >= 0)
         curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, ms);
 
-    lua_getfield(L, 2, "verify");
+    get_field(L, "verify");
     if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
         curl_easy_setopt(s->easy, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(s->easy, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -725,7 +764,7 @@ static int start_exchange(lua_State *L, session *s)
     }
     lua_pop(L, 1);
 
-    lua_getfield(L, 2, "max_body");
+    get_field(L, "max_body");
     if (lua_isnil(L, -1)) {
         s->max_body = DEFAULT_MAX_BODY;
     } else {
@@ -757,7 +796,7 @@ static int start_exchange(lua_State *L, session *s)
      * set up for it, and the next start with the same table skips all the
      * above.  The reference keeps the table alive, so its identity stays.
      */
-    lua_getfield(L, 2, "reuse");
+    get_field(L, "reuse");
     if (lua_toboolean(L, -1)) {
         lua_pop(L, 1);
         lua_pushvalue(L, 2);
@@ -846,6 +885,59 @@ static void push_headers(lua_State *L, session *s)
     }
 }
 
+/* Characters that end a word of an error text: what may surround a URL. */
+static int ends_word(char c)
+{
+    return c == '\0' || c == ' ' || c == '\t' || c == '\'' || c == '"' || c == '(' ||
+           c == ')' || c == '<' || c == '>';
+}
+
+/*
+ * Copy text into out[size] with the userinfo of every URL-like word
+ * ("scheme://user:password@host", "user:password@host") replaced by
+ * "[redacted]".  libcurl quotes the proxy string, credentials and all, in
+ * some of its error texts, and the proxy may come from the environment,
+ * where the Lua layer cannot see it.
+ */
+static void redact_userinfo(char *out, size_t size, const char *text)
+{
+    size_t n = 0;
+    const char *p = text;
+    if (size == 0)
+        return;
+    while (*p != '\0' && n + 1 < size) {
+        const char *word = p, *end = p, *authority, *stop, *at = NULL, *q;
+        while (!ends_word(*end))
+            end++;
+        if (end == word) {
+            out[n++] = *p++;
+            continue;
+        }
+        /* the authority: after "://" when there is one, up to the next '/' */
+        authority = word;
+        for (q = word; q + 2 < end; q++)
+            if (q[0] == ':' && q[1] == '/' && q[2] == '/') {
+                authority = q + 3;
+                break;
+            }
+        for (stop = authority; stop < end && *stop != '/'; stop++)
+            if (*stop == '@')
+                at = stop;
+        for (q = word; q < end && n + 1 < size; q++) {
+            if (at != NULL && q == authority) {
+                const char *mark = "[redacted]";
+                while (*mark != '\0' && n + 1 < size)
+                    out[n++] = *mark++;
+                q = at - 1; /* resume at the '@' */
+                continue;
+            }
+            out[n++] = *q;
+        }
+        p = end;
+    }
+    out[n] = '\0';
+}
+
 /* Push what a finished transfer produced: the response table, or nil, err. */
 static int push_outcome(lua_State *L, session *s, CURLcode result)
 {
@@ -856,7 +948,7 @@ static int push_outcome(lua_State *L, session *s, CURLcode result)
 
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
     if (result != CURLE_OK) {
-        char message[CURL_ERROR_SIZE + 128];
+        char message[CURL_ERROR_SIZE + 128], clean[CURL_ERROR_SIZE + 128];
         const char *kind = curl_kind(result);
         if (s->body_too_large || result == CURLE_FILESIZE_EXCEEDED) {
             snprintf(message, sizeof message,
@@ -867,10 +959,15 @@ static int push_outcome(lua_State *L, session *s, CURLcode result)
             snprintf(message, sizeof message, "out of memory reading the response");
         } else if (s->errbuf[0] != '\0') {
             snprintf(message, sizeof message, "%s: %s", curl_easy_strerror(result), s->errbuf);
+            /* a proxy string libcurl cannot use is a mistake no retry mends */
+            if (strncmp(s->errbuf, "Unsupported proxy", 17) == 0)
+                kind = "config";
         } else {
             snprintf(message, sizeof message, "%s", curl_easy_strerror(result));
         }
-        push_error(L, kind, message, (int)result);
+        redact_userinfo(clean, sizeof clean, message);
+        wipe(message, sizeof message);
+        push_error(L, kind, clean, (int)result);
         if (status != 0) {
             lua_pushinteger(L, status);
             lua_setfield(L, -2, "status");
@@ -944,10 +1041,41 @@ static int step_exchange(lua_State *L, session *s, int wait_ms)
 
 /* ------------------------------------------------------------ Lua methods */
 
-/* session:start(request) -> true | nil, err */
-static int l_start(lua_State *L)
+/*
+ * Every method that touches libcurl runs through guarded(): Lua may run
+ * inside it (a finalizer during an allocation, an error handler), and such
+ * code could close the session or start another exchange on it while
+ * libcurl pointers are live.  The method runs protected with the session
+ * marked in use: re-entrant use is refused with an error, a close is
+ * deferred to the end of the call, and the mark is cleared whatever
+ * happens, so a raise inside never leaves the session wedged.
+ */
+static int guarded(lua_State *L, lua_CFunction method)
 {
     session *s = check_session(L);
+    int top = lua_gettop(L), i, status;
+    if (s->in_call)
+        return luaL_error(L, "oauth2.core session is in use by a call in progress "
+                             "(re-entrant use from a finalizer or metamethod)");
+    s->in_call = 1;
+    lua_pushcfunction(L, method);
+    for (i = 1; i <= top; i++)
+        lua_pushvalue(L, i); /* the originals keep the session anchored */
+    status = lua_pcall(L, top, LUA_MULTRET, 0);
+    s->in_call = 0;
+    if (s->close_pending) {
+        s->close_pending = 0;
+        close_session(L, s);
+    }
+    if (status != 0)
+        return lua_error(L);
+    return lua_gettop(L) - top;
+}
+
+/* session:start(request) -> true | nil, err */
+static int start_method(lua_State *L)
+{
+    session *s = lua_touserdata(L, 1);
     int n = start_exchange(L, s);
     if (n != 0) {
         release_exchange(L, s);
@@ -958,9 +1086,9 @@ static int l_start(lua_State *L)
 }
 
 /* session:step([wait_seconds]) -> false (in progress) | response | nil, err */
-static int l_step(lua_State *L)
+static int step_method(lua_State *L)
 {
-    session *s = check_session(L);
+    session *s = lua_touserdata(L, 1);
     lua_Number wait = luaL_optnumber(L, 2, 0);
     int wait_ms, n;
     if (!s->running)
@@ -977,9 +1105,9 @@ static int l_step(lua_State *L)
 }
 
 /* session:request(request) -> response | nil, err; waits until done. */
-static int l_request(lua_State *L)
+static int request_method(lua_State *L)
 {
-    session *s = check_session(L);
+    session *s = lua_touserdata(L, 1);
     int n = start_exchange(L, s);
     if (n != 0) {
         release_exchange(L, s);
@@ -997,9 +1125,9 @@ static int l_request(lua_State *L)
  * some responses pays nothing for the others.  It holds until the next
  * exchange starts; while one runs, there is no last response.
  */
-static int l_header(lua_State *L)
+static int header_method(lua_State *L)
 {
-    session *s = check_session(L);
+    session *s = lua_touserdata(L, 1);
     const char *name = luaL_checkstring(L, 2);
     if (s->running || !push_header_value(L, s->easy, name))
         lua_pushnil(L);
@@ -1007,12 +1135,18 @@ static int l_header(lua_State *L)
 }
 
 /* session:cancel(): abandon the exchange in progress, if any. */
-static int l_cancel(lua_State *L)
+static int cancel_method(lua_State *L)
 {
-    session *s = check_session(L);
+    session *s = lua_touserdata(L, 1);
     release_exchange(L, s);
     return 0;
 }
+
+static int l_start(lua_State *L) { return guarded(L, start_method); }
+static int l_step(lua_State *L) { return guarded(L, step_method); }
+static int l_request(lua_State *L) { return guarded(L, request_method); }
+static int l_header(lua_State *L) { return guarded(L, header_method); }
+static int l_cancel(lua_State *L) { return guarded(L, cancel_method); }
 
 /* session:busy() -> whether an exchange is in progress */
 static int l_busy(lua_State *L)
@@ -1022,10 +1156,14 @@ static int l_busy(lua_State *L)
     return 1;
 }
 
+/* close, __gc and __close; during a call of the session, at its end. */
 static int l_close(lua_State *L)
 {
     session *s = luaL_checkudata(L, 1, SESSION_MT);
-    close_session(L, s);
+    if (s->in_call)
+        s->close_pending = 1;
+    else
+        close_session(L, s);
     return 0;
 }
 
