@@ -114,7 +114,9 @@ local function new_entry()
         lifetime = 0,          -- seconds the token is valid from fetched_at
         next_try = -huge,      -- no fetch before this (cool-downs)
         last_error = nil,      -- why the last fetch failed, until one succeeds
-        fetching = false,      -- a fetch is under way (a yielding caller)
+        fetching_until = -huge, -- a fetch is under way (a yielding caller) until
+                                -- then at the latest: a fetch whose owner never
+                                -- comes back (a killed light thread) lapses
     }
 end
 
@@ -146,14 +148,18 @@ local function seconds_left(self, entry)
     return entry.fetched_at + entry.lifetime - self.clock()
 end
 
+-- Seconds past a fetch's deadline after which it counts as abandoned.
+local FETCH_GRACE = 1
+
 -- Fetch a token now; stores it in the entry, or records the failure.
 local function fetch(self, entry, refreshing)
     local stats = self.counters
     local clock = self.policy.clock
-    entry.fetching = true
     local sent_at = clock() -- before the first attempt: never too fresh
+    entry.fetching_until = sent_at + self.conf.deadline + FETCH_GRACE
+    -- a session of the caller's, or one of the fetch's own that it closes
     local ok, token, err, attempts = pcall(exchange.fetch, self.conf, self.session)
-    entry.fetching = false
+    entry.fetching_until = -huge
     if not ok then error(token, 0) end
     stats.fetches = stats.fetches + 1
     stats.retries = stats.retries + (attempts or 1) - 1
@@ -179,7 +185,7 @@ local function slow_token(self, now)
     end
     if entry.token and now < entry.expire_after then
         -- due for refresh but still valid: try, and serve the old one on failure
-        if now >= entry.next_try and not entry.fetching then
+        if now >= entry.next_try and now >= entry.fetching_until then
             local token = fetch(self, entry, true)
             if token then return token end
         end
@@ -187,7 +193,7 @@ local function slow_token(self, now)
         self.counters.stale = self.counters.stale + 1
         return entry.token
     end
-    if entry.fetching then
+    if now < entry.fetching_until then
         return nil, errors.new { kind = "network", retryable = true,
             message = "another caller is fetching the token right now" }
     end
@@ -256,15 +262,15 @@ function Client:stats()
     return stats
 end
 
---- Close the client's connection; idempotent.  The shared token stays for
--- other clients with the same key.
+--- Close the client; idempotent.  It holds no connection between fetches
+-- (each fetch opens and closes its own, unless opts.session was given,
+-- which stays the caller's).  The shared token stays for other clients
+-- with the same key.
 function Client:close()
-    if self.own_session and self.session then self.session:close() end
     self.session = nil
     self.entry = CLOSED
 end
 Client.__close = Client.close
-Client.__gc = Client.close
 
 -- The client's state in a word, for tostring.
 local function state(self)
@@ -318,8 +324,7 @@ function _M.new(opts, level)
         policy = policy,
         clock = policy.clock,
         entry = entry,
-        session = conf.session or transport.session(),
-        own_session = conf.session == nil,
+        session = conf.session,
         hits = 0, -- kept apart from the counters: the hot path's only write
         counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0,
                      stale = 0, invalidations = 0 },

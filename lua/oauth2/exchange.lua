@@ -10,11 +10,11 @@ local options = require "oauth2.options"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
-local type, tonumber, tostring, setmetatable, ipairs =
-      type, tonumber, tostring, setmetatable, ipairs
+local type, tonumber, tostring, setmetatable, ipairs, pcall, error =
+      type, tonumber, tostring, setmetatable, ipairs, pcall, error
 local floor, max, min, random = math.floor, math.max, math.min, math.random
 local time = os.time
-local sub, format = string.sub, string.format
+local sub, format, gsub, find, lower = string.sub, string.format, string.gsub, string.find, string.lower
 local decode = cjson.decode
 local json_null = cjson.null
 
@@ -39,9 +39,29 @@ function token_mt.__tostring(token)
         tostring(token.scope))
 end
 
-local function string_or_nil(value)
-    if type(value) == "string" and value ~= "" then return value end
-    return nil
+-- The longest server text kept in an error, in bytes.
+local MAX_TEXT = 512
+-- The largest number a header may give (a timestamp far in the future).
+local MAX_NUMBER = 1e12
+-- The longest wait a server may ask for: a day.
+local MAX_WAIT = 86400
+
+-- Server text as it may enter an error: control characters (which could
+-- drive a terminal or forge log lines) removed, and bounded in length.
+-- Anything but a non-empty string gives nil.
+local function server_text(value)
+    if type(value) ~= "string" then return nil end
+    value = gsub(value, "[%c\127]", "")
+    if #value > MAX_TEXT then value = sub(value, 1, MAX_TEXT) .. "..." end
+    if value == "" then return nil end
+    return value
+end
+_M.server_text = server_text
+
+-- A wait in seconds from the server, finite and at most a day; nil if absurd.
+local function bounded_wait(value)
+    if type(value) ~= "number" or value ~= value or value < 0 then return nil end
+    return min(value, MAX_WAIT)
 end
 
 -- A number header (rate limits) of the response, or nil.  Sessions that
@@ -54,7 +74,10 @@ local function number_header(res, session, name)
     elseif res.headers ~= nil then
         value = res.headers[name]
     end
-    return tonumber(value or "")
+    value = tonumber(value or "")
+    if value == nil or value ~= value then return nil end
+    -- "1e400" reads as infinity: keep it finite (waits are capped later)
+    return max(-MAX_NUMBER, min(value, MAX_NUMBER))
 end
 
 -- The X-Organization-Rate-Limit-* headers, or nil when none came.
@@ -68,16 +91,20 @@ local function rate_limit(res, session)
     return nil
 end
 
+-- The most field errors of a 400 kept in an error.
+local MAX_FIELD_ERRORS = 20
+
 -- The 400 list of {code, field, message}, keeping only well-formed entries.
 local function problem_errors(list)
     if type(list) ~= "table" then return nil end
     local out = {}
     for _, item in ipairs(list) do
+        if #out == MAX_FIELD_ERRORS then break end
         if type(item) == "table" then
             out[#out + 1] = {
-                code = string_or_nil(item.code),
-                field = string_or_nil(item.field),
-                message = string_or_nil(item.message),
+                code = server_text(item.code),
+                field = server_text(item.field),
+                message = server_text(item.message),
             }
         end
     end
@@ -94,12 +121,12 @@ end
 
 -- Seconds to wait before retrying a 429: Retry-After, else the reset time.
 local function rate_limit_wait(res, limit)
-    if res.retry_after then return res.retry_after end
+    if res.retry_after then return bounded_wait(res.retry_after) end
     local reset = limit and limit.reset
     if not reset then return nil end
     -- the header is a UTC timestamp; tolerate servers that send a delta
-    if reset > 1e9 then return max(0, reset - time()) end
-    return max(0, reset)
+    if reset > 1e9 then reset = reset - time() end
+    return bounded_wait(max(0, reset))
 end
 
 -- Turn a non-2xx response of `session` into the error table.
@@ -115,26 +142,29 @@ local function http_error(res, session)
     }
     if data then
         -- RFC 6749 5.2 {error, error_description}
-        err.code = string_or_nil(data.error)
-        err.message = string_or_nil(data.error_description)
+        err.code = server_text(data.error)
+        err.message = server_text(data.error_description)
         -- RFC 9457 problem+json {type, title, status, detail, errors}
         if err.code == nil then
-            local problem_type = string_or_nil(data.type)
+            local problem_type = server_text(data.type)
             if problem_type == "about:blank" then problem_type = nil end
-            err.code = problem_type or string_or_nil(data.title)
+            err.code = problem_type or server_text(data.title)
         end
-        err.message = err.message or string_or_nil(data.title)
-        err.detail = string_or_nil(data.detail)
+        err.message = err.message or server_text(data.title)
+        err.detail = server_text(data.detail)
         err.errors = problem_errors(data.errors)
     end
     if status == 429 then
         err.retry_after = rate_limit_wait(res, err.rate_limit)
     elseif res.retry_after then
-        err.retry_after = res.retry_after
+        err.retry_after = bounded_wait(res.retry_after)
     end
     err.message = err.message or format("the token endpoint answered HTTP %d", status)
     return err
 end
+
+-- The longest access token accepted, in characters.
+local MAX_TOKEN = 16384
 
 -- The longest lifetime taken at face value: ten years.
 local MAX_LIFETIME = 10 * 365 * 86400
@@ -150,10 +180,10 @@ local function token_from(res, sent_at)
         return nil, { kind = "protocol", status = res.status,
                       message = "the token response is not a JSON object" }
     end
-    local problem = data.error
-    if problem ~= nil and string_or_nil(problem) then
+    local problem = server_text(data.error)
+    if problem ~= nil then
         return nil, { kind = "protocol", status = res.status, code = problem,
-                      message = string_or_nil(data.error_description)
+                      message = server_text(data.error_description)
                           or "the token response carries an error", body = data }
     end
     local access = data.access_token
@@ -161,8 +191,22 @@ local function token_from(res, sent_at)
         return nil, { kind = "protocol", status = res.status,
                       message = "the token response has no access_token string" }
     end
+    -- the token goes into an Authorization header as it is: only an RFC
+    -- 6750 b64token of sane length can never inject anything there
+    if #access > MAX_TOKEN or not find(access, "^[%w%-%._~%+/]+=*$") then
+        return nil, { kind = "protocol", status = res.status,
+                      message = format("the token response's access_token is not a bearer "
+                          .. "token (RFC 6750 b64token of at most %d characters)", MAX_TOKEN) }
+    end
+    -- we send the token as Bearer: a token of another type would not work
     local token_type, scope = data.token_type, data.scope
-    if token_type ~= "Bearer" and (type(token_type) ~= "string" or token_type == "") then
+    if token_type == nil or token_type == json_null or token_type == "" then
+        token_type = "Bearer"
+    elseif token_type ~= "Bearer" then
+        if type(token_type) ~= "string" or lower(token_type) ~= "bearer" then
+            return nil, { kind = "protocol", status = res.status,
+                          message = "the token response's token_type is not Bearer" }
+        end
         token_type = "Bearer"
     end
     if scope ~= nil and (type(scope) ~= "string" or scope == "") then scope = nil end
@@ -189,6 +233,9 @@ local function token_from(res, sent_at)
     }, token_mt)
 end
 
+-- The shortest attempt worth starting, in seconds.
+local MIN_ATTEMPT = 0.001
+
 -- Full-jitter exponential backoff before attempt `attempt + 1`.
 local function backoff(conf, attempt)
     local cap = min(conf.backoff_max, conf.backoff_base * 2 ^ (attempt - 1))
@@ -212,15 +259,24 @@ local function exchange(conf, session)
     local deadline = conf.deadline
     local deadline_at = now() + deadline
     local attempt = 0
+    local err
     while true do
         attempt = attempt + 1
         -- the first attempt has the whole deadline: no second clock read
         local remaining = attempt == 1 and deadline or deadline_at - now()
+        if attempt > 1 and remaining < MIN_ATTEMPT then
+            -- a sleep overshot: no attempt without time left (a zero
+            -- timeout would mean none at all to libcurl)
+            err.message = err.message .. format(" (not retried: the %g s deadline passed)",
+                                                deadline)
+            return nil, err, attempt - 1
+        end
         local timeout, connect_timeout = conf.timeout, conf.connect_timeout
         request.timeout = timeout < remaining and timeout or remaining
         request.connect_timeout = connect_timeout < remaining and connect_timeout or remaining
         local sent_at = time()
-        local res, err = session:request(request)
+        local res
+        res, err = session:request(request)
         local token
         if res then
             local status = res.status
@@ -251,10 +307,18 @@ end
 -- `session`, or a session of its own when nil.  Returns the token, or nil
 -- and the error (secrets scrubbed); then the number of attempts made.
 function _M.fetch(conf, session)
-    local own = session == nil
-    if own then session = transport.session() end
-    local token, err, attempts = exchange(conf, session)
-    if own then session:close() end
+    local token, err, attempts
+    if session == nil then
+        -- a connection of its own, closed before returning whatever
+        -- happens: dropped sessions would hold sockets until a collection
+        session = transport.session()
+        local ok
+        ok, token, err, attempts = pcall(exchange, conf, session)
+        session:close()
+        if not ok then error(token, 0) end
+    else
+        token, err, attempts = exchange(conf, session)
+    end
     if token then return token, nil, attempts end
     return nil, errors.new(err, options.secrets(conf)), attempts
 end

@@ -60,16 +60,6 @@ local function wall_now()
     return ngx.now()
 end
 
--- The C session of this worker: never one inherited across fork.
-local function session(self)
-    local pid = ngx.worker.pid()
-    if self.session_pid ~= pid then
-        self.session = transport.session()
-        self.session_pid = pid
-    end
-    return self.session
-end
-
 -- An error remembered in the dict, as a table again.
 local function decode_error(text)
     local fields = cjson.decode(text)
@@ -80,12 +70,18 @@ local function decode_error(text)
     return errors.new(fields)
 end
 
+-- An error as the dict keeps it: the fields that describe it, each text
+-- bounded, so a failure always fits and never evicts a valid token.
 local function encode_error(err)
+    local text = exchange.server_text
+    local retry_after = err.retry_after
+    if type(retry_after) ~= "number" or retry_after ~= retry_after then retry_after = nil end
     return cjson.encode {
-        kind = err.kind, status = err.status, code = err.code, message = err.message,
-        detail = err.detail, retryable = err.retryable, attempts = err.attempts,
-        retry_after = err.retry_after,
-    }
+        kind = err.kind, status = err.status, code = text(err.code),
+        message = text(err.message), detail = text(err.detail),
+        retryable = err.retryable, attempts = err.attempts,
+        retry_after = retry_after and min(retry_after, 86400),
+    } or '{"kind":"network","message":"the last fetch failed"}'
 end
 
 -- Fetch now, holding the lock; store the outcome in the dict for everyone.
@@ -93,7 +89,8 @@ local function fetch_now(self)
     local dict = self.dict
     local policy = self.policy
     local sent_at = wall_now()
-    local ok, token, err = pcall(exchange.fetch, self.conf, session(self))
+    -- a connection of the fetch's own: light threads never share one
+    local ok, token, err = pcall(exchange.fetch, self.conf)
     if not ok then
         dict:delete(self.lock_key)
         error(token, 0)
@@ -117,7 +114,11 @@ local function fetch_now(self)
         dict:delete(self.lock_key)
         return header
     end
-    dict:set(self.fail_key, encode_error(err), policy.cooldown)
+    local stored, why = dict:set(self.fail_key, encode_error(err), policy.cooldown)
+    if not stored then
+        ngx.log(ngx.ERR, "oauth2: cannot remember the failure in lua_shared_dict '",
+            self.dict_name, "': ", why)
+    end
     dict:delete(self.lock_key)
     return nil, err
 end

@@ -8,8 +8,8 @@
 
 local core = require "oauth2.core"
 
-local type, pairs, ipairs, tostring, error =
-      type, pairs, ipairs, tostring, error
+local type, pairs, ipairs, tostring, tonumber, error =
+      type, pairs, ipairs, tostring, tonumber, error
 local getenv = os.getenv
 local concat, sort = table.concat, table.sort
 local find, match, gsub, lower = string.find, string.match, string.gsub, string.lower
@@ -42,7 +42,9 @@ _M.defaults = {
 -- The options that hold secrets: never echoed, scrubbed from errors.
 _M.SECRET_OPTIONS = { "client_secret", "access_token", "thousandeyes_bearer_token" }
 
-local SECRET = {}
+-- Options whose values are never echoed in a message: the secrets, and
+-- the proxy, whose URL may carry a password.
+local SECRET = { proxy = true }
 for _, name in ipairs(_M.SECRET_OPTIONS) do SECRET[name] = true end
 
 local function fail(level, fmt, ...)
@@ -83,23 +85,44 @@ function check.boolean(value)
     return value
 end
 
-function check.positive(value)
-    if type(value) ~= "number" or value ~= value then return nil, "must be a number" end
-    if value <= 0 or value == huge then return nil, "must be a positive number" end
-    return value
-end
+local DAY = 86400
 
-function check.count(value)
-    if type(value) ~= "number" or value ~= floor(value) or value < 0 or value == huge then
-        return nil, "must be a non-negative integer"
+-- A positive number of seconds, at most `limit` (NaN and infinity refused).
+local function seconds(limit)
+    return function(value)
+        if type(value) ~= "number" or value ~= value then return nil, "must be a number" end
+        if value <= 0 or value > limit then
+            return nil, ("must be a positive number of seconds, at most %d"):format(limit)
+        end
+        return value
     end
-    return floor(value)
 end
 
--- A size in bytes.
-function check.size(value)
-    local v = check.count(value)
-    if not v or v < 1 then return nil, "must be a positive integer" end
+-- A whole number from `low` to `high`.
+local function integer(low, high)
+    return function(value)
+        if type(value) ~= "number" or value ~= floor(value) or value < low or value > high then
+            return nil, ("must be an integer from %d to %d"):format(low, high)
+        end
+        return floor(value)
+    end
+end
+
+-- Schemes libcurl takes for a proxy.
+local PROXY_SCHEMES = {
+    http = true, https = true, socks4 = true, socks4a = true, socks5 = true, socks5h = true,
+}
+
+-- A proxy URL with its scheme; its userinfo is a secret (never echoed).
+function check.proxy(value)
+    local v, why = check.string(value)
+    if not v then return nil, why end
+    local parts = core.parse_url(v)
+    if not parts or not PROXY_SCHEMES[lower(parts.scheme or "")] or not parts.host
+            or parts.host == "" then
+        return nil, "must be a proxy URL: http, https, socks4, socks4a, socks5 or "
+            .. "socks5h://host:port"
+    end
     return v
 end
 
@@ -150,21 +173,21 @@ _M.schema = {
     token_url = check.string,
     auth_method = check.auth_method,
     access_token = check.header,
-    timeout = check.positive,
-    connect_timeout = check.positive,
-    retries = check.count,
-    deadline = check.positive,
-    backoff_base = check.positive,
-    backoff_max = check.positive,
+    timeout = seconds(DAY),
+    connect_timeout = seconds(DAY),
+    retries = integer(0, 100),
+    deadline = seconds(DAY),
+    backoff_base = seconds(3600),
+    backoff_max = seconds(3600),
     ca_file = check.string,
     ca_path = check.string,
     cert = check.string,
     key = check.string,
-    proxy = check.string,
+    proxy = check.proxy,
     verify = check.boolean,
     allow_http = check.boolean,
     user_agent = check.header,
-    max_body = check.size,
+    max_body = integer(1, 1024 * 1024 * 1024),
     session = check.session,
 }
 
@@ -281,6 +304,15 @@ function _M.validate(opts, level)
         end
         conf.url = host .. _M.TOKEN_PATH
     end
+    -- plain http is allowed without allow_http only to this machine: no
+    -- proxy, which may be anywhere, may see the secret travel in clear
+    if not conf.allow_http and lower(match(conf.url, "^(%a+):") or "") == "http" then
+        if conf.proxy then
+            fail(level, "option 'proxy' would carry the client secret over plain http:// "
+                .. "(use https, or set allow_http = true)")
+        end
+        conf.no_proxy = true
+    end
 
     return conf
 end
@@ -312,15 +344,54 @@ function _M.validate_cached(opts, level)
     return conf
 end
 
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+-- Standard base64 (RFC 4648), for the Basic credential as it travels.
+local function base64(text)
+    local out = {}
+    for i = 1, #text, 3 do
+        local a, b, c = text:byte(i, i + 2)
+        local n = a * 65536 + (b or 0) * 256 + (c or 0)
+        local chars = {}
+        for k = 1, 4 do
+            local index = floor(n / 64 ^ (4 - k)) % 64
+            chars[k] = B64:sub(index + 1, index + 1)
+        end
+        if not b then chars[3] = "=" end
+        if not c then chars[4] = "=" end
+        out[#out + 1] = concat(chars)
+    end
+    return concat(out)
+end
+
+local function percent_decode(text)
+    return (gsub(text, "%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
 -- The secrets of a configuration, as they are and in the encoded forms in
 -- which they travel: what errors must never show.  Made only on failure.
 function _M.secrets(conf)
     local secrets = {}
-    for _, name in ipairs(_M.SECRET_OPTIONS) do
-        if conf[name] then
-            secrets[#secrets + 1] = conf[name]
-            local escaped = core.escape(conf[name])
-            if escaped ~= conf[name] then secrets[#secrets + 1] = escaped end
+    local function add(value)
+        if value and value ~= "" then
+            secrets[#secrets + 1] = value
+            local escaped = core.escape(value)
+            if escaped ~= value then secrets[#secrets + 1] = escaped end
+        end
+    end
+    for _, name in ipairs(_M.SECRET_OPTIONS) do add(conf[name]) end
+    if conf.auth_method == "client_secret_basic" and conf.client_secret then
+        -- the Authorization header a server may echo back
+        secrets[#secrets + 1] = base64(core.escape(conf.client_id) .. ":"
+            .. core.escape(conf.client_secret))
+    end
+    -- a proxy's user and password, encoded and decoded
+    local userinfo = conf.proxy and match(conf.proxy, "^[%w+.-]+://([^/]*)@")
+    if userinfo then
+        add(userinfo)
+        for part in userinfo:gmatch("[^:]+") do
+            add(part)
+            add(percent_decode(part))
         end
     end
     return secrets
@@ -348,6 +419,7 @@ function _M.request(conf)
         cert = conf.cert,
         key = conf.key,
         proxy = conf.proxy,
+        no_proxy = conf.no_proxy,
         user_agent = conf.user_agent,
         max_body = conf.max_body,
         response_headers = NO_HEADERS,

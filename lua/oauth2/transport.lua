@@ -36,6 +36,10 @@ function _M.sleep(seconds)
     return core.sleep(seconds)
 end
 
+-- Seconds past an exchange's timeout after which its session is taken
+-- over, should its owner never step it again.
+local BUSY_GRACE = 1
+
 local Session = {}
 Session.__index = Session
 
@@ -46,8 +50,13 @@ function Session:request(req)
     -- outside nginx: the core's blocking loop (the same start and steps)
     if ngx == nil then return session:request(req) end
     if session:busy() then
-        -- a concurrent user (another light thread) holds it
-        return nil, { kind = "config", message = "session is busy with another exchange" }
+        if core.now() < self.busy_until then
+            -- a concurrent user (another light thread) holds it
+            return nil, { kind = "config", message = "session is busy with another exchange" }
+        end
+        -- its owner never came back for it (a killed light thread, an
+        -- aborted request): the exchange is past its timeout, take over
+        session:cancel()
     end
     if not can_yield() then
         if ngx.get_phase() == "init" then return session:request(req) end
@@ -58,6 +67,7 @@ function Session:request(req)
     end
     local ok, err = session:start(req)
     if not ok then return nil, err end
+    self.busy_until = core.now() + (req.timeout or 30) + BUSY_GRACE
     -- poll without waiting, yield between polls, back off to 20 ms
     local pause = 0.001
     while true do
@@ -83,7 +93,6 @@ function Session:close()
     end
 end
 Session.__close = Session.close
-Session.__gc = Session.close
 
 function Session:__tostring()
     return self.core and "oauth2.session (open)" or "oauth2.session (closed)"
@@ -91,7 +100,7 @@ end
 
 -- A new session: one reusable connection to the token endpoint.
 function _M.session()
-    return setmetatable({ core = core.session() }, Session)
+    return setmetatable({ core = core.session(), busy_until = 0 }, Session)
 end
 
 return _M
