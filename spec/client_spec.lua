@@ -319,9 +319,23 @@ describe("oauth2.client", function()
     end)
 
     describe("connection and lifecycle", function()
-        it("reuses one connection across refreshes", function()
+        it("holds no connection between fetches, so a dropped client holds none", function()
             server:control { expires_in = 1000 }
             local client = new_client()
+            for i = 0, 3 do
+                clock.t = 1000 + i * 850
+                assert(client:token())
+            end
+            local stats = server:stats()
+            assert.equals(4, stats.token_requests)
+            assert.equals(4, stats.token_connections)
+        end)
+
+        it("reuses the caller's session across refreshes when given one", function()
+            server:control { expires_in = 1000 }
+            local session = oauth2.session()
+            finally(function() session:close() end)
+            local client = new_client { session = session }
             for i = 0, 3 do
                 clock.t = 1000 + i * 850
                 assert(client:token())

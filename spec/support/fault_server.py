@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -79,7 +80,7 @@ def big_body(size):
     return b"{" + b" " * (size - 2) + b"}"
 
 
-def fault(mode, path, conn, wfile):
+def fault(mode, path, headers, conn, wfile):
     """Answer one request according to mode; False to close the connection."""
     token = {"access_token": "fault-token-0123456789", "token_type": "Bearer", "expires_in": 3600}
     if mode == "ok":
@@ -156,6 +157,32 @@ def fault(mode, path, conn, wfile):
     elif mode == "retry-after-huge":
         wfile.write(problem(429, "Too Many Requests", {"title": "Too Many Requests"},
                             [("Retry-After", "999999999")]))
+    elif mode == "reset-infinite":
+        wfile.write(problem(429, "Too Many Requests", {"title": "Too Many Requests"},
+                            [("X-Organization-Rate-Limit-Reset", "1e400")]))
+    elif mode.startswith("token-"):
+        # an access_token or token_type that must not be trusted
+        bad = {"token-crlf": {"access_token": "abc\r\nX-Injected: 1"},
+               "token-nul": {"access_token": "abc\u0000def"},
+               "token-escape": {"access_token": "abc\u001b[31mdef"},
+               "token-space": {"access_token": "abc def"},
+               "token-long": {"access_token": "a" * 20000},
+               "token-type-mac": {"token_type": "mac"},
+               "token-type-number": {"token_type": 7},
+               "token-type-lower": {"token_type": "bearer"}}[mode]
+        wfile.write(json_response(200, "OK", dict(token, **bad)))
+    elif mode == "description-control":
+        wfile.write(json_response(401, "Unauthorized", {
+            "error": "invalid_client\u001b[2J",
+            "error_description": "bad\r\nFAKE LOG LINE\u001b]0;title\u0007 client"}))
+    elif mode == "description-long":
+        wfile.write(problem(400, "Bad Request", {"title": "T" * 100000, "detail": "D" * 100000,
+                                                 "errors": [{"field": "f", "message": "m"}] * 1000}))
+    elif mode == "echo-basic":
+        # a server that quotes the Authorization header back in its error
+        wfile.write(json_response(401, "Unauthorized", {
+            "error": "invalid_client",
+            "error_description": "rejected " + headers.get("authorization", "")}))
     elif mode == "flaky":
         # /flaky/<key>: 503 twice, then a token
         key = path.split("/")[2] if path.count("/") >= 2 else ""
@@ -180,9 +207,9 @@ class FaultHandler(socketserver.StreamRequestHandler):
                 return
             if request is None:
                 return
-            _, path, _, _ = request
+            _, path, headers, _ = request
             mode = path.strip("/").split("/")[0]
-            keep = fault(mode, path, self.connection, self.wfile)
+            keep = fault(mode, path, headers, self.connection, self.wfile)
             try:
                 self.wfile.flush()
             except OSError:
@@ -236,6 +263,14 @@ def main():
         context = serverlib.tls_context(os.path.join(ARGS.certs, name + ".pem"),
                                         os.path.join(ARGS.certs, name + ".key"))
         servers[name] = TLSServer(("127.0.0.1", 0), FaultHandler, context)
+    # TLS 1.1 at most, with a certificate the test CA signed: a client must
+    # refuse it however its TLS library is configured
+    old_tls = serverlib.tls_context(os.path.join(ARGS.certs, "server.pem"),
+                                    os.path.join(ARGS.certs, "server.key"))
+    old_tls.set_ciphers("ALL:@SECLEVEL=0")
+    old_tls.minimum_version = ssl.TLSVersion.TLSv1
+    old_tls.maximum_version = ssl.TLSVersion.TLSv1_1
+    servers["tls11"] = TLSServer(("127.0.0.1", 0), FaultHandler, old_tls)
     # a port that refuses: bound, then closed again
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))

@@ -207,6 +207,7 @@ function _M.start_faults()
     local function port(name) return ("%d"):format(ports[name]) end
     server.ca_file = dir .. "/ca.pem"
     server.refused_url = "http://127.0.0.1:" .. port("refused") .. "/v7/oauth2/token"
+    server.seen_port = port("target")
     function server.url(mode)
         return "http://127.0.0.1:" .. port("http") .. "/" .. mode .. "/v7/oauth2/token"
     end

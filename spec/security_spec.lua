@@ -1,0 +1,426 @@
+-- What a hostile network, a careless caller and a hostile environment try:
+-- proxy credentials, untrusted token answers, deadlines, wedged fetches,
+-- Lua running inside the C core, absurd numbers, plain http through a
+-- proxy, resources without close, and the smaller hardening items.
+
+local oauth2 = require "oauth2"
+local core = require "oauth2.core"
+local exchange = require "oauth2.exchange"
+local fake = require "server"
+local shell = require "shell"
+
+local SECRET = "sentinel-Secret-sec-77b1"
+local PROXY_PASSWORD = "sentinel-ProxyPw-41c9"
+
+-- Run Lua code in a child interpreter with extra environment; returns the
+-- exit code and everything it printed.
+local function child(code, env)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write(code)
+    f:close()
+    local status, out = shell.run(shell.lua_command(env, shell.quote(path)), { lua = true })
+    os.remove(path)
+    return status, out
+end
+
+-- A garbage object that runs fn when collected (userdata on 5.1 and
+-- LuaJIT, whose tables have no finalizers).
+local function finalized(fn)
+    if newproxy then -- luacheck: ignore
+        local proxy = newproxy(true) -- luacheck: ignore
+        getmetatable(proxy).__gc = fn
+    else
+        setmetatable({}, { __gc = fn })
+    end
+end
+
+-- Whether a coroutine may yield across pcall (5.2+, LuaJIT; not 5.1).
+local function yields_across_pcall()
+    local thread = coroutine.create(function() pcall(coroutine.yield, 1) end)
+    local ok, value = coroutine.resume(thread)
+    return ok and value == 1
+end
+
+-- Open file descriptors of this process.
+local function open_fds()
+    local _, out = shell.run("ls /proc/" .. (shell.read_file("/proc/self/stat")
+        or ""):match("^(%d+)") .. "/fd | wc -l")
+    return tonumber(out:match("%d+"))
+end
+
+describe("security", function()
+    local faults, server
+
+    setup(function()
+        faults = fake.start_faults()
+        server = fake.start()
+    end)
+    teardown(function()
+        if faults then faults:stop() end
+        if server then server:stop() end
+    end)
+    before_each(function()
+        server:reset { clients = { ["sec-id"] = SECRET } }
+    end)
+
+    local function opts(extra)
+        local o = { token_url = faults.url("ok"), client_id = "fault-id",
+                    client_secret = SECRET, retries = 0, timeout = 2, deadline = 3 }
+        for k, v in pairs(extra or {}) do o[k] = v end
+        return o
+    end
+
+    describe("proxy credentials", function()
+        local proxy = "htp://user:" .. PROXY_PASSWORD .. "@127.0.0.1:9"
+
+        it("refuses a proxy URL libcurl cannot use, without echoing it", function()
+            for _, bad in ipairs { proxy, "user:" .. PROXY_PASSWORD .. "@127.0.0.1:9",
+                                   "http://", "not a url" } do
+                local ok, message = pcall(oauth2.token, opts { proxy = bad })
+                assert.is_false(ok)
+                assert.matches("option 'proxy' must be a proxy URL", message)
+                assert.is_nil(message:find(PROXY_PASSWORD, 1, true))
+            end
+        end)
+
+        it("keeps the option's password out of errors, stats and tostring", function()
+            -- a well-formed proxy nobody listens on
+            local refused = "http://user:" .. PROXY_PASSWORD .. "@127.0.0.1:"
+                .. faults.refused_url:match(":(%d+)/")
+            local client = oauth2.client(opts { token_url = "https://127.0.0.1:1/v7/oauth2/token",
+                                                proxy = refused })
+            finally(function() client:close() end)
+            local token, err = client:token()
+            assert.is_nil(token)
+            assert.equals("network", err.kind)
+            local shown = tostring(err) .. tostring(client:stats().last_error) .. tostring(client)
+            assert.is_nil(shown:find(PROXY_PASSWORD, 1, true), shown)
+        end)
+
+        it("keeps the environment's proxy password out of libcurl's texts, and does "
+            .. "not retry it", function()
+            local code, out = child([[
+                local oauth2 = require "oauth2"
+                local token, err = oauth2.token { token_url = "https://127.0.0.1:1/x",
+                    client_id = "id", client_secret = "secret-secret", retries = 3,
+                    backoff_base = 0.01 }
+                print(err.kind, err.attempts, tostring(err))
+            ]], { https_proxy = "http://user:" .. PROXY_PASSWORD .. "@[::1" })
+            assert.equals(0, code, out)
+            assert.matches("^config\t1\t", out)
+            assert.matches("%[redacted%]", out)
+            assert.is_nil(out:find(PROXY_PASSWORD, 1, true), out)
+        end)
+
+        it("keeps the password out of the command-line tool's stderr", function()
+            local code, out = shell.run(shell.lua_command(
+                { https_proxy = "htp://user:" .. PROXY_PASSWORD .. "@127.0.0.1:9",
+                  THOUSANDEYES_CLIENT_ID = "id", THOUSANDEYES_CLIENT_SECRET = SECRET },
+                "bin/thousandeyes-token --host https://127.0.0.1:1"), { lua = true })
+            assert.is_not.equals(0, code)
+            assert.matches("config error", out)
+            assert.is_nil(out:find(PROXY_PASSWORD, 1, true), out)
+            assert.is_nil(out:find(SECRET, 1, true), out)
+        end)
+    end)
+
+    describe("the token endpoint's answer", function()
+        for _, mode in ipairs { "token-crlf", "token-nul", "token-escape", "token-space",
+                                "token-long" } do
+            it("refuses an access_token that is not a bearer token: " .. mode, function()
+                local token, err = oauth2.token(opts { token_url = faults.url(mode) })
+                assert.is_nil(token)
+                assert.equals("protocol", err.kind)
+                assert.matches("b64token", err.message)
+            end)
+        end
+
+        it("refuses a token_type other than Bearer", function()
+            for _, mode in ipairs { "token-type-mac", "token-type-number" } do
+                local token, err = oauth2.token(opts { token_url = faults.url(mode) })
+                assert.is_nil(token, mode)
+                assert.equals("protocol", err.kind)
+                assert.matches("token_type is not Bearer", err.message)
+            end
+        end)
+
+        it("takes bearer in any case, as Bearer", function()
+            local token = assert(oauth2.token(opts { token_url = faults.url("token-type-lower") }))
+            assert.equals("Bearer", token.token_type)
+        end)
+
+        it("strips control characters from server text in errors", function()
+            local token, err = oauth2.token(opts { token_url = faults.url("description-control") })
+            assert.is_nil(token)
+            local text = tostring(err)
+            assert.is_nil(text:find("%c"), text)
+            assert.matches("FAKE LOG LINE", text)
+            assert.equals("invalid_client[2J", err.code)
+        end)
+
+        it("bounds the length of server text in errors", function()
+            local _, err = oauth2.token(opts { token_url = faults.url("description-long") })
+            assert.is_true(#tostring(err) < 2000, #tostring(err))
+            assert.is_true(#err.errors <= 20)
+        end)
+
+        it("scrubs the Basic credential a server echoes back", function()
+            local _, err = oauth2.token(opts { token_url = faults.url("echo-basic"),
+                                                auth_method = "client_secret_basic" })
+            assert.equals(401, err.status)
+            assert.matches("rejected Basic %[redacted%]", tostring(err))
+        end)
+    end)
+
+    describe("numbers from the server", function()
+        it("caps an infinite rate-limit reset at a day", function()
+            local _, err = oauth2.token(opts { token_url = faults.url("reset-infinite") })
+            assert.equals(429, err.status)
+            assert.equals(86400, err.retry_after)
+        end)
+    end)
+
+    describe("the deadline", function()
+        local saved
+        before_each(function()
+            saved = {}
+            for k, v in pairs(exchange.runtime) do saved[k] = v end
+        end)
+        after_each(function()
+            for k, v in pairs(saved) do exchange.runtime[k] = v end
+        end)
+
+        it("returns an error, never raises, when a backoff sleep overshoots it", function()
+            local t = 0
+            exchange.runtime.now = function() return t end
+            -- the sleep takes far longer than asked
+            exchange.runtime.sleep = function(seconds) t = t + seconds + 10 end
+            exchange.runtime.random = function() return 1 end
+            local ok, token, err = pcall(oauth2.token, opts {
+                token_url = faults.url("flaky/deadline"), retries = 5, deadline = 5,
+                backoff_base = 1 })
+            assert.is_true(ok, token)
+            assert.is_nil(token)
+            assert.equals(503, err.status)
+            assert.equals(1, err.attempts)
+            assert.matches("deadline passed", err.message)
+        end)
+
+        it("never hands the C core a zero timeout", function()
+            local session = core.session()
+            finally(function() session:close() end)
+            assert.has_error(function()
+                session:request { url = faults.url("ok"), timeout = 0 }
+            end, "request.timeout must be a positive number of seconds")
+        end)
+    end)
+
+    describe("a fetch that never comes back", function()
+        -- a session that yields mid-request, as a light thread would
+        local function yielding_session()
+            return { request = function()
+                coroutine.yield("suspended")
+                return { status = 200, body = '{"access_token":"late","expires_in":60}' }
+            end }
+        end
+
+        local it_yields = yields_across_pcall() and it or pending
+        it_yields("lapses after its deadline, so the next caller fetches", function()
+            local clock = { t = 100 }
+            local client = oauth2.client(opts {
+                token_url = faults.url("ok"), session = yielding_session(), deadline = 5,
+                clock = function() return clock.t end })
+            finally(function() client:close() end)
+            -- the first caller's coroutine is abandoned mid-fetch
+            local thread = coroutine.create(function() return client:token() end)
+            assert.equals("suspended", select(2, coroutine.resume(thread)))
+            local token, err = client:token()
+            assert.is_nil(token)
+            assert.matches("another caller is fetching", err.message)
+            clock.t = 100 + 5 + 2
+            -- the second caller's fetch yields too: resume it to its end
+            local second = coroutine.create(function() return client:token() end)
+            coroutine.resume(second)
+            local ok, late = coroutine.resume(second)
+            assert.is_true(ok)
+            assert.equals("late", late.access_token)
+        end)
+
+        it("does not wedge when the clock raises", function()
+            local broken = true
+            local client = oauth2.client(opts { clock = function()
+                if broken then error("clock broke") end
+                return 1
+            end })
+            finally(function() client:close() end)
+            assert.has_error(function() client:token() end)
+            broken = false
+            assert.equals("fault-token-0123456789", assert(client:token()).access_token)
+        end)
+
+        it("does not wedge when the session raises", function()
+            local raising = true
+            local good = oauth2.session()
+            finally(function() good:close() end)
+            local session = { request = function(_, req)
+                if raising then error("session broke") end
+                return good:request(req)
+            end }
+            local client = oauth2.client(opts { session = session })
+            finally(function() client:close() end)
+            assert.has_error(function() client:token() end)
+            raising = false
+            assert.equals("fault-token-0123456789", assert(client:token()).access_token)
+        end)
+    end)
+
+    describe("the C core with Lua running inside it", function()
+        it("reads the request table raw: no metamethod runs", function()
+            local session = core.session()
+            finally(function() session:close() end)
+            local ran = false
+            local request = setmetatable({ url = faults.url("ok"), timeout = 2 },
+                { __index = function() ran = true end })
+            local res = assert(session:request(request))
+            assert.equals(200, res.status)
+            assert.is_false(ran)
+        end)
+
+        it("defers a close from a finalizer and refuses re-entrant use", function()
+            local session = core.session()
+            local reentrant, ran, armed = 0, 0, false
+            -- finalizers that reuse and close the session, collected while
+            -- the core allocates inside a call
+            local function bait()
+                finalized(function()
+                    if not armed then return end
+                    ran = ran + 1
+                    local ok, why = pcall(session.request, session, { url = faults.url("ok") })
+                    if not ok and tostring(why):find("in use by a call in progress") then
+                        reentrant = reentrant + 1
+                    end
+                    session:close()
+                end)
+            end
+            finally(function()
+                collectgarbage("setpause", 200)
+                collectgarbage("setstepmul", 200)
+                session:close()
+            end)
+            local closed_inside = 0
+            for _ = 1, 20 do
+                local fresh = core.session()
+                session = fresh
+                local request = { url = faults.url("ok"), timeout = 2 }
+                collectgarbage()
+                collectgarbage("stop")
+                for _ = 1, 20 do bait() end
+                -- from here every allocation runs a whole collection
+                collectgarbage("restart")
+                collectgarbage("setpause", 0)
+                collectgarbage("setstepmul", 1000000)
+                armed = true
+                local ok, res = pcall(fresh.request, fresh, request)
+                armed = false
+                collectgarbage("setpause", 200)
+                collectgarbage("setstepmul", 200)
+                -- the call finished whole, even when a finalizer closed it meanwhile
+                assert.is_true(ok, res)
+                assert.equals(200, res.status)
+                if tostring(fresh):find("closed") then closed_inside = closed_inside + 1 end
+                collectgarbage()
+            end
+            assert.is_true(ran > 0)
+            -- some finalizers ran inside a call: refused, and their close deferred
+            assert.is_true(reentrant > 0, "no finalizer ran inside a call")
+            assert.is_true(closed_inside > 0)
+        end)
+    end)
+
+    describe("plain http to this machine", function()
+        it("never goes through a proxy of the environment", function()
+            local target = "http://127.0.0.1:" .. faults.seen_port
+            local code, out = child([[
+                local oauth2 = require "oauth2"
+                local token, err = oauth2.token { token_url = ]] .. ("%q"):format(faults.url("ok"))
+                .. [[, client_id = "id", client_secret = "secret-secret", retries = 0 }
+                print(token and token.access_token or tostring(err))
+            ]], { http_proxy = target, all_proxy = target })
+            assert.equals(0, code, out)
+            assert.matches("fault%-token%-0123456789", out)
+            assert.equals(0, faults.seen().connections)
+        end)
+
+        it("refuses a proxy option for it unless allow_http is set", function()
+            assert.has_error(function()
+                oauth2.token(opts { proxy = "http://127.0.0.1:3128" })
+            end)
+            -- said so: the proxy is used (and, here, refuses)
+            local token, err = oauth2.token(opts { proxy = faults.refused_url:match("^(.-)/v7"),
+                                                    allow_http = true })
+            assert.is_nil(token)
+            assert.equals("network", err.kind)
+        end)
+    end)
+
+    describe("resources without close", function()
+        it("holds no socket for a dropped client or a one-shot call", function()
+            local before = open_fds()
+            for i = 1, 200 do
+                local client = oauth2.client { token_url = server.https_url .. "/v7/oauth2/token",
+                    client_id = "sec-id", client_secret = SECRET, ca_file = server.ca_file,
+                    scope = "s" .. i }
+                assert(client:token())
+                assert(oauth2.token { token_url = server.https_url .. "/v7/oauth2/token",
+                    client_id = "sec-id", client_secret = SECRET, ca_file = server.ca_file })
+            end
+            local after = open_fds()
+            assert.is_true(after - before < 5, ("%d fds before, %d after"):format(before, after))
+        end)
+    end)
+
+    describe("the C core's request checks", function()
+        local session
+        before_each(function() session = core.session() end)
+        after_each(function() session:close() end)
+
+        it("refuses framing headers", function()
+            for _, name in ipairs { "Content-Length", "transfer-encoding", "HOST" } do
+                local res, err = session:request { url = faults.url("ok"), timeout = 2,
+                                                   headers = { [name] = "1" } }
+                assert.is_nil(res)
+                assert.equals("config", err.kind)
+                assert.matches("frames the message", err.message)
+            end
+        end)
+
+        it("refuses a URL without a scheme", function()
+            local res, err = session:request { url = faults.url("ok"):gsub("^http://", ""),
+                                               timeout = 2 }
+            assert.is_nil(res)
+            assert.equals("config", err.kind)
+        end)
+
+        it("refuses TLS below 1.2 even when OpenSSL's configuration allows it", function()
+            local dir = shell.temp_dir()
+            finally(function() shell.run("rm -rf " .. shell.quote(dir)) end)
+            local f = assert(io.open(dir .. "/openssl.cnf", "w"))
+            f:write("openssl_conf = default_conf\n[default_conf]\nssl_conf = ssl_sect\n"
+                .. "[ssl_sect]\nsystem_default = system_default_sect\n"
+                .. "[system_default_sect]\nMinProtocol = TLSv1\n"
+                .. "CipherString = ALL:@SECLEVEL=0\n")
+            f:close()
+            local code, out = child([[
+                local core = require "oauth2.core"
+                local session = core.session()
+                local res, err = session:request { url = ]]
+                .. ("%q"):format(faults.tls_url("tls11")) .. [[, timeout = 3,
+                    ca_file = ]] .. ("%q"):format(faults.ca_file) .. [[ }
+                print(res and ("status " .. res.status) or (err.kind .. " " .. err.message))
+            ]], { OPENSSL_CONF = dir .. "/openssl.cnf" })
+            assert.equals(0, code, out)
+            assert.matches("^tls ", out)
+        end)
+    end)
+end)
