@@ -8,7 +8,8 @@
  * Input: fields separated by 0xFE bytes:
  *   escape-input, url-to-parse, header-name, header-value, form-name,
  *   form-value, request-url, then 8 bytes that become the timeout (double)
- *   and a ninth whose low bit marks the request reuse.
+ *   and a ninth whose low bit marks the request reuse and whose next bit
+ *   sends it through the public methods with hostile Lua running inside.
  */
 #include <lualib.h>
 
@@ -16,12 +17,34 @@
 
 static lua_State *state;
 
+/*
+ * The same request through the public methods, with Lua running inside
+ * them: a metamethod on the request table (never called: fields are read
+ * raw) and finalizers, collected while the core allocates, that reuse and
+ * close the session.  The transfer is cancelled before it is stepped.
+ */
+static const char hostile_chunk[] =
+    "local session, request = ...\n"
+    "setmetatable(request, { __index = function()\n"
+    "    pcall(session.start, session, request); session:close() end })\n"
+    "for _ = 1, 4 do\n"
+    "    setmetatable({}, { __gc = function()\n"
+    "        pcall(session.start, session, request); session:close() end })\n"
+    "end\n"
+    "collectgarbage('setpause', 0)\n"
+    "if pcall(session.start, session, request) then pcall(session.cancel, session) end\n"
+    "pcall(session.header, session, 'x-a')\n"
+    "collectgarbage('setpause', 200)\n";
+
 static void init(void)
 {
     state = luaL_newstate();
     luaL_openlibs(state);
     luaL_requiref(state, "oauth2.core", luaopen_oauth2_core, 0);
     lua_setglobal(state, "core");
+    if (luaL_loadstring(state, hostile_chunk) != 0)
+        abort();
+    lua_setglobal(state, "hostile");
 }
 
 /* The n-th 0xFE-separated field of data (empty when absent). */
@@ -110,6 +133,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_setfield(state, -2, "max_body");
     lua_pushboolean(state, n[7] > 8 && (p[7][8] & 1));
     lua_setfield(state, -2, "reuse");
+    if (n[7] > 8 && (p[7][8] & 2)) {
+        lua_getglobal(state, "hostile");
+        lua_replace(state, -4); /* in place of start_request */
+    }
     lua_pcall(state, 2, 0, 0); /* bad numbers raise: that is fine */
     lua_settop(state, 0);
     lua_gc(state, LUA_GCCOLLECT, 0); /* sessions are closed by __gc */

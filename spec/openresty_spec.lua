@@ -170,6 +170,34 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(200, (get("/v7/tests")))
     end)
 
+    it("remembers a 429 with an absurd reset, and tells a finite Retry-After", function()
+        server:control { script = { { status = 429,
+            headers = { ["X-Organization-Rate-Limit-Reset"] = "1e400" } } } }
+        start_nginx { cooldown = 5 }
+        local status, headers = get("/v7/tests")
+        assert.equals(503, status)
+        local retry_after = tonumber(headers["retry-after"])
+        assert.is_true(retry_after ~= nil and retry_after >= 5 and retry_after <= 86400,
+            tostring(headers["retry-after"]))
+        assert.equals(math.floor(retry_after), retry_after)
+        -- remembered: the next request does not reach the token endpoint
+        assert.equals(503, (get("/v7/tests")))
+        assert.equals(1, stats().token_requests)
+    end)
+
+    it("lets the next caller go on when a fetching light thread is killed", function()
+        start_nginx {}
+        for _, case in ipairs { { "client", "another caller is fetching" },
+                                { "session", "session is busy" } } do
+            -- the killed thread's token request hangs past every timeout
+            server:control { script = { { status = 503, delay = 3 } } }
+            local status, _, body = get("/killed-" .. case[1])
+            assert.equals(200, status, body)
+            assert.matches("during: [^\n]*" .. case[2], body)
+            assert.matches("after: token", body)
+        end
+    end)
+
     it("invalidates the token for all workers", function()
         start_nginx {}
         assert.equals(200, (get("/v7/tests")))
