@@ -379,9 +379,19 @@ describe("oauth2.client", function()
 
         it("validates its cache options", function()
             assert.has_error(function() new_client { margin = -1 } end,
-                "oauth2: option 'margin' must be a non-negative number")
+                "oauth2: option 'margin' must be a number from 0 to 86400")
+            -- values that would burn the rate budget, refused as in oauth2.openresty
+            assert.has_error(function() new_client { refresh_ratio = 0 } end,
+                "oauth2: option 'refresh_ratio' must be a number above 0 and at most 1")
+            assert.has_error(function() new_client { default_lifetime = 0 } end,
+                "oauth2: option 'default_lifetime' must be a number above 0 and at most "
+                .. "31536000")
+            assert.has_error(function() new_client { cooldown = 0 } end,
+                "oauth2: option 'cooldown' must be a number above 0 and at most 86400")
+            assert.has_error(function() new_client { cooldown = 0 / 0 } end,
+                "oauth2: option 'cooldown' must be a number above 0 and at most 86400")
             assert.has_error(function() new_client { refresh_ratio = 1.5 } end,
-                "oauth2: option 'refresh_ratio' must be in (0, 1]")
+                "oauth2: option 'refresh_ratio' must be a number above 0 and at most 1")
             assert.has_error(function() new_client { clock = 5 } end,
                 "oauth2: option 'clock' must be a function")
             local ok, message = pcall(function()

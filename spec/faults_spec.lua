@@ -161,12 +161,16 @@ describe("oauth2.token against a hostile server", function()
     end)
 
     it("keeps a client working after a fault", function()
+        local clock = { t = 0 }
         local client = oauth2.client { token_url = faults.url("flaky/c"),
-            client_id = "fault-id", client_secret = SECRET, retries = 0, cooldown = 0 }
+            client_id = "fault-id", client_secret = SECRET, retries = 0, cooldown = 1,
+            clock = function() return clock.t end }
         local token, err = client:token()
         assert.is_nil(token)
         assert.equals(503, err.status)
+        clock.t = 2 -- past the cool-down
         assert.is_nil(client:token())
+        clock.t = 4
         token = client:token()
         assert.equals("fault-token-0123456789", token.access_token)
         local stats = client:stats()

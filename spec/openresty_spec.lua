@@ -26,8 +26,28 @@ describe("oauth2.openresty in nginx", function()
             TOKEN_HOST = server.http_url, SECRET = SECRET,
             API_ADDRESS = server.http_url:gsub("^http://", ""),
             MARGIN = policy.margin or "false", REFRESH_RATIO = policy.refresh_ratio or 0.8,
-            COOLDOWN = policy.cooldown or 5,
+            COOLDOWN = policy.cooldown or 5, WORKERS = policy.workers or 2,
+            DICT_SIZE = policy.dict_size or "1m", OPTIONS = policy.options or "",
         }))
+    end
+
+    -- This module's stats as one worker sees them (shared: all workers).
+    local function token_stats()
+        local session = core.session()
+        local res = assert(session:request { url = base .. "/stats", timeout = 10 })
+        session:close()
+        return require("cjson").decode(res.body)
+    end
+
+    -- n GETs of path at once over fresh connections; their statuses.
+    local function burst(path, n)
+        local code, out = shell.run("curl -s --parallel --parallel-immediate --parallel-max " .. n
+            .. " -H 'Connection: close' -o /dev/null -w 'code=%{http_code}\\n' '" .. base
+            .. path .. "?n=[1-" .. n .. "]'")
+        assert.equals(0, code, out)
+        local statuses = {}
+        for status in out:gmatch("code=(%d+)") do statuses[#statuses + 1] = tonumber(status) end
+        return statuses
     end
 
     -- One GET through nginx: status, headers, body.
@@ -220,6 +240,115 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(0, stats().token_requests)
         -- and that refusal did not count as a failed fetch
         assert.equals(200, (get("/v7/tests")))
+    end)
+
+    it("answers 503 after wait_timeout while the endpoint hangs; the fetch goes on", function()
+        server:control { delay = 2 }
+        start_nginx { options = "wait_timeout = 0.3," }
+        local status, headers = get("/v7/tests")
+        assert.equals(503, status)
+        assert.equals("1", headers["retry-after"])
+        for _, code in ipairs(burst("/v7/tests", 20)) do assert.equals(503, code) end
+        -- the one fetch lands in the background and serves everyone
+        local ok = false
+        for _ = 1, 50 do
+            if get("/v7/tests") == 200 then ok = true; break end
+            core.sleep(0.1)
+        end
+        assert.is_true(ok)
+        assert.equals(1, stats().token_requests)
+        assert.matches("waited 0.3 s for the fetch in progress", proxy:error_log())
+    end)
+
+    it("takes over at once the lock of a worker killed mid-fetch", function()
+        server:control { delay = 3 }
+        start_nginx { options = "wait_timeout = 0.2," }
+        assert.equals(503, (get("/v7/tests"))) -- its fetch has started
+        local owner = token_stats().fetching_pid
+        assert.is_number(owner)
+        assert.equals(0, (shell.run("kill -9 " .. owner)))
+        server:control { delay = 0 }
+        -- the lock's lease is 35 s; its owner is gone, so the next fetch starts now
+        local ok = false
+        for _ = 1, 20 do
+            if get("/v7/tests") == 200 then ok = true; break end
+            core.sleep(0.1)
+        end
+        assert.is_true(ok)
+        assert.equals(2, stats().token_requests)
+    end)
+
+    it("refuses options that would break it, when nginx starts", function()
+        for _, case in ipairs {
+            { { refresh_ratio = 0 }, "option 'refresh_ratio' must be a number above 0" },
+            { { cooldown = 0 }, "option 'cooldown' must be a number above 0" },
+            { { options = "default_lifetime = 0," }, "option 'default_lifetime' must be" },
+            { { options = "wait_timeout = -1," }, "option 'wait_timeout' must be" },
+        } do
+            local ok, err = pcall(start_nginx, case[1])
+            assert.is_false(ok)
+            assert.matches(case[2], err, 1, true)
+        end
+    end)
+
+    it("refreshes a short-lived token ahead of its expiry with the default policy", function()
+        -- lifetime 6 s: margin 3 s (half of it), refresh point at 2.4 s
+        server:control { expires_in = 6 }
+        start_nginx {}
+        for _ = 1, 40 do
+            assert.equals(200, (get("/v7/tests")))
+            core.sleep(0.1)
+        end
+        local shared = token_stats().shared
+        -- only the cold start waited: every later token came ahead of time
+        assert.equals(1, shared.waits)
+        assert.is_true(shared.fetches >= 2, "fetches: " .. shared.fetches)
+        assert.equals(0, stats().api_unauthorized)
+    end)
+
+    it("says once when the dict cannot hold the token, and fetches per worker only", function()
+        server:control { token_padding = 12000 }
+        start_nginx { dict_size = "12k" }
+        for _ = 1, 10 do assert.equals(200, (get("/v7/tests"))) end
+        local requests = stats().token_requests
+        assert.is_true(requests >= 1 and requests <= 2, "token requests: " .. requests)
+        local _, warnings = proxy:error_log():gsub("cannot hold the token", "")
+        assert.is_true(warnings >= 1 and warnings <= 2, "warnings: " .. warnings)
+    end)
+
+    it("logs a failure once per cool-down per worker, then with a count", function()
+        local failures = {}
+        for i = 1, 10 do failures[i] = { status = 503 } end
+        server:control { script = failures }
+        start_nginx { cooldown = 1 }
+        for _, code in ipairs(burst("/v7/tests", 50)) do assert.equals(503, code) end
+        local _, lines = proxy:error_log():gsub("no access token for the upstream", "")
+        assert.is_true(lines >= 1 and lines <= 2, "lines: " .. lines)
+        core.sleep(1.2) -- past the cool-down: the next failures are logged again
+        for _, code in ipairs(burst("/v7/tests", 10)) do assert.equals(503, code) end
+        assert.matches("and %d+ more requests since the last message", proxy:error_log())
+    end)
+
+    it("keeps a 429 for as long as the server asked, counting Retry-After down", function()
+        server:control { script = { { status = 429, headers = { ["Retry-After"] = "60" } } } }
+        start_nginx { cooldown = 0.5 }
+        local status, headers = get("/v7/tests")
+        assert.equals(503, status)
+        local first = tonumber(headers["retry-after"])
+        assert.is_true(first >= 59 and first <= 60, tostring(first))
+        core.sleep(1.1) -- past the cool-down, far from the server's minute
+        status, headers = get("/v7/tests")
+        assert.equals(503, status)
+        assert.is_true(tonumber(headers["retry-after"]) < first, headers["retry-after"])
+        assert.equals(1, stats().token_requests)
+    end)
+
+    it("fetches in an nginx thread pool when one is named", function()
+        server:control { delay = 0.3 }
+        start_nginx { options = 'thread_pool = "oauth2",' }
+        for _, code in ipairs(burst("/v7/tests", 50)) do assert.equals(200, code) end
+        assert.equals(1, stats().token_requests)
+        assert.equals(1, token_stats().shared.fetches)
     end)
 
     it("runs the example configuration with only its addresses replaced", function()

@@ -13,60 +13,32 @@
 -- policy, so clients with the same key share one token and clients with
 -- different keys never see each other's.
 
-local core = require "oauth2.core"
 local options = require "oauth2.options"
 local exchange = require "oauth2.exchange"
+local policy_rules = require "oauth2.policy"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
 local type, pairs, error, pcall, setmetatable, tostring =
       type, pairs, error, pcall, setmetatable, tostring
-local max, min, floor, huge, random = math.max, math.min, math.floor, math.huge, math.random
+local max, floor, huge = math.max, math.floor, math.huge
 local concat, format = table.concat, string.format
-local sha256 = core.sha256
 
 local _M = { _VERSION = "0.1.0" }
 
--- The cache policy, beside oauth2.token's options: name -> default.
-_M.policy_defaults = {
-    margin = false,           -- seconds before expiry a token counts as expired;
-                              -- false: the larger of 30 s and 10% of its lifetime
-    refresh_ratio = 0.8,      -- refresh once this share of the lifetime has passed
-    refresh_jitter = 0.05,    -- ... minus up to this share, so clients spread out
-    default_lifetime = 300,   -- seconds, when the endpoint sends no expires_in
-    cooldown = 5,             -- seconds between fetches after a failed one
-    invalidate_cooldown = 10, -- a fetch after invalidate() waits this long after the last
-    clock = false,            -- monotonic seconds; false: the library's clock
-}
+-- The client's own option beside the cache policy (oauth2.policy).
+local CLIENT_OPTIONS = { clock = true }
 
 local fail = options.fail
 
--- Check the policy options; returns the policy table or raises.
+-- Check the policy options and the clock; returns the policy or raises.
 local function check_policy(opts, level)
-    local policy = {}
-    for name, default in pairs(_M.policy_defaults) do
-        local value = opts[name]
-        if value == nil then
-            policy[name] = default
-        elseif name == "clock" then
-            if type(value) ~= "function" then fail(level, "option 'clock' must be a function") end
-            policy[name] = value
-        else
-            if type(value) ~= "number" or value ~= value or value < 0 or value == huge then
-                fail(level, "option '%s' must be a non-negative number", name)
-            end
-            policy[name] = value
-        end
+    local checked = policy_rules.check(opts, level + 1)
+    if opts.clock ~= nil and type(opts.clock) ~= "function" then
+        fail(level, "option 'clock' must be a function")
     end
-    if policy.refresh_ratio <= 0 or policy.refresh_ratio > 1 then
-        fail(level, "option 'refresh_ratio' must be in (0, 1]")
-    end
-    if policy.refresh_jitter >= 1 then fail(level, "option 'refresh_jitter' must be below 1") end
-    if policy.default_lifetime <= 0 then
-        fail(level, "option 'default_lifetime' must be a positive number")
-    end
-    policy.clock = policy.clock or transport.now
-    return policy
+    checked.clock = opts.clock or transport.now
+    return checked
 end
 
 -- Numbers for clock functions, so clients on different clocks (whose
@@ -82,19 +54,11 @@ local function clock_id(clock)
     return clock_ids[clock]
 end
 
--- The cache key: what makes two tokens interchangeable, and the policy
--- that times them (so thresholds can live in the shared entry).  Secrets
--- enter it only hashed, each under its own label.
+-- The cache key: the token's (oauth2.policy), and the policy that times
+-- it, so thresholds can live in the shared entry.
 local function cache_key(conf, policy)
-    local function hashed(label, value)
-        return value and sha256(label .. "\0" .. value) or ""
-    end
     return concat({
-        conf.url, conf.client_id, conf.grant_type, conf.auth_method,
-        conf.scope or "", conf.x_tenant_id or "",
-        hashed("client_secret", conf.client_secret),
-        hashed("thousandeyes_bearer_token", conf.thousandeyes_bearer_token),
-        hashed("access_token", conf.access_token),
+        policy_rules.cache_key(conf),
         format("%s %.17g %.17g %.17g %.17g %.17g %d", tostring(policy.margin),
             policy.refresh_ratio, policy.refresh_jitter, policy.default_lifetime,
             policy.cooldown, policy.invalidate_cooldown, clock_id(policy.clock)),
@@ -129,16 +93,13 @@ Client.__index = Client
 
 -- Store a new token in the entry, with its refresh and expiry points.
 local function store_token(entry, token, sent_at, policy)
-    local lifetime = token.expires_in or policy.default_lifetime
-    local margin = policy.margin or max(30, 0.1 * lifetime)
-    margin = min(margin, lifetime / 2)
-    local share = policy.refresh_ratio * (1 - policy.refresh_jitter * random())
+    local lifetime, refresh_at, expire_at = policy_rules.schedule(policy, token, sent_at)
     entry.token = token
     entry.header = "Bearer " .. token.access_token
     entry.fetched_at = sent_at
     entry.lifetime = lifetime
-    entry.expire_after = sent_at + lifetime - margin
-    entry.refresh_after = min(sent_at + lifetime * share, entry.expire_after)
+    entry.expire_after = expire_at
+    entry.refresh_after = refresh_at
     entry.last_error = nil
     entry.next_try = -huge
 end
@@ -171,7 +132,8 @@ local function fetch(self, entry, refreshing)
     stats.failures = stats.failures + 1
     self.last_error = err
     entry.last_error = err
-    entry.next_try = clock() + self.policy.cooldown
+    -- remembered for the cool-down, or as long as the server asked
+    entry.next_try = clock() + policy_rules.failure_wait(self.policy, err)
     return nil, err
 end
 
@@ -303,7 +265,7 @@ function _M.new(opts, level)
     end
     local token_opts, policy_opts = {}, {}
     for name, value in pairs(opts) do
-        if _M.policy_defaults[name] ~= nil then
+        if policy_rules.is_option(name) or CLIENT_OPTIONS[name] then
             policy_opts[name] = value
         else
             token_opts[name] = value

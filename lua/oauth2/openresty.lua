@@ -9,47 +9,56 @@
 --   access_by_lua_block { require("oauth2.openresty").authorize("thousandeyes") }
 --
 -- The token lives in a lua_shared_dict that all workers read: the value is
--- the ready-made "Bearer ..." header, the dict's flags hold the refresh
--- point and the dict's expiry is the token's (margin deducted), so the hot
--- path is one dict read.  Only one worker fetches at a time (a lock key
--- added with a timeout, so a worker that dies mid-fetch cannot wedge the
--- others), the others wait on the dict with ngx.sleep.  Past the refresh
--- point a timer refreshes while requests go on with the current token.  A
--- failed fetch is remembered in the dict for `cooldown` seconds so a dead
--- token endpoint is not hammered.  The exchange itself is the C core's,
--- stepped without blocking (oauth2.transport).
+-- the ready-made "Bearer ..." header, its flags the refresh point in whole
+-- seconds (rounded down; the exact point is a key of its own, read only in
+-- that last second) and the dict's expiry is the token's, margin deducted,
+-- so the hot path is one dict read.
+--
+-- Fetches run in the background, in an ngx.timer, under a lock that names
+-- its owner (worker pid and a nonce): it is deleted only by its owner, and
+-- taken over as soon as its owner process is gone or its lease ran out.
+-- Requests without a token wait for the fetch at most `wait_timeout`
+-- (woken by a semaphore in the fetching worker, by a short poll in the
+-- others), then get 503 while the fetch goes on.  A failed fetch is
+-- remembered in the dict for the cool-down, or as long as the server
+-- asked, so a dead or rate-limited endpoint is not hammered.  The
+-- exchange itself runs in an nginx thread pool when one is named, else it
+-- is stepped without blocking (oauth2.transport).  Timing rules are
+-- oauth2.policy's, as for oauth2.client.
 
 local options = require "oauth2.options"
 local exchange = require "oauth2.exchange"
 local errors = require "oauth2.error"
+local policy_rules = require "oauth2.policy"
 local transport = require "oauth2.transport"
 local core = require "oauth2.core"
 local cjson = require "cjson.safe"
 
 local ngx = ngx
-local type, pairs, error, pcall, tostring, setmetatable =
-      type, pairs, error, pcall, tostring, setmetatable
+local type, pairs, error, pcall, tostring, setmetatable, tonumber =
+      type, pairs, error, pcall, tostring, setmetatable, tonumber
 local floor, ceil, max, min, random = math.floor, math.ceil, math.max, math.min, math.random
-local format, concat = string.format, table.concat
+local format = string.format
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = options._VERSION }
 
--- Options of this module, beside oauth2.token's: name -> default.
+-- Options of this module, beside oauth2.token's and oauth2.policy's.
 _M.defaults = {
-    dict = false,            -- name of the lua_shared_dict (required)
-    margin = false,          -- as oauth2.client: the larger of 30 s and 10%
-    refresh_ratio = 0.8,
-    refresh_jitter = 0.05,
-    default_lifetime = 300,
-    cooldown = 5,            -- seconds a failed fetch is remembered
-    wait_timeout = false,    -- seconds a request waits for another worker's
-                             -- fetch; false: the deadline plus one second
-    status = 503,            -- what authorize() answers when it has no token
+    dict = false,        -- name of the lua_shared_dict (required)
+    wait_timeout = 3,    -- seconds a request without a token waits for a fetch
+    status = 503,        -- what authorize() answers when it has no token
+    thread_pool = false, -- name of an nginx thread_pool to run fetches in
 }
 
-local function fail(level, fmt, ...)
-    error("oauth2: " .. fmt:format(...), level + 1)
-end
+-- Error kinds that say something about the token endpoint; only these are
+-- remembered as its failure (a refusal of our own is not).
+local ENDPOINT_KINDS = { network = true, timeout = true, tls = true, http = true,
+                         protocol = true }
+
+-- Seconds past the fetch's deadline that a lock's lease lasts.
+local LEASE_SLACK = 5
+
+local fail = options.fail
 
 local Token = {}
 Token.__index = Token
@@ -60,160 +69,364 @@ local function wall_now()
     return ngx.now()
 end
 
--- An error remembered in the dict, as a table again.
+-- Whether process `pid` still exists (the owner of a lock).
+local process_alive
+do
+    local ok, ffi = pcall(require, "ffi")
+    if ok then
+        pcall(ffi.cdef, "int kill(int pid, int sig);")
+        process_alive = function(pid)
+            if ffi.C.kill(pid, 0) == 0 then return true end
+            return ffi.errno() ~= 3 -- ESRCH: no such process
+        end
+    else
+        process_alive = function() return true end
+    end
+end
+
+-- ---------------------------------------------------------------- failures
+
+-- A failure as the dict keeps it: the fields that describe it, each text
+-- bounded (so it always fits and never evicts a valid token), and the
+-- time until which it holds.
+local function encode_error(err, until_at)
+    local text = exchange.server_text
+    return cjson.encode {
+        kind = err.kind, status = err.status, code = text(err.code),
+        message = text(err.message), detail = text(err.detail),
+        retryable = err.retryable, attempts = err.attempts, until_at = until_at,
+    } or cjson.encode { kind = "network", message = "the last fetch failed",
+                        until_at = until_at }
+end
+
+-- A failure from the dict as an error again, its Retry-After counted down.
 local function decode_error(text)
     local fields = cjson.decode(text)
     if type(fields) ~= "table" or type(fields.kind) ~= "string" then
         fields = { kind = "network", message = "the last fetch failed" }
     end
+    if type(fields.until_at) == "number" then
+        fields.retry_after = max(0, fields.until_at - ngx.now())
+    end
+    fields.until_at = nil
     fields.cached = true
     return errors.new(fields)
 end
 
--- An error as the dict keeps it: the fields that describe it, each text
--- bounded, so a failure always fits and never evicts a valid token.
-local function encode_error(err)
-    local text = exchange.server_text
-    local retry_after = err.retry_after
-    if type(retry_after) ~= "number" or retry_after ~= retry_after then retry_after = nil end
-    return cjson.encode {
-        kind = err.kind, status = err.status, code = text(err.code),
-        message = text(err.message), detail = text(err.detail),
-        retryable = err.retryable, attempts = err.attempts,
-        retry_after = retry_after and min(retry_after, 86400),
-    } or '{"kind":"network","message":"the last fetch failed"}'
+-- ------------------------------------------------------------------ locks
+
+-- Take the fetch lock for this worker; the owner string, or nil.
+local function take_lock(self)
+    self.nonce = self.nonce + 1
+    local owner = format("%d %d %d", ngx.worker.pid(), self.nonce, random(1e9))
+    -- safe_add: taking the lock never evicts a token or another lock
+    local ok, why = self.dict:safe_add(self.lock_key, owner, self.lock_ttl)
+    if ok then return owner end
+    if why == "exists" then return nil end
+    -- a dict too full for the lock: fetch without it (one per worker at
+    -- most, as self.fetching guards this worker) rather than never
+    return owner
 end
 
--- Fetch now, holding the lock; store the outcome in the dict for everyone.
-local function fetch_now(self)
+-- Delete the lock if `owner` still holds it (compare before delete).
+local function release_lock(self, owner)
     local dict = self.dict
-    local policy = self.policy
-    local sent_at = wall_now()
+    if dict:get(self.lock_key) == owner then dict:delete(self.lock_key) end
+end
+
+-- Whether the lock is held by a live process (a gone owner frees it).
+local function lock_held(self)
+    local owner = self.dict:get(self.lock_key)
+    if owner == nil then return false end
+    local pid = tonumber(owner:match("^(%d+) "))
+    if pid and pid ~= ngx.worker.pid() and not process_alive(pid) then
+        -- its worker died mid-fetch (killed, crashed): take it over now
+        if self.dict:get(self.lock_key) == owner then self.dict:delete(self.lock_key) end
+        return false
+    end
+    return true
+end
+
+-- Add one to a counter in the dict, shared by every worker.
+local function count(self, name)
+    self.counters[name] = self.counters[name] + 1
+    self.dict:incr(self.count_key .. name, 1, 0)
+end
+
+-- ---------------------------------------------------------------- fetches
+
+-- The exchange, run in a thread pool's own Lua state: blocking there is
+-- the point.  Plain tables go in and come out.
+function _M.fetch_in_thread(conf)
+    local runtime = exchange.runtime
+    runtime.sleep = core.sleep
+    local session = core.session()
+    local blocking = {
+        request = function(_, req) return session:request(req) end,
+        header = function(_, name) return session:header(name) end,
+    }
+    local ok, token, err = pcall(exchange.fetch, conf, blocking)
+    session:close()
+    if not ok then return nil, { kind = "config", message = tostring(token) } end
+    if token then
+        return { access_token = token.access_token, token_type = token.token_type,
+                 expires_in = token.expires_in, scope = token.scope }
+    end
+    local plain = {}
+    for k, v in pairs(err) do
+        if type(v) ~= "table" then plain[k] = v end
+    end
+    return nil, plain
+end
+
+-- One exchange for this token: in the thread pool when one is named, else
+-- stepped here.  Returns the token or nil and an error.
+local function run_exchange(self)
+    if self.thread_pool and ngx.get_phase() ~= "init" then
+        local ok, token, err = ngx.run_worker_thread(self.thread_pool, "oauth2.openresty",
+            "fetch_in_thread", self.thread_conf)
+        if not ok then
+            return nil, errors.new { kind = "config",
+                message = "thread pool '" .. self.thread_pool .. "': " .. tostring(token) }
+        end
+        if token then return token end
+        return nil, errors.new(err, options.secrets(self.conf))
+    end
     -- a connection of the fetch's own: light threads never share one
-    local ok, token, err = pcall(exchange.fetch, self.conf)
+    return exchange.fetch(self.conf)
+end
+
+-- Store a token for every worker; false when the dict cannot hold it.
+local function store_token(self, token, sent_at)
+    local dict = self.dict
+    local _, refresh_at, expire_at = policy_rules.schedule(self.policy, token, sent_at)
+    local header = "Bearer " .. token.access_token
+    local ttl = expire_at - wall_now()
+    if ttl <= 0.001 then return true end
+    -- the exact refresh point first: the token's flags send readers to it
+    local ok, why = dict:set(self.at_key, refresh_at, ttl)
+    if ok then ok, why = dict:set(self.key, header, ttl, floor(refresh_at)) end
+    if ok then
+        self.fallback = nil
+        return true
+    end
+    -- this worker keeps it at least, so it does not fetch on every request
+    self.fallback = { header = header, refresh_at = refresh_at, expire_at = expire_at }
+    if not self.warned_size then
+        self.warned_size = true
+        ngx.log(ngx.ERR, "oauth2: lua_shared_dict '", self.dict_name, "' cannot hold the ",
+            "token (", tostring(why), "): make it larger (at least 32k, plus 4k per ",
+            "configured token); each worker now keeps its own copy and fetches its own")
+    end
+    return false
+end
+
+-- Fetch holding the lock `owner`; store the outcome for every worker,
+-- release the lock and wake this worker's waiters.
+local function fetch_locked(self, owner)
+    local sent_at = wall_now()
+    local ok, token, err = pcall(run_exchange, self)
     if not ok then
-        dict:delete(self.lock_key)
-        error(token, 0)
+        err = errors.new { kind = "config", message = "the fetch raised: " .. tostring(token) }
+        token = nil
     end
     if token then
-        local lifetime = token.expires_in or policy.default_lifetime
-        local margin = min(policy.margin or max(30, 0.1 * lifetime), lifetime / 2)
-        local expire_after = sent_at + lifetime - margin
-        local share = policy.refresh_ratio * (1 - policy.refresh_jitter * random())
-        local refresh_at = min(sent_at + lifetime * share, expire_after)
-        local header = "Bearer " .. token.access_token
-        local ttl = expire_after - wall_now()
-        if ttl > 0.001 then
-            local stored, why = dict:set(self.key, header, ttl, floor(refresh_at))
+        store_token(self, token, sent_at)
+        self.dict:delete(self.fail_key)
+        count(self, "fetches")
+    else
+        count(self, "failures")
+        self.last_error = err
+        if ENDPOINT_KINDS[err.kind] then
+            local wait = policy_rules.failure_wait(self.policy, err)
+            local stored, why = self.dict:set(self.fail_key, encode_error(err, sent_at + wait),
+                                              wait)
             if not stored then
-                ngx.log(ngx.ERR, "oauth2: cannot store the token in lua_shared_dict '",
+                ngx.log(ngx.ERR, "oauth2: cannot remember the failure in lua_shared_dict '",
                     self.dict_name, "': ", why)
             end
+        else
+            ngx.log(ngx.ERR, "oauth2: token fetch failed: ", tostring(err))
         end
-        dict:delete(self.fail_key)
-        dict:delete(self.lock_key)
-        return header
     end
-    local stored, why = dict:set(self.fail_key, encode_error(err), policy.cooldown)
-    if not stored then
-        ngx.log(ngx.ERR, "oauth2: cannot remember the failure in lua_shared_dict '",
-            self.dict_name, "': ", why)
-    end
-    dict:delete(self.lock_key)
-    return nil, err
+    release_lock(self, owner)
+    self.fetching = false
+    local semaphore = self.semaphore_pid == ngx.worker.pid() and self.semaphore
+    if semaphore and semaphore:count() < 0 then semaphore:post(-semaphore:count()) end
+    return token, err
 end
 
--- Refresh in a timer, if no worker is fetching and none failed just now.
-local function refresh_behind(self)
+-- Whether the exact refresh point of the current token has come.
+local function refresh_due(self)
+    local at = self.dict:get(self.at_key)
+    return at == nil or ngx.now() >= at
+end
+
+-- Start a fetch in a timer unless one runs or a failure is remembered.
+-- With `refreshing`, only while the stored token is still due.
+local function fetch_behind(self, refreshing)
     local dict = self.dict
-    if dict:get(self.fail_key) then return end
-    if not dict:add(self.lock_key, ngx.worker.pid(), self.lock_ttl) then return end
+    if self.fetching or dict:get(self.fail_key) then return end
+    local owner = take_lock(self)
+    if not owner then return end
+    -- another worker may have just stored a new token: check again, locked
+    if refreshing and not refresh_due(self) then
+        release_lock(self, owner)
+        return
+    end
+    if not refreshing and dict:get(self.key) then
+        release_lock(self, owner)
+        return
+    end
+    self.fetching = true
     local ok, why = ngx.timer.at(0, function(premature)
         if premature then
-            dict:delete(self.lock_key)
-            return
+            self.fetching = false
+            return release_lock(self, owner)
         end
-        local _, err = fetch_now(self)
-        if err then ngx.log(ngx.WARN, "oauth2: refresh ahead failed: ", tostring(err)) end
+        local _, err = fetch_locked(self, owner)
+        if err and refreshing then
+            ngx.log(ngx.WARN, "oauth2: refresh ahead failed: ", tostring(err))
+        end
     end)
     if not ok then
-        dict:delete(self.lock_key)
-        ngx.log(ngx.WARN, "oauth2: cannot start the refresh timer: ", why)
+        self.fetching = false
+        release_lock(self, owner)
+        ngx.log(ngx.ERR, "oauth2: cannot start the fetch timer: ", why)
     end
 end
 
--- No token in the dict: fetch it, or wait for the worker that does.
-local function fetch_or_wait(self)
+-- ---------------------------------------------------------------- waiting
+
+-- This worker's semaphore for requests waiting on its own fetch, or nil
+-- where lua-resty-core has none.
+local function semaphore_of(self)
+    local pid = ngx.worker.pid()
+    if self.semaphore_pid ~= pid then
+        local ok, sema = pcall(require, "ngx.semaphore")
+        self.semaphore = ok and sema.new(0) or false
+        self.semaphore_pid = pid
+    end
+    return self.semaphore or nil
+end
+
+-- No token in the dict: start the fetch and wait for it, at most
+-- wait_timeout.  Returns the header, or nil and an error.
+local function fetch_and_wait(self)
     local dict = self.dict
+    local fallback = self.fallback
+    if fallback and ngx.now() < fallback.expire_at then
+        if ngx.now() >= fallback.refresh_at then fetch_behind(self, false) end
+        return fallback.header
+    end
     local failure = dict:get(self.fail_key)
     if failure then return nil, decode_error(failure) end
     local phase = ngx.get_phase()
-    if phase ~= "init" and not transport.can_yield() then
+    if phase == "init" then
+        -- before serving, in the master: fetch inline (blocking is fine)
+        local owner = take_lock(self)
+        if not owner then
+            return nil, errors.new { kind = "config",
+                message = "another process is fetching the token; init cannot wait for it" }
+        end
+        local token, err = fetch_locked(self, owner)
+        if not token then return nil, err end
+        return dict:get(self.key) or (self.fallback and self.fallback.header)
+    end
+    if not transport.can_yield() then
         -- checked before taking the lock: this refusal is no fetch failure
         return nil, errors.new { kind = "config", message = format("no token in lua_shared_dict "
             .. "'%s' yet, and nginx's %s phase can neither fetch nor wait (it cannot yield)",
             self.dict_name, phase) }
     end
-    local added, why = dict:add(self.lock_key, ngx.worker.pid(), self.lock_ttl)
-    if added then return fetch_now(self) end
-    if why ~= "exists" then
-        return nil, errors.new { kind = "config",
-            message = format("lua_shared_dict '%s': %s", self.dict_name, tostring(why)) }
-    end
-    if phase == "init" then
-        return nil, errors.new { kind = "config",
-            message = "another process is fetching the token; init cannot wait for it" }
-    end
-    local waited, pause = 0, 0.002
-    while waited < self.wait_timeout do
-        ngx.sleep(pause)
-        waited = waited + pause
-        pause = min(pause * 2, 0.05)
+    if not lock_held(self) then fetch_behind(self, false) end
+    count(self, "waits")
+
+    local started = wall_now()
+    local deadline = started + self.wait_timeout
+    local pause = 0.002
+    while true do
+        local left = deadline - wall_now()
+        if left < 0.001 then break end
+        local semaphore = self.fetching and semaphore_of(self)
+        if semaphore then
+            -- this worker fetches: woken the moment it is done
+            semaphore:wait(left)
+        else
+            -- another worker fetches: a short poll of the dict
+            ngx.sleep(min(pause, left))
+            pause = min(pause * 2, 0.01)
+        end
         local header = dict:get(self.key)
         if header then return header end
+        if self.fallback then return self.fallback.header end
         failure = dict:get(self.fail_key)
         if failure then return nil, decode_error(failure) end
-        -- the fetcher is gone without an outcome (its lock expired): take over
-        if dict:add(self.lock_key, ngx.worker.pid(), self.lock_ttl) then
-            return fetch_now(self)
-        end
+        -- the fetcher is gone without an outcome: fetch ourselves
+        if not self.fetching and not lock_held(self) then fetch_behind(self, false) end
     end
-    return nil, errors.new { kind = "timeout", retryable = true, message = format(
-        "waited %g s for another worker to fetch the token", self.wait_timeout) }
+    count(self, "wait_timeouts")
+    return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
+        message = format("no token yet: waited %g s for the fetch in progress "
+            .. "(it goes on in the background)", self.wait_timeout) }
 end
+
+-- ------------------------------------------------------------- the object
 
 --- "Bearer <access_token>" for the upstream, or nil and an error.
 -- The hot path is one shared-dict read.
 function Token:header()
-    local header, refresh_at = self.dict:get(self.key)
+    local header, refresh_floor = self.dict:get(self.key)
     if header then
-        if ngx.now() >= refresh_at then refresh_behind(self) end
+        if ngx.now() >= refresh_floor and refresh_due(self) then
+            fetch_behind(self, true)
+        end
         return header
     end
-    return fetch_or_wait(self)
+    return fetch_and_wait(self)
+end
+
+-- Log a failure to give a request a token, once per cool-down per worker,
+-- with the number of failures not logged since.
+local function log_failure(self, err)
+    local now = ngx.now()
+    if now < self.log_quiet_until then
+        self.log_suppressed = self.log_suppressed + 1
+        return
+    end
+    local more = self.log_suppressed
+    self.log_suppressed = 0
+    self.log_quiet_until = now + self.policy.cooldown
+    ngx.log(ngx.ERR, "oauth2: no access token for the upstream: ", tostring(err),
+        more > 0 and format(" (and %d more requests since the last message)", more) or "")
 end
 
 --- Set the Authorization request header, or end the request with
 -- `status` (503) and a JSON body when no token can be had.  The error
--- goes to error.log (without secrets); the client sees no detail of it.
+-- goes to error.log (without secrets, at most once per cool-down per
+-- worker); the client sees no detail of it.
 function Token:authorize()
     local header, err = self:header()
     if header then
         ngx.req.set_header("Authorization", header)
         return true
     end
-    ngx.log(ngx.ERR, "oauth2: no access token for the upstream: ", tostring(err))
-    if err.retry_after then ngx.header["Retry-After"] = ceil(err.retry_after) end
-    ngx.status = self.policy.status
+    log_failure(self, err)
+    if err.retry_after then
+        ngx.header["Retry-After"] = format("%d", max(1, ceil(min(err.retry_after, 86400))))
+    end
+    ngx.status = self.status
     ngx.header["Content-Type"] = "application/json"
     ngx.header["Cache-Control"] = "no-store"
     ngx.say('{"error":"token_unavailable","message":"no access token for the upstream"}')
-    return ngx.exit(self.policy.status)
+    return ngx.exit(self.status)
 end
 
 --- Drop the token for all workers (the API answered 401 with it).
 function Token:invalidate()
     self.dict:delete(self.key)
+    self.dict:delete(self.at_key)
+    self.fallback = nil
 end
 
 --- Fetch in a timer now, so the first request finds a token (init_worker).
@@ -221,11 +434,33 @@ function Token:warm()
     if self.dict:get(self.key) then return true end
     return ngx.timer.at(0, function(premature)
         if premature or self.dict:get(self.key) then return end
-        if self.dict:add(self.lock_key, ngx.worker.pid(), self.lock_ttl) then
-            local _, err = fetch_now(self)
+        local owner = take_lock(self)
+        if owner then
+            self.fetching = true
+            local _, err = fetch_locked(self, owner)
             if err then ngx.log(ngx.WARN, "oauth2: warm-up fetch failed: ", tostring(err)) end
         end
     end)
+end
+
+--- Counters of this worker (fetches, failures, waits: requests that had
+-- to wait for a fetch, wait_timeouts: those that gave up), last_error;
+-- `shared`: the same counters over all workers; and what the dict knows:
+-- has_token, refresh_at, failing, and fetching_pid (the lock's owner).
+function Token:stats()
+    local dict = self.dict
+    local stats = { shared = {} }
+    for name, value in pairs(self.counters) do
+        stats[name] = value
+        stats.shared[name] = dict:get(self.count_key .. name) or 0
+    end
+    stats.last_error = self.last_error
+    stats.has_token = dict:get(self.key) ~= nil
+    stats.refresh_at = dict:get(self.at_key)
+    stats.failing = dict:get(self.fail_key) ~= nil
+    local owner = dict:get(self.lock_key)
+    stats.fetching_pid = owner and tonumber(owner:match("^(%d+) "))
+    return stats
 end
 
 function Token:__tostring()
@@ -233,7 +468,57 @@ function Token:__tostring()
         options.url_origin(self.conf.url), self.conf.client_id, self.dict_name)
 end
 
---- A shared token; opts are oauth2.token's options plus this module's.
+-- The options of this module, checked, with defaults filled in.
+local function check_own(opts, level)
+    local own = {}
+    for name, default in pairs(_M.defaults) do
+        local value = opts[name]
+        if value == nil then value = default end
+        own[name] = value
+    end
+    if type(own.dict) ~= "string" then
+        fail(level, "option 'dict' must name a lua_shared_dict")
+    end
+    if type(own.wait_timeout) ~= "number" or own.wait_timeout ~= own.wait_timeout
+            or own.wait_timeout < 0 or own.wait_timeout > 3600 then
+        fail(level, "option 'wait_timeout' must be a number of seconds from 0 to 3600")
+    end
+    if type(own.status) ~= "number" or own.status ~= floor(own.status) or own.status < 400
+            or own.status > 599 then
+        fail(level, "option 'status' must be an HTTP error status (400 to 599)")
+    end
+    if own.thread_pool ~= false and (type(own.thread_pool) ~= "string" or own.thread_pool == "") then
+        fail(level, "option 'thread_pool' must name an nginx thread_pool")
+    end
+    return own
+end
+
+-- The options that are oauth2.token's (neither this module's nor policy).
+local function token_options(opts)
+    local token_opts = {}
+    for name, value in pairs(opts) do
+        if _M.defaults[name] == nil and not policy_rules.is_option(name) then
+            token_opts[name] = value
+        end
+    end
+    return token_opts
+end
+
+--- Check a configuration without nginx: oauth2.token's options, the cache
+-- policy and this module's (a dict is not looked up).  Raises at the
+-- caller's line on a mistake; returns true.  For a check command.
+function _M.check(opts)
+    if type(opts) ~= "table" then
+        fail(2, "options must be a table, got %s", options.describe(opts))
+    end
+    check_own(opts, 2)
+    policy_rules.check(opts, 2)
+    options.validate(token_options(opts), 2)
+    return true
+end
+
+--- A shared token; opts are oauth2.token's options plus this module's and
+-- the cache policy's.
 function _M.new(opts, level)
     level = (level or 1) + 1
     if type(ngx) ~= "table" or not ngx.shared then
@@ -242,50 +527,53 @@ function _M.new(opts, level)
     if type(opts) ~= "table" then
         fail(level, "options must be a table, got %s", options.describe(opts))
     end
-    local token_opts, policy = {}, {}
-    for name, value in pairs(opts) do
-        if _M.defaults[name] == nil then token_opts[name] = value end
-    end
-    for name, default in pairs(_M.defaults) do
-        local value = opts[name]
-        if value == nil then value = default end
-        policy[name] = value
-    end
-    if type(policy.dict) ~= "string" then
-        fail(level, "option 'dict' must name a lua_shared_dict")
-    end
-    local dict = ngx.shared[policy.dict]
+    local own = check_own(opts, level)
+    local policy = policy_rules.check(opts, level)
+    local dict = ngx.shared[own.dict]
     if not dict then
-        fail(level, "option 'dict': there is no 'lua_shared_dict %s' in nginx.conf", policy.dict)
+        fail(level, "option 'dict': there is no 'lua_shared_dict %s' in nginx.conf", own.dict)
     end
-    for _, name in pairs { "refresh_ratio", "refresh_jitter", "default_lifetime", "cooldown",
-                           "status" } do
-        if type(policy[name]) ~= "number" or policy[name] < 0 then
-            fail(level, "option '%s' must be a non-negative number", name)
+    local conf = options.validate(token_options(opts), level)
+    if own.thread_pool and type(ngx.run_worker_thread) ~= "function" then
+        fail(level, "option 'thread_pool': this nginx lua module has no ngx.run_worker_thread")
+    end
+    local thread_conf
+    if own.thread_pool then
+        -- what a thread pool's Lua state gets: plain values only
+        thread_conf = {}
+        for name, value in pairs(conf) do
+            if type(value) ~= "table" and type(value) ~= "userdata" then
+                thread_conf[name] = value
+            end
         end
     end
-    for _, name in pairs { "margin", "wait_timeout" } do
-        if policy[name] and (type(policy[name]) ~= "number" or policy[name] < 0) then
-            fail(level, "option '%s' must be a non-negative number", name)
-        end
-    end
-    local conf = options.validate(token_opts, level)
-    local key = "oauth2:" .. core.sha256(concat({
-        conf.url, conf.client_id, conf.grant_type, conf.auth_method, conf.scope or "",
-        conf.x_tenant_id or "", conf.client_secret or "", conf.access_token or "",
-        conf.thousandeyes_bearer_token or "",
-    }, "\n"))
+    local key = "oauth2:" .. policy_rules.cache_key(conf)
     return setmetatable({
         conf = conf,
+        thread_conf = thread_conf,
+        thread_pool = own.thread_pool,
         policy = policy,
+        status = own.status,
         dict = dict,
-        dict_name = policy.dict,
+        dict_name = own.dict,
         key = key,
+        at_key = key .. ":at",
         lock_key = key .. ":lock",
         fail_key = key .. ":fail",
-        -- a lock outlives any fetch (deadline), then frees itself
-        lock_ttl = conf.deadline + 5,
-        wait_timeout = policy.wait_timeout or conf.deadline + 1,
+        count_key = key .. ":n:",
+        -- the lease: a lock outlives any fetch (deadline), then frees itself
+        lock_ttl = conf.deadline + LEASE_SLACK,
+        wait_timeout = own.wait_timeout,
+        semaphore = false, -- this worker's, made on first use (never across fork)
+        semaphore_pid = 0,
+        nonce = 0,
+        fetching = false,
+        fallback = nil,
+        warned_size = false,
+        log_quiet_until = 0,
+        log_suppressed = 0,
+        last_error = nil,
+        counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0 },
     }, Token)
 end
 

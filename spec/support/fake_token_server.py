@@ -41,6 +41,7 @@ class State:
         self.script = []  # responses to send before behaving normally
         self.delay = 0.0  # seconds to wait before every token answer
         self.expires_in = 3600
+        self.token_padding = 0  # characters added to every access token
         self.rate_limit = {"limit": 240, "remaining": 239, "reset": None}
         self.token_requests = 0
         self.token_connections = 0
@@ -193,6 +194,8 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.delay = float(config["delay"])
             if "expires_in" in config:
                 STATE.expires_in = config["expires_in"]
+            if "token_padding" in config:
+                STATE.token_padding = int(config["token_padding"])
             if "rate_limit" in config:
                 STATE.rate_limit.update(config["rate_limit"])
         self.send(200, {"Content-Type": "application/json"}, '{"ok":true}')
@@ -301,7 +304,7 @@ class Handler(BaseHTTPRequestHandler):
             return oauth_error(401, "invalid_client", "Client authentication failed")
 
         token = {
-            "access_token": "te-" + secrets.token_hex(16),
+            "access_token": "te-" + secrets.token_hex(16) + "A" * STATE.token_padding,
             "token_type": "Bearer",
             "expires_in": STATE.expires_in,
             "scope": form.get("scope", "tests:read"),

@@ -1,0 +1,121 @@
+-- oauth2.policy: the cache policy, in one place for every cache.
+--
+-- When a cached token counts as due for refresh and when as expired, how
+-- long a failed fetch is remembered, and which policy options exist and
+-- what values they take.  oauth2.client (one Lua state) and
+-- oauth2.openresty (all workers of an nginx) both time their tokens here,
+-- so the two cannot drift apart.
+
+local options = require "oauth2.options"
+local core = require "oauth2.core"
+
+local type, pairs, ipairs = type, pairs, ipairs
+local concat = table.concat
+local sha256 = core.sha256
+local max, min, random = math.max, math.min, math.random
+
+local _M = { _VERSION = options._VERSION }
+
+-- What a token depends on, in a fixed order (the cache key's inputs).
+local KEY_FIELDS = {
+    "url", "client_id", "grant_type", "auth_method", "scope", "x_tenant_id",
+    "client_secret", "thousandeyes_bearer_token", "access_token",
+}
+
+-- The policy options and their defaults.
+_M.defaults = {
+    margin = false,           -- seconds before expiry a token counts as expired;
+                              -- false: the larger of 30 s and 10% of its lifetime
+    refresh_ratio = 0.8,      -- refresh once this share of the lifetime has passed
+    refresh_jitter = 0.05,    -- ... minus up to this share, so caches spread out
+    default_lifetime = 300,   -- seconds, when the endpoint sends no expires_in
+    cooldown = 5,             -- seconds a failed fetch is remembered, at least
+    invalidate_cooldown = 10, -- a fetch after invalidate() waits this long after the last
+}
+
+-- The longest a failure is remembered, whatever the server asks: a day.
+_M.MAX_WAIT = 86400
+
+local fail = options.fail
+
+-- A number from `low` (excluded unless low_ok) to `high`, or raise.
+local function number(policy, name, low, high, low_ok, level)
+    local value = policy[name]
+    if type(value) ~= "number" or value ~= value or value > high
+            or value < low or (value == low and not low_ok) then
+        fail(level + 1, low_ok and "option '%s' must be a number from %g to %g"
+            or "option '%s' must be a number above %g and at most %g", name, low, high)
+    end
+end
+
+--- Take the policy options out of opts (a table of the caller's options):
+-- returns the checked policy with defaults filled in; raises at `level`.
+function _M.check(opts, level)
+    level = (level or 1) + 1
+    local policy = {}
+    for name, default in pairs(_M.defaults) do
+        local value = opts[name]
+        if value == nil then value = default end
+        policy[name] = value
+    end
+    if policy.margin ~= false then
+        number(policy, "margin", 0, _M.MAX_WAIT, true, level)
+    end
+    -- 0 would refresh on every call, back to back
+    number(policy, "refresh_ratio", 0, 1, false, level)
+    number(policy, "refresh_jitter", 0, 0.99, true, level)
+    -- 0 would never store a token without expires_in: a fetch per call
+    number(policy, "default_lifetime", 0, _M.MAX_WAIT * 365, false, level)
+    -- 0 would remember no failure: a dead endpoint asked on every call
+    number(policy, "cooldown", 0, _M.MAX_WAIT, false, level)
+    number(policy, "invalidate_cooldown", 0, _M.MAX_WAIT, true, level)
+    return policy
+end
+
+--- The cache key of a validated configuration: a digest of every input
+-- that makes two tokens interchangeable (URL, client, grant, scope,
+-- tenant, and the secrets), so equal keys may share a token and no key
+-- shows a secret.
+function _M.cache_key(conf)
+    local parts = {}
+    for i, name in ipairs(KEY_FIELDS) do
+        local value = conf[name]
+        parts[i] = name .. "=" .. (value and #value .. ":" .. value or "-")
+    end
+    return sha256(concat(parts, "\n"))
+end
+
+--- Whether `name` is a policy option.
+function _M.is_option(name)
+    return _M.defaults[name] ~= nil
+end
+
+--- The times of a token fetched with the request sent at `sent_at`:
+-- the lifetime used, the refresh point and the expiry (margin deducted).
+-- The refresh point lies before the expiry whenever the ratio is below 1,
+-- short lifetimes included.
+function _M.schedule(policy, token, sent_at)
+    local lifetime = token.expires_in or policy.default_lifetime
+    local margin = min(policy.margin or max(30, 0.1 * lifetime), lifetime / 2)
+    local expire_at = sent_at + lifetime - margin
+    local share = policy.refresh_ratio * (1 - policy.refresh_jitter * random())
+    local refresh_at = sent_at + lifetime * share
+    if refresh_at >= expire_at then
+        -- a short token: refresh within the part of its life that is usable
+        refresh_at = sent_at + (lifetime - margin) * share
+    end
+    return lifetime, refresh_at, expire_at
+end
+
+--- Seconds a failure is remembered: the cool-down, or longer when the
+-- server asked for longer (Retry-After, the rate-limit reset), up to a day.
+function _M.failure_wait(policy, err)
+    local wait = policy.cooldown
+    local asked = err and err.retry_after
+    if type(asked) == "number" and asked == asked and asked > wait then
+        wait = min(asked, _M.MAX_WAIT)
+    end
+    return wait
+end
+
+return _M
