@@ -93,8 +93,9 @@ bench-client:
 	@lua5.4 bench/client_hot_path.lua
 	@luajit bench/client_hot_path.lua
 
-# wrk throughput of a location that injects the token against one that
-# does not (installs Debian's wrk when missing: a bench tool, not a test one).
+# oauth2.openresty in nginx: injection throughput (2 and 4 workers), fetch
+# latency against plain LuaJIT, and requests during an endpoint outage
+# (installs Debian's wrk when missing: a bench tool, not a test one).
 bench-nginx:
 	@command -v wrk >/dev/null || apt-get install -y -q wrk
 	@$(MAKE) -s LUA_VERSION=luajit build

@@ -1,10 +1,15 @@
--- bench/nginx_inject.lua: throughput of a location that injects the token
--- from the shared dict, against the same location without injection.
+-- bench/nginx_inject.lua: oauth2.openresty inside a real nginx.
 --
--- Run with `make bench-nginx`.  Starts the fake token endpoint and nginx
--- (two workers) on 127.0.0.1, warms the token, then runs wrk against
--- /inject and /plain in alternating rounds and prints the medians and
--- their ratio as a markdown table row.
+-- Run with `make bench-nginx`.  Starts the fake token endpoint, the fault
+-- server and nginx on 127.0.0.1 and measures, as markdown:
+--   1. throughput of a location that injects the token from the shared
+--      dict against the same location without injection (wrk, interleaved
+--      rounds, medians), with 2 and with 4 workers;
+--   2. the latency of one token fetch inside nginx, stepped and in a
+--      thread pool, against plain LuaJIT, for endpoints answering after
+--      0, 5 and 50 ms (medians);
+--   3. with a token endpoint that never answers, the latency percentiles
+--      of requests that get no token (they must end near wait_timeout).
 
 package.path = "lua/?.lua;spec/support/?.lua;" .. package.path
 package.cpath = "build/luajit/?.so;" .. package.cpath
@@ -12,58 +17,138 @@ package.cpath = "build/luajit/?.so;" .. package.cpath
 local fake = require "server"
 local nginx = require "nginx"
 local shell = require "shell"
+local oauth2 = require "oauth2"
+local ffi = require "ffi"
 
-local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 3
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 5
 local SECONDS = tonumber(os.getenv("BENCH_SECONDS")) or 5
 local CONNECTIONS = tonumber(os.getenv("BENCH_CONNECTIONS")) or 32
+local WAIT_TIMEOUT = 1
+
+ffi.cdef "typedef struct { long sec; long nsec; } bench_ts; int clock_gettime(int, bench_ts *);"
+local ts = ffi.new("bench_ts")
+local function now()
+    ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+    return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
+end
 
 local function slurp(path)
     return assert(shell.read_file(path))
 end
 
--- wrk's requests per second for one URL.
-local function wrk(url)
-    local code, out = shell.run(("wrk -t1 -c%d -d%ds %s"):format(CONNECTIONS, SECONDS, url))
+local function median(list)
+    local copy = {}
+    for i, v in ipairs(list) do copy[i] = v end
+    table.sort(copy)
+    return copy[math.floor((#copy + 1) / 2)]
+end
+
+-- wrk's output for one URL.
+local function wrk(url, args)
+    local code, out = shell.run(("wrk -t1 -c%d -d%ds %s %s"):format(CONNECTIONS, SECONDS,
+        args or "", url))
     assert(code == 0, out)
-    local errors = out:match("Non%-2xx or 3xx responses: (%d+)")
-    assert(not errors, "wrk saw failing responses:\n" .. out)
+    return out
+end
+
+-- wrk's requests per second, all answers 2xx.
+local function rate(url)
+    local out = wrk(url)
+    assert(not out:match("Non%-2xx or 3xx responses: (%d+)"), "failing responses:\n" .. out)
     return assert(tonumber(out:match("Requests/sec:%s+([%d%.]+)")), out)
 end
 
-local function median(list)
-    table.sort(list)
-    return list[math.floor((#list + 1) / 2)]
+-- A duration wrk prints ("12.3ms", "1.01s", "900us") in milliseconds.
+local function millis(text)
+    local number, unit = text:match("([%d%.]+)(%a+)")
+    local scale = { us = 0.001, ms = 1, s = 1000, m = 60000 }
+    return tonumber(number) * scale[unit]
+end
+
+local function get(url)
+    local code, out = shell.run("curl -sf " .. shell.quote(url))
+    assert(code == 0, "GET " .. url .. " failed: " .. out)
+    return out
 end
 
 local server = fake.start()
-local port, upstream = nginx.free_port(), nginx.free_port()
-local proxy
+local faults = fake.start_faults()
+
+-- Start nginx with `workers`, run fn(base), stop it.
+local function with_nginx(workers, fn)
+    local port, upstream = nginx.free_port(), nginx.free_port()
+    local proxy
+    local ok, failure = pcall(function()
+        proxy = nginx.start(nginx.fill(slurp("bench/nginx_inject.conf"), {
+            USER = nginx.user_line(), ROOT = nginx.root, PORT = port, WORKERS = workers,
+            UPSTREAM_PORT = upstream, TOKEN_HOST = server.http_url,
+            SILENT_URL = faults.url("silent"), WAIT_TIMEOUT = WAIT_TIMEOUT,
+        }))
+        fn("http://127.0.0.1:" .. port)
+    end)
+    if proxy then proxy:stop() end
+    if not ok then error(failure, 0) end
+end
+
 local ok, failure = pcall(function()
-    proxy = nginx.start(nginx.fill(slurp("bench/nginx_inject.conf"), {
-        USER = nginx.user_line(), ROOT = nginx.root, PORT = port,
-        UPSTREAM_PORT = upstream, TOKEN_HOST = server.http_url,
-    }))
-    local base = "http://127.0.0.1:" .. port
-    -- the first request fetches the token; after that it is in the dict
-    assert(shell.run("curl -sf -o /dev/null " .. base .. "/inject") == 0, "warm-up failed")
-    local inject, plain = {}, {}
-    for round = 1, ROUNDS do
-        if round % 2 == 1 then
-            inject[round] = wrk(base .. "/inject")
-            plain[round] = wrk(base .. "/plain")
-        else
-            plain[round] = wrk(base .. "/plain")
-            inject[round] = wrk(base .. "/inject")
-        end
+    print("## Injection throughput (median of " .. ROUNDS .. " interleaved rounds, wrk -c"
+        .. CONNECTIONS .. ", " .. SECONDS .. " s each)\n")
+    print("| workers | /inject req/s | /plain req/s | ratio | empty access_by_lua / plain |")
+    print("| --- | --- | --- | --- | --- |")
+    for _, workers in ipairs { 2, 4 } do
+        with_nginx(workers, function(base)
+            -- the first request fetches the token; after that it is in the dict
+            get(base .. "/inject")
+            local inject, plain, empty = {}, {}, {}
+            for round = 1, ROUNDS do
+                if round % 2 == 1 then
+                    inject[round] = rate(base .. "/inject")
+                    plain[round] = rate(base .. "/plain")
+                    empty[round] = rate(base .. "/empty-lua")
+                else
+                    empty[round] = rate(base .. "/empty-lua")
+                    plain[round] = rate(base .. "/plain")
+                    inject[round] = rate(base .. "/inject")
+                end
+            end
+            local a, b, c = median(inject), median(plain), median(empty)
+            print(("| %d | %.0f | %.0f | %.3f | %.3f |"):format(workers, a, b, a / b, c / b))
+        end)
     end
-    local a, b = median(inject), median(plain)
-    print("| location | req/s (median of " .. ROUNDS .. ") |")
-    print("| --- | --- |")
-    print(("| /inject (token from the shared dict) | %.0f |"):format(a))
-    print(("| /plain (no injection) | %.0f |"):format(b))
-    print(("\nratio inject/plain: %.3f (token requests: %d)"):format(a / b,
-        server:stats().token_requests))
+
+    print("\n## Fetch latency, median ms per token fetch\n")
+    print("| endpoint delay | plain LuaJIT | nginx, stepped | nginx, thread pool |")
+    print("| --- | --- | --- | --- |")
+    with_nginx(2, function(base)
+        for _, case in ipairs { { 0, 200 }, { 5, 60 }, { 50, 15 } } do
+            local ms, n = case[1], case[2]
+            local url = base .. "/slow-token?ms=" .. ms
+            local times = {}
+            for i = 1, n do
+                local started = now()
+                assert(oauth2.token { token_url = url, client_id = "id",
+                                      client_secret = "secret-x", retries = 0 })
+                times[i] = (now() - started) * 1000
+            end
+            local step = tonumber(get(("%s/fetch-latency?ms=%d&n=%d&mode=step"):format(base, ms, n)))
+            local thread = tonumber(get(("%s/fetch-latency?ms=%d&n=%d&mode=thread")
+                :format(base, ms, n)))
+            print(("| %d ms | %.2f | %.2f | %.2f |"):format(ms, median(times), step, thread))
+        end
+
+        print("\n## A token endpoint that never answers (wait_timeout = " .. WAIT_TIMEOUT
+            .. " s, wrk -c200, 5 s)\n")
+        local _, out = shell.run(("wrk -t1 -c200 -d5s --timeout 10s --latency %s/outage")
+            :format(base))
+        local p50, p99 = out:match("50%%%s+(%S+)"), out:match("99%%%s+(%S+)")
+        local count = out:match("(%d+) requests in")
+        print("| requests | p50 | p99 | target p99 |")
+        print("| --- | --- | --- | --- |")
+        print(("| %s | %.0f ms | %.0f ms | under %d ms |"):format(count, millis(p50),
+            millis(p99), WAIT_TIMEOUT * 1000 + 100))
+    end)
+    print(("\ntoken requests to the fake endpoint: %d"):format(server:stats().token_requests))
 end)
-if proxy then proxy:stop() end
+faults:stop()
 server:stop()
 if not ok then error(failure, 0) end

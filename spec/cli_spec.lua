@@ -121,6 +121,28 @@ describe("thousandeyes-token", function()
             .. "(or set THOUSANDEYES_CLIENT_ID)\n", err)
     end)
 
+    it("checks an nginx configuration's options without fetching", function()
+        local good, bad = dir .. "/good.lua", dir .. "/bad.lua"
+        local f = assert(io.open(good, "w"))
+        f:write('return { dict = "oauth2_tokens", client_id = "cli-id",\n'
+            .. '  client_secret = os.getenv("THOUSANDEYES_CLIENT_SECRET"),\n'
+            .. '  host = "' .. server.http_url .. '", wait_timeout = 2 }\n')
+        f:close()
+        f = assert(io.open(bad, "w"))
+        f:write('return { dict = "oauth2_tokens", client_id = "cli-id", cooldown = 0 }\n')
+        f:close()
+        local code, out, err = cli("--check-config " .. good, creds)
+        assert.equals(0, code, err)
+        assert.equals(good .. ": ok\n", out)
+        code, _, err = cli("--check-config " .. bad, creds)
+        assert.equals(2, code)
+        assert.matches("option 'cooldown' must be a number above 0", err)
+        code, _, err = cli("--check-config " .. dir .. "/missing.lua", creds)
+        assert.equals(2, code)
+        assert.matches("missing.lua", err)
+        assert.equals(0, server:stats().token_requests)
+    end)
+
     it("shows help and version", function()
         local code, out = cli("--help")
         assert.equals(0, code)

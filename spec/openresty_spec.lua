@@ -357,7 +357,7 @@ describe("oauth2.openresty in nginx", function()
         base = "http://127.0.0.1:" .. port
         local api = server.https_url:gsub("^https://", "")
         local replacements = {
-            { "listen 127.0.0.1:8080 reuseport;", "listen 127.0.0.1:" .. port .. " reuseport;" },
+            { "listen 127.0.0.1:8080;", "listen 127.0.0.1:" .. port .. ";" },
             { "server api.thousandeyes.com:443;", "server " .. api .. ";" },
             { "proxy_ssl_name api.thousandeyes.com;", "proxy_ssl_name localhost;" },
             { "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;",
