@@ -42,7 +42,7 @@ LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUSTED  ?= /usr/bin/busted
 
-.PHONY: all build test test-one demo install clean asan valgrind bench bench-client bench-nginx lint fuzz
+.PHONY: all build test test-one demo install clean asan valgrind bench bench-client bench-nginx bench-fds lint fuzz
 
 all build: $(MODULE)
 
@@ -100,6 +100,14 @@ bench-nginx:
 	@command -v wrk >/dev/null || apt-get install -y -q wrk
 	@$(MAKE) -s LUA_VERSION=luajit build
 	@luajit bench/nginx_inject.lua
+
+# Sockets and memory held by clients and one-shot calls dropped without
+# close(), on Lua 5.1, LuaJIT and 5.4 (BENCH_CLIENTS of each, over TLS).
+bench-fds:
+	@for v in 5.1 luajit 5.4; do $(MAKE) -s LUA_VERSION=$$v build || exit 1; done
+	@echo "| interpreter | dropped | fds: start -> after clients | fds: -> after one-shot calls | RSS |"
+	@echo "| --- | --- | --- | --- | --- |"
+	@for lua in lua5.1 luajit lua5.4; do $$lua bench/dropped_clients.lua || exit 1; done
 
 # The suite with the C core built under AddressSanitizer and UBSan.
 asan:

@@ -266,7 +266,7 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(503, (get("/v7/tests"))) -- its fetch has started
         local owner = token_stats().fetching_pid
         assert.is_number(owner)
-        assert.equals(0, (shell.run("kill -9 " .. owner)))
+        assert.equals(0, (shell.run(("kill -9 %d"):format(owner))))
         server:control { delay = 0 }
         -- the lock's lease is 35 s; its owner is gone, so the next fetch starts now
         local ok = false

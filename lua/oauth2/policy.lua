@@ -12,7 +12,8 @@ local core = require "oauth2.core"
 local type, pairs, ipairs = type, pairs, ipairs
 local concat = table.concat
 local sha256 = core.sha256
-local max, min, random = math.max, math.min, math.random
+local max, min, floor, random = math.max, math.min, math.floor, math.random
+local format = string.format
 
 local _M = { _VERSION = options._VERSION }
 
@@ -38,13 +39,19 @@ _M.MAX_WAIT = 86400
 
 local fail = options.fail
 
+-- A bound as people write it: 31536000, not 3.1536e+07.
+local function show(bound)
+    return bound == floor(bound) and format("%d", bound) or format("%g", bound)
+end
+
 -- A number from `low` (excluded unless low_ok) to `high`, or raise.
 local function number(policy, name, low, high, low_ok, level)
     local value = policy[name]
     if type(value) ~= "number" or value ~= value or value > high
             or value < low or (value == low and not low_ok) then
-        fail(level + 1, low_ok and "option '%s' must be a number from %g to %g"
-            or "option '%s' must be a number above %g and at most %g", name, low, high)
+        fail(level + 1, low_ok and "option '%s' must be a number from %s to %s"
+            or "option '%s' must be a number above %s and at most %s", name,
+            show(low), show(high))
     end
 end
 
