@@ -27,9 +27,9 @@ local PIN = "taskset -c " .. CPU .. " "
 -- name, command (URL, N and CA file appended), N per round (before SCALE)
 local CLIENTS = {
     { "C + libcurl, one reused handle (ceiling)", "build/bench/ceiling", 20000 },
-    { "lua-oauth2 on Lua 5.4 (oauth2.token, reused session)",
+    { "lua-oauth2 on Lua 5.4 (oauth2.endpoint, its own connection)",
       "lua5.4 bench/clients/oauth2_lua.lua", 20000 },
-    { "lua-oauth2 on LuaJIT (oauth2.token, reused session)",
+    { "lua-oauth2 on LuaJIT (oauth2.endpoint, its own connection)",
       "luajit bench/clients/oauth2_lua.lua", 20000 },
     { "lua-curl (Debian, Lua 5.1) + lua-cjson", "lua5.1 bench/clients/lua_curl.lua", 20000 },
     { "LuaSocket socket.http / LuaSec + lua-cjson (Lua 5.4)",
@@ -229,6 +229,11 @@ local proxy = nginx.start(nginx.fill(shell.read_file("bench/endpoint.conf"), {
 local ok, failure = pcall(function()
     local base = "http://127.0.0.1:" .. http_port
     local path = "/v7/oauth2/token"
+    if os.getenv("BENCH_ONLY") == "instructions" then
+        -- the steady measure alone (make bench-instructions)
+        print(instruction_table(base .. path))
+        return
+    end
     local capacity = endpoint_rate(base .. path)
     local http_table = measure("Plain HTTP", base .. path, nil, base)
     local tls_table = measure("TLS (HTTPS)", "https://127.0.0.1:" .. https_port .. path,

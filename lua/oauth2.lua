@@ -5,24 +5,29 @@
 --   local client = oauth2.client { client_id = ..., client_secret = ... }
 --   local header = client:header()           -- "Bearer ..."
 --
--- This facade holds the public API; the policy lives in its submodules:
--- oauth2.options (defaults and validation), oauth2.exchange (responses and
--- retries), oauth2.client (caching and refresh) and oauth2.error (the one
--- error shape).  The HTTP exchange itself is the C core's (oauth2.core),
--- driven by oauth2.transport.
+-- The public API.  The way of one token, module by module:
+--   oauth2.options    checks the options and fills in defaults
+--   oauth2.endpoint   holds them, with the request built once (exchange)
+--   oauth2.exchange   sends it with retries and reads the answer
+--   oauth2.transport  drives the C core (oauth2.core) without blocking nginx
+--   oauth2.error      gives every failure one shape, secrets scrubbed
+-- and oauth2.client and oauth2.openresty cache tokens by oauth2.policy.
+-- Misuse (bad options) raises here, at the caller's line; failures at run
+-- time return nil and an error.
 
+local core = require "oauth2.core"
 local options = require "oauth2.options"
+local endpoint = require "oauth2.endpoint"
 local exchange = require "oauth2.exchange"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 local client = require "oauth2.client"
 
-local pairs, sort = pairs, table.sort
+local pairs, sort, error = pairs, table.sort, error
 
 local _M = {
-    _VERSION = "0.1.0",
-    -- the clock, sleep and random source of retries (shared with the
-    -- exchange; specs may replace its fields)
+    _VERSION = core._VERSION,
+    -- the clock, sleep and random source of retries (specs may replace them)
     runtime = exchange.runtime,
 }
 
@@ -31,16 +36,26 @@ local _M = {
 -- Returns the token table {access_token, token_type, expires_in, scope,
 -- expires_at} or nil and an error table; raises on bad options.
 function _M.token(opts)
-    local conf = options.validate_cached(opts, 2)
-    local token, err = exchange.fetch(conf, conf.session)
+    -- the one-shot form of an endpoint: no connection kept
+    local prepared, why = endpoint.new(opts, false)
+    if not prepared then error(why, 2) end
+    local token, err = prepared:token()
     return token, err
+end
+
+--- A prepared endpoint: options checked and the request built once, and a
+-- connection of its own, for many tokens (see oauth2.endpoint).
+function _M.endpoint(opts)
+    local prepared, why = endpoint.new(opts)
+    if not prepared then error(why, 2) end
+    return prepared
 end
 
 --- A cached, self-refreshing token (see oauth2.client).
 function _M.client(opts)
-    -- not a tail call: the frame count behind bad-option errors needs it
-    local c = client.new(opts, 2)
-    return c
+    local cached, why = client.new(opts)
+    if not cached then error(why, 2) end
+    return cached
 end
 
 --- A reusable connection to pass as opts.session, so consecutive calls

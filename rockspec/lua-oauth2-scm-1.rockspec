@@ -1,5 +1,5 @@
--- LuaRocks build of lua-oauth2: the C core (linked with libcurl) and the
--- Lua modules.  From a checkout: luarocks make (add --deps-mode=none when
+-- LuaRocks build of lua-oauth2: the C core (linked with libcurl and
+-- libcrypto) and the Lua modules.  From a checkout: luarocks make (add --deps-mode=none when
 -- lua-cjson comes from the system, e.g. Debian's lua-cjson package).
 rockspec_format = "3.0"
 package = "lua-oauth2"
@@ -34,24 +34,31 @@ external_dependencies = {
    CURL = {
       library = "curl",
    },
+   -- libcrypto of OpenSSL: hashing and AES-256-GCM for the stores
+   OPENSSL = {
+      header = "openssl/evp.h",
+      library = "crypto",
+   },
 }
 
 build = {
    type = "builtin",
    modules = {
       ["oauth2.core"] = {
-         sources = { "src/core.c" },
+         sources = { "src/core.c", "src/buffer.c", "src/clock.c", "src/crypto.c" },
          defines = { "_POSIX_C_SOURCE=200809L" },
-         incdirs = { "$(CURL_INCDIR)" },
-         libdirs = { "$(CURL_LIBDIR)" },
-         libraries = { "curl" },
+         incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+         libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+         libraries = { "curl", "crypto" },
       },
       ["oauth2"] = "lua/oauth2.lua",
       ["oauth2.client"] = "lua/oauth2/client.lua",
+      ["oauth2.endpoint"] = "lua/oauth2/endpoint.lua",
       ["oauth2.error"] = "lua/oauth2/error.lua",
       ["oauth2.exchange"] = "lua/oauth2/exchange.lua",
       ["oauth2.openresty"] = "lua/oauth2/openresty.lua",
       ["oauth2.options"] = "lua/oauth2/options.lua",
+      ["oauth2.policy"] = "lua/oauth2/policy.lua",
       ["oauth2.transport"] = "lua/oauth2/transport.lua",
    },
    install = {

@@ -297,24 +297,23 @@ describe("oauth2.client", function()
             assert.equals(401, err.status)
         end)
 
-        it("hold secrets only hashed", function()
-            new_client { scope = "hashed", thousandeyes_bearer_token = BEARER }
-            local store_text = {}
-            -- the store is private; reach it through the module's upvalues
-            local client_module = require "oauth2.client"
-            local i = 1
-            while true do
-                local name, value = debug.getupvalue(client_module.new, i)
-                if not name then break end
-                if name == "store" then
-                    for key in pairs(value) do store_text[#store_text + 1] = key end
-                end
-                i = i + 1
+        it("hold secrets only in a keyed hash", function()
+            local policy = require "oauth2.policy"
+            local options = require "oauth2.options"
+            local function key(extra)
+                local opts = { client_id = "id", client_secret = SECRET, scope = "hashed",
+                               thousandeyes_bearer_token = BEARER }
+                for k, v in pairs(extra or {}) do opts[k] = v end
+                return policy.cache_key(assert(options.validate(opts)))
             end
-            assert.is_true(#store_text > 0)
-            local text = table.concat(store_text, "\n")
+            local text = key()
+            assert.matches("^%x+$", text)
             assert.is_nil(text:find(SECRET, 1, true))
             assert.is_nil(text:find(BEARER, 1, true))
+            -- every input counts, the secret included
+            assert.are_not.equal(text, key { client_secret = SECRET .. "2" })
+            assert.are_not.equal(text, key { scope = "other" })
+            assert.equals(text, key())
         end)
     end)
 

@@ -347,17 +347,38 @@ describe("oauth2.core", function()
             assert.is_string(why)
         end)
 
-        it("tells whether a table still has exactly the fields of a copy", function()
-            local session = {}
-            local a = { x = 1, y = "two", session = session }
-            assert.is_true(core.same_fields(a, { x = 1, y = "two", session = session }, 3))
-            assert.is_false(core.same_fields(a, { x = 1, y = "two", session = {} }, 3))
-            assert.is_false(core.same_fields(a, { x = 1, y = "2", session = session }, 3))
-            -- a key more, or a key fewer, than the copy counts
-            assert.is_false(core.same_fields(a, { x = 1, y = "two", session = session }, 2))
-            assert.is_false(core.same_fields({ x = 1 }, { x = 1, y = "two" }, 2))
-            assert.is_true(core.same_fields({}, {}, 0))
-            assert.has_error(function() core.same_fields(a, nil, 1) end)
+        it("hashes with libcrypto: SHA-256 and HMAC-SHA256 test vectors", function()
+            assert.equals("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                core.sha256("abc"))
+            assert.equals("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                core.sha256(""))
+            -- RFC 4231 test case 2
+            assert.equals("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+                core.hmac_sha256("Jefe", "what do ya want for nothing?"))
+        end)
+
+        it("seals with AES-256-GCM: only the same secret opens, and nothing altered", function()
+            local sealed = core.seal("secret-one", "a token value")
+            assert.is_nil(sealed:find("a token value", 1, true))
+            assert.equals("a token value", core.open("secret-one", sealed))
+            -- a fresh nonce every time
+            assert.are_not.equal(sealed, core.seal("secret-one", "a token value"))
+            local opened, why = core.open("secret-two", sealed)
+            assert.is_nil(opened)
+            assert.matches("does not authenticate", why)
+            local flipped = sealed:sub(1, 20) .. string.char((sealed:byte(21) + 1) % 256)
+                .. sealed:sub(22)
+            assert.is_nil(core.open("secret-one", flipped))
+            assert.is_nil(core.open("secret-one", "short"))
+            assert.equals("", core.open("k", core.seal("k", "")))
+        end)
+
+        it("gives its error tables a __tostring", function()
+            local session = core.session()
+            finally(function() session:close() end)
+            local res, err = session:request { url = "http://127.0.0.1:1/", timeout = 1 }
+            assert.is_nil(res)
+            assert.matches("^oauth2%.core: network error: ", tostring(err))
         end)
 
         it("has a monotonic clock", function()

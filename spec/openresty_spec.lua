@@ -39,6 +39,15 @@ describe("oauth2.openresty in nginx", function()
         return require("cjson").decode(res.body)
     end
 
+    -- Whether path answers 200 within `tries` GETs a tenth of a second apart.
+    local function eventually_ok(path, tries)
+        for _ = 1, tries do
+            if get(path) == 200 then return true end
+            core.sleep(0.1)
+        end
+        return false
+    end
+
     -- n GETs of path at once over fresh connections; their statuses.
     local function burst(path, n)
         local code, out = shell.run("curl -s --parallel --parallel-immediate --parallel-max " .. n
@@ -128,10 +137,10 @@ describe("oauth2.openresty in nginx", function()
         local code, out = shell.run("curl -s -H 'Connection: close' "
             .. "-w ' %{time_total}\\n' '" .. base .. "/healthz?n=[1-40]'")
         assert.equals(0, code, out)
-        local pids, slowest, answers = {}, 0, 0
-        for pid, seconds in out:gmatch("ok (%d+)\n (%S+)") do
+        local pending_slow = slurp(slow_file)
+        local pids, answers = {}, 0
+        for pid in out:gmatch("ok (%d+)\n") do
             pids[pid] = true
-            slowest = math.max(slowest, tonumber(seconds))
             answers = answers + 1
         end
         -- wait for the slow request to finish
@@ -141,16 +150,15 @@ describe("oauth2.openresty in nginx", function()
             if slow:match("\n") then break end
             core.sleep(0.1)
         end
-        local status, slow_seconds = slow:match("^(%d+) (%S+)")
+        local status = slow:match("^(%d+) ")
         assert.equals("200", status)
-        -- it really was waiting for the token while the others answered
-        assert.is_true(tonumber(slow_seconds) >= 1.5, slow)
+        -- it was still waiting for its token when all 40 had their answers
+        assert.equals("", pending_slow)
         assert.equals(40, answers)
         local workers = 0
         for _ in pairs(pids) do workers = workers + 1 end
-        -- both workers answered, the fetching one included, and none waited
+        -- both workers answered, the fetching one included
         assert.equals(2, workers)
-        assert.is_true(slowest < 0.5, "a /healthz answer took " .. slowest .. " s")
         assert.equals(1, stats().token_requests)
     end)
 
@@ -174,7 +182,7 @@ describe("oauth2.openresty in nginx", function()
         local failures = {}
         for i = 1, 20 do failures[i] = { status = 503 } end
         server:control { script = failures }
-        start_nginx { cooldown = 0.5 }
+        start_nginx { cooldown = 2 }
         local status, headers, body = get("/v7/tests")
         assert.equals(503, status)
         assert.equals("application/json", headers["content-type"])
@@ -186,7 +194,7 @@ describe("oauth2.openresty in nginx", function()
             proxy:error_log())
         -- the endpoint comes back
         server:control { script = {} }
-        core.sleep(0.6)
+        core.sleep(2.1)
         assert.equals(200, (get("/v7/tests")))
     end)
 
@@ -250,12 +258,7 @@ describe("oauth2.openresty in nginx", function()
         assert.equals("1", headers["retry-after"])
         for _, code in ipairs(burst("/v7/tests", 20)) do assert.equals(503, code) end
         -- the one fetch lands in the background and serves everyone
-        local ok = false
-        for _ = 1, 50 do
-            if get("/v7/tests") == 200 then ok = true; break end
-            core.sleep(0.1)
-        end
-        assert.is_true(ok)
+        assert.is_true(eventually_ok("/v7/tests", 50))
         assert.equals(1, stats().token_requests)
         assert.matches("waited 0.3 s for the fetch in progress", proxy:error_log())
     end)
@@ -269,12 +272,7 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(0, (shell.run(("kill -9 %d"):format(owner))))
         server:control { delay = 0 }
         -- the lock's lease is 35 s; its owner is gone, so the next fetch starts now
-        local ok = false
-        for _ = 1, 20 do
-            if get("/v7/tests") == 200 then ok = true; break end
-            core.sleep(0.1)
-        end
-        assert.is_true(ok)
+        assert.is_true(eventually_ok("/v7/tests", 20))
         assert.equals(2, stats().token_requests)
     end)
 
@@ -320,11 +318,11 @@ describe("oauth2.openresty in nginx", function()
         local failures = {}
         for i = 1, 10 do failures[i] = { status = 503 } end
         server:control { script = failures }
-        start_nginx { cooldown = 1 }
+        start_nginx { cooldown = 3 }
         for _, code in ipairs(burst("/v7/tests", 50)) do assert.equals(503, code) end
         local _, lines = proxy:error_log():gsub("no access token for the upstream", "")
         assert.is_true(lines >= 1 and lines <= 2, "lines: " .. lines)
-        core.sleep(1.2) -- past the cool-down: the next failures are logged again
+        core.sleep(3.2) -- past the cool-down: the next failures are logged again
         for _, code in ipairs(burst("/v7/tests", 10)) do assert.equals(503, code) end
         assert.matches("and %d+ more requests since the last message", proxy:error_log())
     end)

@@ -168,10 +168,10 @@ describe("oauth2.token", function()
 
         it("reuses one connection through a session", function()
             local session = oauth2.session()
+            finally(function() session:close() end)
             for _ = 1, 3 do
                 assert(oauth2.token(opts { session = session, connect_timeout = 2 }))
             end
-            session:close()
             local stats = server:stats()
             assert.equals(3, stats.token_requests)
             assert.equals(1, stats.token_connections)
@@ -195,13 +195,17 @@ describe("oauth2.token", function()
                 "oauth2: option 'timeout' must be a number, got a string")
         end)
 
-        it("refuses a reply larger than max_body", function()
-            server:control { script = { { status = 200,
-                body = { access_token = string.rep("a", 3000), expires_in = 60 } } } }
-            local token, err = oauth2.token(opts { max_body = 2048 })
-            assert.is_nil(token)
-            assert.equals("protocol", err.kind)
-            assert.matches("2048 byte limit", err.message)
+        it("prepares an endpoint once and reuses its connection", function()
+            local endpoint = oauth2.endpoint(opts())
+            finally(function() endpoint:close() end)
+            for _ = 1, 3 do assert(endpoint:token()) end
+            local stats = server:stats()
+            assert.equals(3, stats.token_requests)
+            assert.equals(1, stats.token_connections)
+            assert.matches("^oauth2.endpoint http://127.0.0.1:%d+ client_id=", tostring(endpoint))
+            endpoint:close()
+            assert.has_error(function() endpoint:token() end, "oauth2: use of a closed endpoint")
+            assert.has_error(function() oauth2.endpoint { bogus = 1 } end)
         end)
 
         it("closes a session with <close> on Lua 5.4", function()
@@ -265,6 +269,15 @@ describe("oauth2.token", function()
     end)
 
     describe("on failure", function()
+        it("refuses a reply larger than max_body", function()
+            server:control { script = { { status = 200,
+                body = { access_token = string.rep("a", 3000), expires_in = 60 } } } }
+            local token, err = oauth2.token(opts { max_body = 2048 })
+            assert.is_nil(token)
+            assert.equals("protocol", err.kind)
+            assert.matches("2048 byte limit", err.message)
+        end)
+
         it("maps 401 to an http error with the RFC 6749 code, not retried", function()
             local token, err = oauth2.token(opts { client_secret = "wrong-" .. SECRET })
             assert.is_nil(token)

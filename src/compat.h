@@ -17,7 +17,7 @@
 #else
 #define oauth2_rawlen(L, i) lua_objlen((L), (i))
 /* luaL_setfuncs without upvalues: register l into the table on top. */
-static void oauth2_setfuncs(lua_State *L, const luaL_Reg *l)
+static inline void oauth2_setfuncs(lua_State *L, const luaL_Reg *l)
 {
     for (; l->name != NULL; l++) {
         lua_pushcfunction(L, l->func);

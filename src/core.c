@@ -14,20 +14,22 @@
  * Lua error (which longjmps) can never leak it; `__gc` frees what is left.
  * No Lua API call happens inside a libcurl callback.
  */
-#include <errno.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <curl/curl.h>
 
+#include "buffer.h"
+#include "clock.h"
 #include "compat.h"
+#include "crypto.h"
 
 #define OAUTH2_CORE_VERSION "0.1.0"
 #define SESSION_MT "oauth2.core.session"
+#define ERROR_MT "oauth2.core.error"
 
 #define DEFAULT_MAX_BODY (1024 * 1024)
 #define DEFAULT_TIMEOUT_MS 30000L
@@ -43,21 +45,14 @@
 #error "libcurl 7.85.0 or newer is required (CURLOPT_PROTOCOLS_STR, curl_easy_header)"
 #endif
 
-/* A growable byte buffer that is wiped before its memory is given back. */
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-} buffer;
-
 typedef struct {
     CURL *easy;
     CURLM *multi;
     CURLU *url;                 /* request URL, parsed once for every exchange */
     struct curl_slist *headers; /* request headers: may carry a bearer token */
-    buffer form;                /* request body: carries the client secret */
-    buffer body;                /* response body: carries the access token */
-    buffer line;                /* scratch for one "Name: value" header line */
+    oauth2_buffer form;                /* request body: carries the client secret */
+    oauth2_buffer body;                /* response body: carries the access token */
+    oauth2_buffer line;                /* scratch for one "Name: value" header line */
     size_t max_body;
     int body_too_large;
     int out_of_memory;
@@ -71,62 +66,6 @@ typedef struct {
     char errbuf[CURL_ERROR_SIZE];
 } session;
 
-/* ---------------------------------------------------------------- buffers */
-
-/* memset that the optimiser may not drop: the memory is freed right after. */
-static void wipe(void *p, size_t n)
-{
-#if defined(__GNUC__)
-    memset(p, 0, n);
-    /* the compiler must assume the zeroes are read: the store stays */
-    __asm__ __volatile__("" : : "r"(p) : "memory");
-#else
-    volatile unsigned char *v = p;
-    while (n--)
-        *v++ = 0;
-#endif
-}
-
-static void buffer_free(buffer *b)
-{
-    if (b->data != NULL) {
-        wipe(b->data, b->cap);
-        free(b->data);
-    }
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
-
-/*
- * Append n bytes; -1 when memory runs out.  Grows by copying rather than
- * realloc so no unwiped copy of a secret is left behind in freed memory.
- */
-static int buffer_append(buffer *b, const char *p, size_t n)
-{
-    if (n > SIZE_MAX - b->len - 1)
-        return -1;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *grown;
-        while (cap < b->len + n + 1)
-            cap = cap > SIZE_MAX / 2 ? b->len + n + 1 : cap * 2;
-        grown = malloc(cap);
-        if (grown == NULL)
-            return -1;
-        if (b->data != NULL) {
-            memcpy(grown, b->data, b->len);
-            wipe(b->data, b->cap);
-            free(b->data);
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
 /* ---------------------------------------------------------------- session */
 
 /* Wipe and free every string of a curl_slist (header values hold secrets). */
@@ -135,7 +74,7 @@ static void slist_free_wiped(struct curl_slist *list)
     struct curl_slist *node;
     for (node = list; node != NULL; node = node->next)
         if (node->data != NULL)
-            wipe(node->data, strlen(node->data));
+            oauth2_wipe(node->data, strlen(node->data));
     curl_slist_free_all(list);
 }
 
@@ -146,9 +85,9 @@ static void release_transfer(session *s)
         curl_multi_remove_handle(s->multi, s->easy);
         s->running = 0;
     }
-    buffer_free(&s->body);
+    oauth2_buffer_free(&s->body);
     /* libcurl's words: they may quote a proxy string with its password */
-    wipe(s->errbuf, sizeof s->errbuf);
+    oauth2_wipe(s->errbuf, sizeof s->errbuf);
     s->body_too_large = 0;
     s->out_of_memory = 0;
 }
@@ -166,8 +105,8 @@ static void release_request(lua_State *L, session *s)
         slist_free_wiped(s->headers);
         s->headers = NULL;
     }
-    buffer_free(&s->form);
-    buffer_free(&s->line);
+    oauth2_buffer_free(&s->form);
+    oauth2_buffer_free(&s->line);
     s->wanted_count = -1;
     if (s->reuse_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, s->reuse_ref);
@@ -214,7 +153,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
         s->body_too_large = 1;
         return 0;
     }
-    if (buffer_append(&s->body, data, n) != 0) {
+    if (oauth2_buffer_append(&s->body, data, n) != 0) {
         s->out_of_memory = 1;
         return 0;
     }
@@ -223,11 +162,16 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 
 /* ----------------------------------------------------------------- errors */
 
-/* Push the error table {kind=, message=, curl_code=} plus nil before it. */
+/*
+ * Push nil and the error table {kind=, message=, curl_code=}; it prints as
+ * "oauth2.core: <kind> error: <message>".
+ */
 static int push_error(lua_State *L, const char *kind, const char *message, int curl_code)
 {
     lua_pushnil(L);
     lua_createtable(L, 0, 3);
+    luaL_getmetatable(L, ERROR_MT);
+    lua_setmetatable(L, -2);
     lua_pushstring(L, kind);
     lua_setfield(L, -2, "kind");
     lua_pushstring(L, message);
@@ -237,6 +181,21 @@ static int push_error(lua_State *L, const char *kind, const char *message, int c
         lua_setfield(L, -2, "curl_code");
     }
     return 2;
+}
+
+/* __tostring of the core's error tables. */
+static int error_tostring(lua_State *L)
+{
+    const char *kind, *message;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushliteral(L, "kind");
+    lua_rawget(L, 1);
+    lua_pushliteral(L, "message");
+    lua_rawget(L, 1);
+    kind = lua_tostring(L, -2);
+    message = lua_tostring(L, -1);
+    lua_pushfstring(L, "oauth2.core: %s error: %s", kind ? kind : "?", message ? message : "?");
+    return 1;
 }
 
 /* Which of the library's error kinds a libcurl result belongs to. */
@@ -381,12 +340,12 @@ static const char *append_header(session *s, const char *name, size_t name_len,
 {
     struct curl_slist *list;
     s->line.len = 0;
-    if (buffer_append(&s->line, name, name_len) != 0 ||
-        buffer_append(&s->line, value_len ? ": " : ";", value_len ? 2 : 1) != 0 ||
-        buffer_append(&s->line, value, value_len) != 0)
+    if (oauth2_buffer_append(&s->line, name, name_len) != 0 ||
+        oauth2_buffer_append(&s->line, value_len ? ": " : ";", value_len ? 2 : 1) != 0 ||
+        oauth2_buffer_append(&s->line, value, value_len) != 0)
         return "out of memory";
     list = curl_slist_append(s->headers, s->line.data);
-    wipe(s->line.data, s->line.len);
+    oauth2_wipe(s->line.data, s->line.len);
     if (list == NULL)
         return "out of memory";
     s->headers = list;
@@ -420,10 +379,8 @@ static int is_framing_header(const char *name, size_t len)
  * it after build_form.  Returns NULL on success or a message naming the
  * problem (never the value, which may be secret), either a literal or
  * written into message[size].
- *
- * libcurl pays for every line of the list on every request, so the list
- * holds only what must differ from libcurl's own defaults: a form body
- * already goes out as application/x-www-form-urlencoded.
+ * The list holds only what differs from libcurl's own defaults (a form
+ * body already goes out as application/x-www-form-urlencoded).
  */
 static const char *build_headers(lua_State *L, session *s, char *message, size_t size)
 {
@@ -467,11 +424,7 @@ static const char *build_headers(lua_State *L, session *s, char *message, size_t
         }
         lua_pop(L, 1);
     }
-    /*
-     * request.user_agent goes into the list too: CURLOPT_USERAGENT would
-     * have libcurl format a line of its own on every request, which
-     * costs more.  A User-Agent in request.headers wins, as it would there.
-     */
+    /* request.user_agent joins the list; a User-Agent in request.headers wins */
     agent = opt_string(L, "user_agent", &agent_len);
     if (agent != NULL && !has_agent) {
         if (!is_safe_value(agent, agent_len))
@@ -515,14 +468,14 @@ static int append_escaped(session *s, const char *p, size_t n)
     char *escaped;
     int rc;
     if (is_unreserved(p, n))
-        return buffer_append(&s->form, p, n);
+        return oauth2_buffer_append(&s->form, p, n);
     if (n > INT_MAX)
         return -1;
     escaped = curl_easy_escape(s->easy, p, (int)n);
     if (escaped == NULL)
         return -1;
-    rc = buffer_append(&s->form, escaped, strlen(escaped));
-    wipe(escaped, strlen(escaped));
+    rc = oauth2_buffer_append(&s->form, escaped, strlen(escaped));
+    oauth2_wipe(escaped, strlen(escaped));
     curl_free(escaped);
     return rc;
 }
@@ -537,7 +490,7 @@ static const char *build_form(lua_State *L, session *s)
     }
     if (lua_type(L, -1) != LUA_TTABLE)
         luaL_error(L, "request.form must be a table");
-    if (buffer_append(&s->form, "", 0) != 0) { /* a POST even when empty */
+    if (oauth2_buffer_append(&s->form, "", 0) != 0) { /* a POST even when empty */
         lua_pop(L, 1);
         return "out of memory";
     }
@@ -549,9 +502,9 @@ static const char *build_form(lua_State *L, session *s)
             luaL_error(L, "request.form must map names to strings");
         name = lua_tolstring(L, -2, &name_len);
         value = lua_tolstring(L, -1, &value_len);
-        if ((s->form.len > 0 && buffer_append(&s->form, "&", 1) != 0) ||
+        if ((s->form.len > 0 && oauth2_buffer_append(&s->form, "&", 1) != 0) ||
             append_escaped(s, name, name_len) != 0 ||
-            buffer_append(&s->form, "=", 1) != 0 ||
+            oauth2_buffer_append(&s->form, "=", 1) != 0 ||
             append_escaped(s, value, value_len) != 0) {
             lua_pop(L, 3);
             return "out of memory";
@@ -640,12 +593,11 @@ static int env_has_any(const char *const *names, size_t n)
 }
 
 /*
- * libcurl looks up the proxy variables of the environment on every transfer
- * (up to seven getenv calls, each a walk of the environment).  When they
- * are unset, say so once here, for every exchange of the request: no proxy
+ * The proxy variables of the environment, read once per request set up
+ * rather than by libcurl on every transfer: when they are unset, no proxy
  * unless the request names one, and no host exempt from it.  The outcome
- * is libcurl's own; only a change to the environment made after the
- * request was set up goes unseen.
+ * is libcurl's own; a change to the environment made after the request was
+ * set up goes unseen.  request.no_proxy rules out every proxy.
  */
 static void settle_proxy(lua_State *L, session *s)
 {
@@ -689,71 +641,65 @@ static void set_safe_defaults(session *s)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS);
 }
 
+/* request.timeout and request.connect_timeout onto the handle. */
+static void set_timeouts(lua_State *L, session *s)
+{
+    long ms = opt_millis(L, "timeout");
+    curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, ms >= 0 ? ms : DEFAULT_TIMEOUT_MS);
+    ms = opt_millis(L, "connect_timeout");
+    curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, ms >= 0 ? ms : 0L);
+}
+
 /*
- * Configure the easy handle from the request table at index 2 and attach it
- * to the multi handle.  Returns 0 when the exchange is under way, otherwise
- * the number of values (nil, err) it pushed.
+ * Whether the request at index 2 is the one kept prepared (request.reuse):
+ * then only its timeouts are set again.
  */
-static int start_exchange(lua_State *L, session *s)
+static int reuse_prepared(lua_State *L, session *s)
+{
+    int same;
+    if (s->reuse_ref == LUA_NOREF)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->reuse_ref);
+    same = lua_rawequal(L, -1, 2);
+    lua_pop(L, 1);
+    if (!same)
+        return 0;
+    release_transfer(s);
+    set_timeouts(L, s);
+    return 1;
+}
+
+/*
+ * Where and how to connect: URL, TLS files, proxy, Basic credentials,
+ * timeouts, verification, the body cap.  NULL, or what is wrong.
+ */
+static const char *set_transport(lua_State *L, session *s, char *message, size_t size)
 {
     static const struct {
         const char *name;
         CURLoption option;
     } strings[] = {
-        {"ca_file", CURLOPT_CAINFO},
-        {"ca_path", CURLOPT_CAPATH},
-        {"cert", CURLOPT_SSLCERT},
-        {"key", CURLOPT_SSLKEY},
-        {"proxy", CURLOPT_PROXY},
-        {"username", CURLOPT_USERNAME},
+        {"ca_file", CURLOPT_CAINFO},   {"ca_path", CURLOPT_CAPATH},
+        {"cert", CURLOPT_SSLCERT},     {"key", CURLOPT_SSLKEY},
+        {"proxy", CURLOPT_PROXY},      {"username", CURLOPT_USERNAME},
         {"password", CURLOPT_PASSWORD},
     };
     const char *problem;
-    char message[128];
     size_t i, len;
-    long ms;
-    CURLMcode mc;
-
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (s->running)
-        luaL_error(L, "oauth2.core session is busy with another exchange");
-    if (s->reuse_ref != LUA_NOREF) {
-        int same;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->reuse_ref);
-        same = lua_rawequal(L, -1, 2);
-        lua_pop(L, 1);
-        if (same) {
-            /* the request kept prepared: only the timeouts may differ */
-            release_transfer(s);
-            ms = opt_millis(L, "timeout");
-            curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, ms >= 0 ? ms : DEFAULT_TIMEOUT_MS);
-            ms = opt_millis(L, "connect_timeout");
-            curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, ms >= 0 ? ms : 0L);
-            goto attach;
-        }
-    }
-    release_exchange(L, s);
-    curl_easy_reset(s->easy); /* keeps live connections and TLS sessions */
-    set_safe_defaults(s);
-
-    if ((problem = set_url(L, s, message, sizeof message)) != NULL)
-        return push_error(L, "config", problem, 0);
+    if ((problem = set_url(L, s, message, size)) != NULL)
+        return problem;
     for (i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         int rc = set_string(L, s, strings[i].name, strings[i].option);
         if (rc != 0) {
-            snprintf(message, sizeof message, "request.%s %s", strings[i].name,
+            snprintf(message, size, "request.%s %s", strings[i].name,
                      rc == -1 ? "contains a NUL byte" : "is not accepted by libcurl");
-            return push_error(L, "config", message, 0);
+            return message;
         }
     }
     if (opt_string(L, "username", &len) != NULL || opt_string(L, "password", &len) != NULL)
         curl_easy_setopt(s->easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
     settle_proxy(L, s);
-
-    if ((ms = opt_millis(L, "timeout")) >= 0)
-        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, ms);
-    if ((ms = opt_millis(L, "connect_timeout")) >= 0)
-        curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, ms);
+    set_timeouts(L, s);
 
     get_field(L, "verify");
     if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
@@ -775,27 +721,34 @@ static int start_exchange(lua_State *L, session *s)
     }
     lua_pop(L, 1);
     curl_easy_setopt(s->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_body);
+    return NULL;
+}
 
+/* What is sent: the form body, the header list, and the response headers
+ * asked for.  NULL, or what is wrong. */
+static const char *set_message(lua_State *L, session *s, char *message, size_t size)
+{
+    const char *problem;
     if ((problem = build_form(L, s)) != NULL)
-        return push_error(L, "config", problem, 0);
+        return problem;
     if (s->form.data != NULL) {
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->form.len);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->form.data);
     }
-
-    if ((problem = build_headers(L, s, message, sizeof message)) != NULL)
-        return push_error(L, "config", problem, 0);
+    if ((problem = build_headers(L, s, message, size)) != NULL)
+        return problem;
     curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
+    return read_wanted(L, s);
+}
 
-    if ((problem = read_wanted(L, s)) != NULL)
-        return push_error(L, "config", problem, 0);
-
-    /*
-     * request.reuse = true is the caller's promise that, but for timeout and
-     * connect_timeout, this table will not change: the handle then stays
-     * set up for it, and the next start with the same table skips all the
-     * above.  The reference keeps the table alive, so its identity stays.
-     */
+/*
+ * request.reuse = true is the caller's promise that, but for timeout and
+ * connect_timeout, this table will not change: the handle then stays set
+ * up for it, and the next start with the same table skips the set-up.
+ * The reference keeps the table alive, so its identity stays.
+ */
+static void keep_if_reused(lua_State *L, session *s)
+{
     get_field(L, "reuse");
     if (lua_toboolean(L, -1)) {
         lua_pop(L, 1);
@@ -804,8 +757,31 @@ static int start_exchange(lua_State *L, session *s)
     } else {
         lua_pop(L, 1);
     }
+}
 
-attach:
+/*
+ * Configure the easy handle from the request table at index 2 and attach it
+ * to the multi handle.  Returns 0 when the exchange is under way, otherwise
+ * the number of values (nil, err) it pushed.
+ */
+static int start_exchange(lua_State *L, session *s)
+{
+    const char *problem;
+    char message[128];
+    CURLMcode mc;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (s->running)
+        luaL_error(L, "oauth2.core session is busy with another exchange");
+    if (!reuse_prepared(L, s)) {
+        release_exchange(L, s);
+        curl_easy_reset(s->easy); /* keeps live connections and TLS sessions */
+        set_safe_defaults(s);
+        if ((problem = set_transport(L, s, message, sizeof message)) != NULL ||
+            (problem = set_message(L, s, message, sizeof message)) != NULL)
+            return push_error(L, "config", problem, 0);
+        keep_if_reused(L, s);
+    }
     mc = curl_multi_add_handle(s->multi, s->easy);
     if (mc != CURLM_OK)
         return push_error(L, "network", curl_multi_strerror(mc), 0);
@@ -966,7 +942,7 @@ static int push_outcome(lua_State *L, session *s, CURLcode result)
             snprintf(message, sizeof message, "%s", curl_easy_strerror(result));
         }
         redact_userinfo(clean, sizeof clean, message);
-        wipe(message, sizeof message);
+        oauth2_wipe(message, sizeof message);
         push_error(L, kind, clean, (int)result);
         if (status != 0) {
             lua_pushinteger(L, status);
@@ -1200,46 +1176,56 @@ static int l_escape(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
+    oauth2_buffer *box;
     char *escaped;
+    int failed;
     if (len > INT_MAX)
         return luaL_error(L, "string too long to escape");
+    /* the escaped secret lives in a box while Lua runs (out of memory) */
+    box = oauth2_box(L);
     escaped = curl_easy_escape(NULL, text, (int)len);
     if (escaped == NULL)
         return luaL_error(L, "out of memory");
-    lua_pushstring(L, escaped);
-    wipe(escaped, strlen(escaped));
+    failed = oauth2_buffer_append(box, escaped, strlen(escaped));
+    oauth2_wipe(escaped, strlen(escaped));
     curl_free(escaped);
+    if (failed)
+        return luaL_error(L, "out of memory");
+    lua_pushlstring(L, box->data, box->len);
+    oauth2_buffer_free(box);
     return 1;
-}
-
-/* Set field `field` of the table on top to URL part `part`, if present. */
-static void push_url_part(lua_State *L, CURLU *url, CURLUPart part, const char *field,
-                          unsigned int flags)
-{
-    char *value = NULL;
-    if (curl_url_get(url, part, &value, flags) == CURLUE_OK && value != NULL) {
-        lua_pushstring(L, value);
-        lua_setfield(L, -2, field);
-    }
-    curl_free(value);
 }
 
 /*
  * core.parse_url(url) -> {scheme, host, port, path, query, userinfo} | nil, msg
  * libcurl's own parser, so what we check is what libcurl will connect to.
+ * The parts are copied into a box before any Lua call, so an
+ * out-of-memory error cannot leak libcurl's handle (or a password in it).
  */
 static int l_parse_url(lua_State *L)
 {
-    size_t len;
+    static const struct {
+        CURLUPart part;
+        const char *field;
+        unsigned int flags;
+    } parts[] = {
+        {CURLUPART_SCHEME, "scheme", 0}, {CURLUPART_HOST, "host", 0},
+        {CURLUPART_PORT, "port", CURLU_DEFAULT_PORT}, {CURLUPART_PATH, "path", 0},
+        {CURLUPART_QUERY, "query", 0},
+    };
+    size_t len, i, offset[sizeof parts / sizeof parts[0]];
     const char *text = luaL_checklstring(L, 1, &len);
+    oauth2_buffer *box;
     CURLU *url;
     CURLUcode rc;
     char *user = NULL, *password = NULL;
+    int has_userinfo, failed = 0;
     if (strlen(text) != len) {
         lua_pushnil(L);
         lua_pushliteral(L, "URL contains a NUL byte");
         return 2;
     }
+    box = oauth2_box(L);
     url = curl_url();
     if (url == NULL)
         return luaL_error(L, "out of memory");
@@ -1253,160 +1239,33 @@ static int l_parse_url(lua_State *L)
     /* only whether credentials are embedded, never what they are */
     curl_url_get(url, CURLUPART_USER, &user, 0);
     curl_url_get(url, CURLUPART_PASSWORD, &password, 0);
-    lua_createtable(L, 0, 6);
-    lua_pushboolean(L, user != NULL || password != NULL);
-    lua_setfield(L, -2, "userinfo");
+    has_userinfo = user != NULL || password != NULL;
     curl_free(user);
     curl_free(password);
-    /* lua_pushstring below cannot leak: url is freed by the lines after */
-    push_url_part(L, url, CURLUPART_SCHEME, "scheme", 0);
-    push_url_part(L, url, CURLUPART_HOST, "host", 0);
-    push_url_part(L, url, CURLUPART_PORT, "port", CURLU_DEFAULT_PORT);
-    push_url_part(L, url, CURLUPART_PATH, "path", 0);
-    push_url_part(L, url, CURLUPART_QUERY, "query", 0);
-    curl_url_cleanup(url);
-    return 1;
-}
-
-/* ---------------------------------------------------------------- sha-256 */
-
-/*
- * SHA-256 (FIPS 180-4), for cache keys that must not hold a secret in clear.
- * libcurl exports no digest, and linking a crypto library for one hash is
- * more weight than these few lines.
- */
-static const uint32_t sha256_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2,
-};
-
-#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-/* Mix one 64-byte block into the state h. */
-static void sha256_block(uint32_t h[8], const unsigned char *p)
-{
-    uint32_t w[64], a, b, c, d, e, f, g, k, t1, t2;
-    int i;
-    for (i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-    for (i = 16; i < 64; i++) {
-        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
-    for (i = 0; i < 64; i++) {
-        t1 = k + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + sha256_k[i] + w[i];
-        t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        k = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
-    }
-    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
-    wipe(w, sizeof w);
-}
-
-/* core.sha256(s) -> lower-case hex digest of s */
-static int l_sha256(lua_State *L)
-{
-    static const char hex[] = "0123456789abcdef";
-    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    unsigned char tail[128];
-    char out[64];
-    size_t len, done, rest, padded, i;
-    const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    uint64_t bits = (uint64_t)len * 8;
-
-    for (done = 0; len - done >= 64; done += 64)
-        sha256_block(h, p + done);
-    rest = len - done;
-    memset(tail, 0, sizeof tail);
-    memcpy(tail, p + done, rest);
-    tail[rest] = 0x80;
-    padded = rest + 9 <= 64 ? 64 : 128;
-    for (i = 0; i < 8; i++)
-        tail[padded - 1 - i] = (unsigned char)(bits >> (8 * i));
-    sha256_block(h, tail);
-    if (padded == 128)
-        sha256_block(h, tail + 64);
-    wipe(tail, sizeof tail);
-    for (i = 0; i < 32; i++) {
-        unsigned char byte = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
-        out[2 * i] = hex[byte >> 4];
-        out[2 * i + 1] = hex[byte & 15];
-    }
-    lua_pushlstring(L, out, sizeof out);
-    return 1;
-}
-
-/*
- * The clock behind core.now.  Token lifetimes and deadlines need
- * milliseconds at best, and the coarse clock costs a fraction of the
- * precise one on the cached-token hot path.
- */
-#ifdef CLOCK_MONOTONIC_COARSE
-#define NOW_CLOCK CLOCK_MONOTONIC_COARSE
-#else
-#define NOW_CLOCK CLOCK_MONOTONIC
-#endif
-
-/* core.now() -> seconds on a monotonic clock (for deadlines and lifetimes) */
-static int l_now(lua_State *L)
-{
-    struct timespec ts;
-    clock_gettime(NOW_CLOCK, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
-    return 1;
-}
-
-/*
- * core.same_fields(a, b, n): whether table a has exactly n keys, each with a
- * value raw-equal to b's under that key.  The Lua layer asks this on every
- * oauth2.token call to reuse a validated options table; one C call walks
- * the table for less than a Lua loop over pairs pays in calls to next.
- */
-static int l_same_fields(lua_State *L)
-{
-    lua_Integer n = luaL_checkinteger(L, 3), count = 0;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    lua_pushnil(L);
-    while (lua_next(L, 1) != 0) {
-        lua_pushvalue(L, -2);
-        lua_rawget(L, 2);
-        if (++count > n || !lua_rawequal(L, -1, -2)) {
-            lua_pushboolean(L, 0);
-            return 1;
+    for (i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        char *value = NULL;
+        offset[i] = (size_t)-1;
+        if (curl_url_get(url, parts[i].part, &value, parts[i].flags) == CURLUE_OK &&
+            value != NULL) {
+            offset[i] = box->len;
+            failed = failed || oauth2_buffer_append(box, value, strlen(value) + 1) != 0;
         }
-        lua_pop(L, 2);
+        curl_free(value);
     }
-    lua_pushboolean(L, count == n);
+    curl_url_cleanup(url);
+    if (failed)
+        return luaL_error(L, "out of memory");
+    lua_createtable(L, 0, 6);
+    lua_pushboolean(L, has_userinfo);
+    lua_setfield(L, -2, "userinfo");
+    for (i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        if (offset[i] != (size_t)-1) {
+            lua_pushstring(L, box->data + offset[i]);
+            lua_setfield(L, -2, parts[i].field);
+        }
+    }
+    oauth2_buffer_free(box);
     return 1;
-}
-
-/* core.sleep(seconds): a blocking wait, for use outside an event loop only */
-static int l_sleep(lua_State *L)
-{
-    lua_Number seconds = luaL_checknumber(L, 1);
-    struct timespec ts;
-    if (!(seconds > 0))
-        return 0;
-    if (seconds > 86400)
-        seconds = 86400;
-    ts.tv_sec = (time_t)seconds;
-    ts.tv_nsec = (long)((seconds - (lua_Number)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-    return 0;
 }
 
 static const luaL_Reg session_methods[] = {
@@ -1431,10 +1290,6 @@ static const luaL_Reg functions[] = {
     {"session", l_session},
     {"escape", l_escape},
     {"parse_url", l_parse_url},
-    {"sha256", l_sha256},
-    {"now", l_now},
-    {"sleep", l_sleep},
-    {"same_fields", l_same_fields},
     {NULL, NULL},
 };
 
@@ -1455,8 +1310,16 @@ int luaopen_oauth2_core(lua_State *L)
         lua_setfield(L, -2, "__name");
     }
     lua_pop(L, 1);
+    if (luaL_newmetatable(L, ERROR_MT)) {
+        lua_pushcfunction(L, error_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    oauth2_box_open(L);
 
     oauth2_newlib(L, functions);
+    oauth2_clock_open(L);
+    oauth2_crypto_open(L);
     lua_pushliteral(L, OAUTH2_CORE_VERSION);
     lua_setfield(L, -2, "_VERSION");
     lua_pushstring(L, curl_version());

@@ -13,8 +13,9 @@
 -- policy, so clients with the same key share one token and clients with
 -- different keys never see each other's.
 
+local core = require "oauth2.core"
 local options = require "oauth2.options"
-local exchange = require "oauth2.exchange"
+local endpoint = require "oauth2.endpoint"
 local policy_rules = require "oauth2.policy"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
@@ -24,18 +25,17 @@ local type, pairs, error, pcall, setmetatable, tostring =
 local max, floor, huge = math.max, math.floor, math.huge
 local concat, format = table.concat, string.format
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = core._VERSION }
 
 -- The client's own option beside the cache policy (oauth2.policy).
 local CLIENT_OPTIONS = { clock = true }
 
-local fail = options.fail
-
--- Check the policy options and the clock; returns the policy or raises.
-local function check_policy(opts, level)
-    local checked = policy_rules.check(opts, level + 1)
+-- The cache policy and the clock; the policy, or nil and a message.
+local function check_policy(opts)
+    local checked, why = policy_rules.check(opts)
+    if not checked then return nil, why end
     if opts.clock ~= nil and type(opts.clock) ~= "function" then
-        fail(level, "option 'clock' must be a function")
+        return nil, "oauth2: option 'clock' must be a function"
     end
     checked.clock = opts.clock or transport.now
     return checked
@@ -118,8 +118,8 @@ local function fetch(self, entry, refreshing)
     local clock = self.policy.clock
     local sent_at = clock() -- before the first attempt: never too fresh
     entry.fetching_until = sent_at + self.conf.deadline + FETCH_GRACE
-    -- a session of the caller's, or one of the fetch's own that it closes
-    local ok, token, err, attempts = pcall(exchange.fetch, self.conf, self.session)
+    -- through the caller's session, or a connection of the fetch's own
+    local ok, token, err, attempts = pcall(self.endpoint.token, self.endpoint)
     entry.fetching_until = -huge
     if not ok then error(token, 0) end
     stats.fetches = stats.fetches + 1
@@ -140,18 +140,13 @@ end
 -- Everything but the fresh-token case: refresh, stale serving, cool-downs.
 local function slow_token(self, now)
     local entry = self.entry
-    if entry == CLOSED then error("oauth2: use of a closed client", 3) end
-    if entry.token and now < entry.refresh_after then
-        self.hits = self.hits + 1
-        return entry.token
-    end
     if entry.token and now < entry.expire_after then
         -- due for refresh but still valid: try, and serve the old one on failure
         if now >= entry.next_try and now >= entry.fetching_until then
             local token = fetch(self, entry, true)
             if token then return token end
         end
-        self.hits = self.hits + 1
+        self.counters.hits = self.counters.hits + 1
         self.counters.stale = self.counters.stale + 1
         return entry.token
     end
@@ -169,19 +164,21 @@ end
 
 --- The token table while valid; fetches when there is none or it expired,
 -- refreshes ahead of expiry.  Returns the token or nil and an error.
--- The hot path: one clock read, three field reads, one counter.
 function Client:token()
     local entry = self.entry
     local now = self.clock()
     if now < entry.refresh_after then
-        self.hits = self.hits + 1
+        local counters = self.counters
+        counters.hits = counters.hits + 1
         return entry.token
     end
+    if entry == CLOSED then error("oauth2: use of a closed client", 2) end
     return slow_token(self, now)
 end
 
 --- "Bearer <access_token>", or nil and an error.
 function Client:header()
+    if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
     local token, err = self:token()
     if not token then return nil, err end
     return self.entry.header
@@ -215,7 +212,6 @@ end
 function Client:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
-    stats.hits = self.hits
     local entry = self.entry
     stats.last_error = self.last_error
     if entry ~= CLOSED and entry.token then
@@ -229,7 +225,6 @@ end
 -- which stays the caller's).  The shared token stays for other clients
 -- with the same key.
 function Client:close()
-    self.session = nil
     self.entry = CLOSED
 end
 Client.__close = Client.close
@@ -257,11 +252,10 @@ function Client:__tostring()
 end
 
 --- A new client; opts are oauth2.token's options plus the cache policy.
--- level: where a bad-option error points (1 = the caller of new).
-function _M.new(opts, level)
-    level = (level or 1) + 1
+-- Returns the client, or nil and a message for bad options.
+function _M.new(opts)
     if type(opts) ~= "table" then
-        fail(level, "options must be a table, got %s", options.describe(opts))
+        return nil, "oauth2: options must be a table, got " .. options.describe(opts)
     end
     local token_opts, policy_opts = {}, {}
     for name, value in pairs(opts) do
@@ -271,28 +265,30 @@ function _M.new(opts, level)
             token_opts[name] = value
         end
     end
-    local policy = check_policy(policy_opts, level)
-    local conf = options.validate(token_opts, level)
+    local policy, why = check_policy(policy_opts)
+    if not policy then return nil, why end
+    -- no connection kept between fetches an hour apart, unless the caller
+    -- passes a session of theirs
+    local prepared
+    prepared, why = endpoint.new(token_opts, false)
+    if not prepared then return nil, why end
+    local conf = prepared.conf
     local key = cache_key(conf, policy)
     local entry = store[key]
     if entry == nil then
         entry = new_entry()
         store[key] = entry
     end
-    local self = setmetatable({
-        -- the hot path's method in the object itself: no __index detour
-        token = Client.token,
+    return setmetatable({
         conf = conf,
+        endpoint = prepared,
         policy = policy,
         clock = policy.clock,
         entry = entry,
-        session = conf.session,
-        hits = 0, -- kept apart from the counters: the hot path's only write
-        counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0,
+        counters = { hits = 0, fetches = 0, refreshes = 0, retries = 0, failures = 0,
                      stale = 0, invalidations = 0 },
         last_error = nil,
     }, Client)
-    return self
 end
 
 return _M

@@ -5,11 +5,13 @@
 -- the library, every secret the caller gave us is scrubbed from all of its
 -- strings, so printing or logging an error can never leak one.
 
+local core = require "oauth2.core"
+
 local type, pairs, tostring, setmetatable, getmetatable =
       type, pairs, tostring, setmetatable, getmetatable
 local concat, find, sub = table.concat, string.find, string.sub
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = core._VERSION }
 
 local KINDS = {
     config = true, network = true, timeout = true,
@@ -98,7 +100,5 @@ end
 function _M.is_error(value)
     return type(value) == "table" and getmetatable(value) == mt
 end
-
-_M.scrub_string = scrub_string
 
 return _M

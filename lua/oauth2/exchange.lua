@@ -6,6 +6,7 @@
 -- reset, all inside the caller's deadline.
 
 local cjson = require "cjson.safe"
+local core = require "oauth2.core"
 local options = require "oauth2.options"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
@@ -19,7 +20,7 @@ local decode = cjson.decode
 local json_null = cjson.null
 
 local _M = {
-    _VERSION = "0.1.0",
+    _VERSION = core._VERSION,
     -- the clock, sleep and random source of retries; specs may replace them
     runtime = { now = transport.now, sleep = transport.sleep, random = random },
 }
@@ -64,9 +65,9 @@ local function bounded_wait(value)
     return min(value, MAX_WAIT)
 end
 
--- A number header (rate limits) of the response, or nil.  Sessions that
--- can (oauth2.session, the C core's) are asked for it only now, on an
--- error, so a token costs no header work; others return headers in res.
+-- A number header (rate limits) of the response, or nil: asked of the
+-- session where it can look one up (oauth2.session), else read from
+-- res.headers (a session of the caller's making).
 local function number_header(res, session, name)
     local value
     if session.header ~= nil then
@@ -169,10 +170,7 @@ local MAX_TOKEN = 16384
 -- The longest lifetime taken at face value: ten years.
 local MAX_LIFETIME = 10 * 365 * 86400
 
--- Turn a 2xx response into the token table, or a protocol error.  This
--- runs on every fetch, so the way to a token calls as little as it can:
--- no helper function, one type() per field at most, and the table built
--- whole (growing it by a field would rehash it).
+-- Turn a 2xx response into the token table, or a protocol error.
 local function token_from(res, sent_at)
     local body = res.body
     local data = body ~= nil and body ~= "" and decode(body) or nil
@@ -233,6 +231,52 @@ local function token_from(res, sent_at)
     }, token_mt)
 end
 
+-- No response headers come back in the response table: the few that are
+-- read (rate limits) are asked of the session, and only on an error.
+local NO_HEADERS = {}
+
+--- The request table the C core takes for a validated configuration.
+-- It is built once per endpoint and sent again and again: `reuse` lets
+-- the C core keep it prepared between exchanges, as only the timeouts
+-- (set before each attempt) ever change.
+function _M.build_request(conf)
+    local form = { grant_type = conf.grant_type }
+    form.scope = conf.scope
+    form.thousandeyes_bearer_token = conf.thousandeyes_bearer_token
+    local req = {
+        url = conf.url,
+        form = form,
+        -- the form goes out as application/x-www-form-urlencoded already
+        headers = { ["Accept"] = "application/json, application/problem+json" },
+        connect_timeout = conf.connect_timeout,
+        timeout = conf.timeout,
+        verify = conf.verify,
+        ca_file = conf.ca_file,
+        ca_path = conf.ca_path,
+        cert = conf.cert,
+        key = conf.key,
+        proxy = conf.proxy,
+        no_proxy = conf.no_proxy,
+        user_agent = conf.user_agent,
+        max_body = conf.max_body,
+        response_headers = NO_HEADERS,
+        reuse = true,
+    }
+    if conf.auth_method == "client_secret_basic" then
+        -- RFC 6749 2.3.1: form-urlencode id and secret, then Basic-encode
+        req.username = core.escape(conf.client_id)
+        req.password = core.escape(conf.client_secret)
+    else
+        form.client_id = conf.client_id
+        form.client_secret = conf.client_secret
+    end
+    if conf.x_tenant_id then req.headers["x-tenant-id"] = conf.x_tenant_id end
+    if conf.access_token then
+        req.headers["Authorization"] = "Bearer " .. conf.access_token
+    end
+    return req
+end
+
 -- The shortest attempt worth starting, in seconds.
 local MIN_ATTEMPT = 0.001
 
@@ -244,25 +288,15 @@ end
 
 -- The attempts loop: the token or nil and a raw error table, and the
 -- number of attempts made.
-local function exchange(conf, session)
+local function exchange(conf, request, session)
     local runtime = _M.runtime
     local now = runtime.now
-    -- one request table per configuration (oauth2.token reuses
-    -- configurations); only its timeouts change, set on every attempt, so
-    -- the C core may keep it prepared between exchanges (reuse)
-    local request = conf.request
-    if request == nil then
-        request = options.request(conf)
-        request.reuse = true
-        conf.request = request
-    end
     local deadline = conf.deadline
     local deadline_at = now() + deadline
     local attempt = 0
     local err
     while true do
         attempt = attempt + 1
-        -- the first attempt has the whole deadline: no second clock read
         local remaining = attempt == 1 and deadline or deadline_at - now()
         if attempt > 1 and remaining < MIN_ATTEMPT then
             -- a sleep overshot: no attempt without time left (a zero
@@ -303,21 +337,22 @@ local function exchange(conf, session)
     end
 end
 
---- One token for a validated configuration (see oauth2.options), through
--- `session`, or a session of its own when nil.  Returns the token, or nil
--- and the error (secrets scrubbed); then the number of attempts made.
-function _M.fetch(conf, session)
+--- One token for a validated configuration (see oauth2.options) and its
+-- request (build_request), through `session`, or a connection of its own
+-- when nil.  Returns the token, or nil and the error (secrets scrubbed);
+-- then the number of attempts made.
+function _M.fetch(conf, request, session)
     local token, err, attempts
     if session == nil then
         -- a connection of its own, closed before returning whatever
         -- happens: dropped sessions would hold sockets until a collection
         session = transport.session()
         local ok
-        ok, token, err, attempts = pcall(exchange, conf, session)
+        ok, token, err, attempts = pcall(exchange, conf, request, session)
         session:close()
         if not ok then error(token, 0) end
     else
-        token, err, attempts = exchange(conf, session)
+        token, err, attempts = exchange(conf, request, session)
     end
     if token then return token, nil, attempts end
     return nil, errors.new(err, options.secrets(conf)), attempts

@@ -40,7 +40,7 @@ local type, pairs, error, pcall, tostring, setmetatable, tonumber =
 local floor, ceil, max, min, random = math.floor, math.ceil, math.max, math.min, math.random
 local format = string.format
 
-local _M = { _VERSION = options._VERSION }
+local _M = { _VERSION = core._VERSION }
 
 -- Options of this module, beside oauth2.token's and oauth2.policy's.
 _M.defaults = {
@@ -58,7 +58,10 @@ local ENDPOINT_KINDS = { network = true, timeout = true, tls = true, http = true
 -- Seconds past the fetch's deadline that a lock's lease lasts.
 local LEASE_SLACK = 5
 
-local fail = options.fail
+-- A misuse message; configure() raises it at its caller's line.
+local function misuse(fmt, ...)
+    return nil, "oauth2: " .. fmt:format(...)
+end
 
 local Token = {}
 Token.__index = Token
@@ -165,7 +168,7 @@ function _M.fetch_in_thread(conf)
         request = function(_, req) return session:request(req) end,
         header = function(_, name) return session:header(name) end,
     }
-    local ok, token, err = pcall(exchange.fetch, conf, blocking)
+    local ok, token, err = pcall(exchange.fetch, conf, exchange.build_request(conf), blocking)
     session:close()
     if not ok then return nil, { kind = "config", message = tostring(token) } end
     if token then
@@ -193,7 +196,7 @@ local function run_exchange(self)
         return nil, errors.new(err, options.secrets(self.conf))
     end
     -- a connection of the fetch's own: light threads never share one
-    return exchange.fetch(self.conf)
+    return exchange.fetch(self.conf, self.request)
 end
 
 -- Store a token for every worker; false when the dict cannot hold it.
@@ -468,8 +471,8 @@ function Token:__tostring()
         options.url_origin(self.conf.url), self.conf.client_id, self.dict_name)
 end
 
--- The options of this module, checked, with defaults filled in.
-local function check_own(opts, level)
+-- The options of this module with defaults filled in, or nil and a message.
+local function check_own(opts)
     local own = {}
     for name, default in pairs(_M.defaults) do
         local value = opts[name]
@@ -477,18 +480,18 @@ local function check_own(opts, level)
         own[name] = value
     end
     if type(own.dict) ~= "string" then
-        fail(level, "option 'dict' must name a lua_shared_dict")
+        return misuse("option 'dict' must name a lua_shared_dict")
     end
     if type(own.wait_timeout) ~= "number" or own.wait_timeout ~= own.wait_timeout
             or own.wait_timeout < 0 or own.wait_timeout > 3600 then
-        fail(level, "option 'wait_timeout' must be a number of seconds from 0 to 3600")
+        return misuse("option 'wait_timeout' must be a number of seconds from 0 to 3600")
     end
     if type(own.status) ~= "number" or own.status ~= floor(own.status) or own.status < 400
             or own.status > 599 then
-        fail(level, "option 'status' must be an HTTP error status (400 to 599)")
+        return misuse("option 'status' must be an HTTP error status (400 to 599)")
     end
     if own.thread_pool ~= false and (type(own.thread_pool) ~= "string" or own.thread_pool == "") then
-        fail(level, "option 'thread_pool' must name an nginx thread_pool")
+        return misuse("option 'thread_pool' must name an nginx thread_pool")
     end
     return own
 end
@@ -504,38 +507,46 @@ local function token_options(opts)
     return token_opts
 end
 
+-- All the options checked, without nginx: this module's, the policy and
+-- the validated configuration; or nil and a message.
+local function check_all(opts)
+    if type(opts) ~= "table" then
+        return misuse("options must be a table, got %s", options.describe(opts))
+    end
+    local own, policy, conf, why
+    own, why = check_own(opts)
+    if not own then return nil, why end
+    policy, why = policy_rules.check(opts)
+    if not policy then return nil, why end
+    conf, why = options.validate(token_options(opts))
+    if not conf then return nil, why end
+    return own, policy, conf
+end
+
 --- Check a configuration without nginx: oauth2.token's options, the cache
 -- policy and this module's (a dict is not looked up).  Raises at the
 -- caller's line on a mistake; returns true.  For a check command.
 function _M.check(opts)
-    if type(opts) ~= "table" then
-        fail(2, "options must be a table, got %s", options.describe(opts))
-    end
-    check_own(opts, 2)
-    policy_rules.check(opts, 2)
-    options.validate(token_options(opts), 2)
+    local own, why = check_all(opts)
+    if not own then error(why, 2) end
     return true
 end
 
 --- A shared token; opts are oauth2.token's options plus this module's and
--- the cache policy's.
-function _M.new(opts, level)
-    level = (level or 1) + 1
+-- the cache policy's.  Returns it, or nil and a message for bad options.
+function _M.new(opts)
     if type(ngx) ~= "table" or not ngx.shared then
-        fail(level, "oauth2.openresty needs OpenResty (ngx_http_lua_module)")
+        return misuse("oauth2.openresty needs OpenResty (ngx_http_lua_module)")
     end
-    if type(opts) ~= "table" then
-        fail(level, "options must be a table, got %s", options.describe(opts))
-    end
-    local own = check_own(opts, level)
-    local policy = policy_rules.check(opts, level)
+    local own, policy, conf = check_all(opts)
+    if not own then return nil, policy end
     local dict = ngx.shared[own.dict]
     if not dict then
-        fail(level, "option 'dict': there is no 'lua_shared_dict %s' in nginx.conf", own.dict)
+        return misuse("option 'dict': there is no 'lua_shared_dict %s' in nginx.conf", own.dict)
     end
-    local conf = options.validate(token_options(opts), level)
     if own.thread_pool and type(ngx.run_worker_thread) ~= "function" then
-        fail(level, "option 'thread_pool': this nginx lua module has no ngx.run_worker_thread")
+        return misuse("option 'thread_pool': this nginx lua module has no "
+            .. "ngx.run_worker_thread")
     end
     local thread_conf
     if own.thread_pool then
@@ -550,6 +561,7 @@ function _M.new(opts, level)
     local key = "oauth2:" .. policy_rules.cache_key(conf)
     return setmetatable({
         conf = conf,
+        request = exchange.build_request(conf),
         thread_conf = thread_conf,
         thread_pool = own.thread_pool,
         policy = policy,
@@ -579,10 +591,13 @@ end
 
 local registry = {}
 
---- Create the shared token `name` (in init_by_lua) and return it.
+--- Create the shared token `name` (in init_by_lua) and return it; raises
+-- on bad options, at the caller's line.
 function _M.configure(name, opts)
-    registry[name] = _M.new(opts, 2)
-    return registry[name]
+    local token, why = _M.new(opts)
+    if not token then error(why, 2) end
+    registry[name] = token
+    return token
 end
 
 --- The shared token configured as `name`.

@@ -15,7 +15,7 @@ local concat, sort = table.concat, table.sort
 local find, match, gsub, lower = string.find, string.match, string.gsub, string.lower
 local floor, huge = math.floor, math.huge
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = core._VERSION }
 
 _M.DEFAULT_HOST = "https://api.thousandeyes.com"
 _M.TOKEN_PATH = "/v7/oauth2/token"
@@ -47,8 +47,9 @@ _M.SECRET_OPTIONS = { "client_secret", "access_token", "thousandeyes_bearer_toke
 local SECRET = { proxy = true }
 for _, name in ipairs(_M.SECRET_OPTIONS) do SECRET[name] = true end
 
-local function fail(level, fmt, ...)
-    error("oauth2: " .. fmt:format(...), level + 1)
+-- A misuse message; the public function raises it at its caller's line.
+local function misuse(fmt, ...)
+    return nil, "oauth2: " .. fmt:format(...)
 end
 
 local function describe(value)
@@ -199,40 +200,32 @@ local function is_loopback(host)
         or match(host, "%.localhost$") ~= nil
 end
 
--- URLs already found good, by name, URL and allow_http: a script calling
--- oauth2.token in a loop parses its URL once.  Bounded: cleared when full.
-local good_urls, good_count = {}, 0
-
--- Check a URL the way libcurl will read it; return it or raise.
-local function check_url(url, name, allow_http, level)
-    local memo = name .. (allow_http and "+" or "-") .. url
-    if good_urls[memo] then return url end
+-- Check a URL the way libcurl will read it; the URL, or nil and why.
+local function check_url(url, name, allow_http)
     local parts, why = core.parse_url(url)
-    if not parts then fail(level, "option '%s' is not a valid URL (%s)", name, why) end
+    if not parts then return misuse("option '%s' is not a valid URL (%s)", name, why) end
     local scheme = lower(parts.scheme or "")
     if scheme ~= "http" and scheme ~= "https" then
-        fail(level, "option '%s' must be an http:// or https:// URL", name)
+        return misuse("option '%s' must be an http:// or https:// URL", name)
     end
     if not parts.host or parts.host == "" then
-        fail(level, "option '%s' has no host", name)
+        return misuse("option '%s' has no host", name)
     end
     if parts.userinfo then
-        fail(level, "option '%s' must not embed credentials; use client_id/client_secret", name)
+        return misuse("option '%s' must not embed credentials; use client_id/client_secret", name)
     end
     if scheme == "http" and not allow_http and not is_loopback(parts.host) then
-        fail(level, "option '%s' uses plain http:// to %s: the client secret would travel "
+        return misuse("option '%s' uses plain http:// to %s: the client secret would travel "
             .. "unencrypted (use https, or set allow_http = true)", name, parts.host)
     end
-    if good_count >= 64 then good_urls, good_count = {}, 0 end
-    good_urls[memo], good_count = true, good_count + 1
     return url
 end
 
--- Validate opts (raising at `level`) and return the normalised configuration.
-function _M.validate(opts, level)
-    level = (level or 1) + 1
+--- Validate opts: the normalised configuration, or nil and a message
+-- (the public functions raise it, pointing at their caller).
+function _M.validate(opts)
     if type(opts) ~= "table" then
-        fail(level, "options must be a table, got %s", describe(opts))
+        return misuse("options must be a table, got %s", describe(opts))
     end
     -- one pass over what was given; unknown names are reported before bad
     -- values, and of several bad values the first by name, so a message
@@ -254,13 +247,13 @@ function _M.validate(opts, level)
     end
     if unknown then
         sort(unknown)
-        fail(level, "unknown option%s '%s'", #unknown > 1 and "s" or "", concat(unknown, "', '"))
+        return misuse("unknown option%s '%s'", #unknown > 1 and "s" or "", concat(unknown, "', '"))
     end
     if bad then
         local value = opts[bad]
         local _, why = _M.schema[bad](value)
-        if SECRET[bad] then fail(level, "option '%s' %s", bad, why) end
-        fail(level, "option '%s' %s, got %s", bad, why, describe(value))
+        if SECRET[bad] then return misuse("option '%s' %s", bad, why) end
+        return misuse("option '%s' %s, got %s", bad, why, describe(value))
     end
 
     -- credentials may come from the environment so scripts hold no secret
@@ -273,10 +266,10 @@ function _M.validate(opts, level)
         if conf.client_secret == "" then conf.client_secret = nil end
     end
     if conf.client_id == nil then
-        fail(level, "option 'client_id' is required (or set %s)", _M.ENV_CLIENT_ID)
+        return misuse("option 'client_id' is required (or set %s)", _M.ENV_CLIENT_ID)
     end
     if conf.client_secret == nil and conf.access_token == nil then
-        fail(level, "option 'client_secret' is required (or set %s)", _M.ENV_CLIENT_SECRET)
+        return misuse("option 'client_secret' is required (or set %s)", _M.ENV_CLIENT_SECRET)
     end
 
     for name, value in pairs(_M.defaults) do
@@ -284,23 +277,26 @@ function _M.validate(opts, level)
     end
     if conf.auth_method == "client_secret_basic" then
         if conf.access_token then
-            fail(level, "options 'access_token' and auth_method 'client_secret_basic' "
+            return misuse("options 'access_token' and auth_method 'client_secret_basic' "
                 .. "both set the Authorization header; use one")
         end
         if conf.client_secret == nil then
-            fail(level, "auth_method 'client_secret_basic' needs 'client_secret'")
+            return misuse("auth_method 'client_secret_basic' needs 'client_secret'")
         end
     end
     if conf.connect_timeout > conf.timeout then conf.connect_timeout = conf.timeout end
     if conf.backoff_max < conf.backoff_base then conf.backoff_max = conf.backoff_base end
 
     if conf.token_url then
-        conf.url = check_url(conf.token_url, "token_url", conf.allow_http, level + 1)
+        local url, why = check_url(conf.token_url, "token_url", conf.allow_http)
+        if not url then return nil, why end
+        conf.url = url
     else
         local host = gsub(conf.host, "/+$", "")
-        check_url(host, "host", conf.allow_http, level + 1)
+        local url, why = check_url(host, "host", conf.allow_http)
+        if not url then return nil, why end
         if find(host, "[?#]") then
-            fail(level, "option 'host' must not carry a query or fragment")
+            return misuse("option 'host' must not carry a query or fragment")
         end
         conf.url = host .. _M.TOKEN_PATH
     end
@@ -308,39 +304,12 @@ function _M.validate(opts, level)
     -- proxy, which may be anywhere, may see the secret travel in clear
     if not conf.allow_http and lower(match(conf.url, "^(%a+):") or "") == "http" then
         if conf.proxy then
-            fail(level, "option 'proxy' would carry the client secret over plain http:// "
+            return misuse("option 'proxy' would carry the client secret over plain http:// "
                 .. "(use https, or set allow_http = true)")
         end
         conf.no_proxy = true
     end
 
-    return conf
-end
-
--- Configurations validated before, by the options table they came from,
--- with a copy of its values to see whether it changed since.
-local validated = setmetatable({}, { __mode = "k" })
-local same_fields = core.same_fields
-
---- validate() for a caller that passes the same options table again and
--- again (oauth2.token in a loop): the configuration is reused while the
--- table holds the same keys and values.  Only tables of plain values
--- (strings, numbers, booleans, and a session) with the credentials in them
--- are remembered, so nothing mutable or read from the environment goes
--- stale.
-function _M.validate_cached(opts, level)
-    local entry = validated[opts] -- any value may index it: no type() call
-    if entry and same_fields(opts, entry.copy, entry.count) then return entry.conf end
-    local conf = _M.validate(opts, (level or 1) + 1)
-    if opts.client_id == nil or (opts.client_secret == nil and opts.access_token == nil) then
-        return conf
-    end
-    local copy, count = {}, 0
-    for name, value in pairs(opts) do
-        if type(value) == "table" and name ~= "session" then return conf end
-        copy[name], count = value, count + 1
-    end
-    validated[opts] = { conf = conf, copy = copy, count = count }
     return conf
 end
 
@@ -397,50 +366,6 @@ function _M.secrets(conf)
     return secrets
 end
 
--- No response headers come back in the response table: oauth2.exchange
--- asks the session for the few it reads, and only on an error.
-local NO_HEADERS = {}
-
--- The request table the C core takes for a configuration.
-function _M.request(conf)
-    local form = { grant_type = conf.grant_type }
-    form.scope = conf.scope
-    form.thousandeyes_bearer_token = conf.thousandeyes_bearer_token
-    local req = {
-        url = conf.url,
-        form = form,
-        -- the form goes out as application/x-www-form-urlencoded already
-        headers = { ["Accept"] = "application/json, application/problem+json" },
-        connect_timeout = conf.connect_timeout,
-        timeout = conf.timeout,
-        verify = conf.verify,
-        ca_file = conf.ca_file,
-        ca_path = conf.ca_path,
-        cert = conf.cert,
-        key = conf.key,
-        proxy = conf.proxy,
-        no_proxy = conf.no_proxy,
-        user_agent = conf.user_agent,
-        max_body = conf.max_body,
-        response_headers = NO_HEADERS,
-    }
-    if conf.auth_method == "client_secret_basic" then
-        -- RFC 6749 2.3.1: form-urlencode id and secret, then Basic-encode
-        req.username = core.escape(conf.client_id)
-        req.password = core.escape(conf.client_secret)
-    else
-        form.client_id = conf.client_id
-        form.client_secret = conf.client_secret
-    end
-    if conf.x_tenant_id then req.headers["x-tenant-id"] = conf.x_tenant_id end
-    if conf.access_token then
-        req.headers["Authorization"] = "Bearer " .. conf.access_token
-    end
-    return req
-end
-
-_M.is_loopback = is_loopback
-_M.fail = fail
 _M.describe = describe
 
 -- "https://host[:port]" of a URL already checked by validate, for display.

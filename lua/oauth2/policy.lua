@@ -6,16 +6,15 @@
 -- oauth2.openresty (all workers of an nginx) both time their tokens here,
 -- so the two cannot drift apart.
 
-local options = require "oauth2.options"
 local core = require "oauth2.core"
 
 local type, pairs, ipairs = type, pairs, ipairs
 local concat = table.concat
-local sha256 = core.sha256
+local hmac_sha256 = core.hmac_sha256
 local max, min, floor, random = math.max, math.min, math.floor, math.random
 local format = string.format
 
-local _M = { _VERSION = options._VERSION }
+local _M = { _VERSION = core._VERSION }
 
 -- What a token depends on, in a fixed order (the cache key's inputs).
 local KEY_FIELDS = {
@@ -37,59 +36,58 @@ _M.defaults = {
 -- The longest a failure is remembered, whatever the server asks: a day.
 _M.MAX_WAIT = 86400
 
-local fail = options.fail
-
 -- A bound as people write it: 31536000, not 3.1536e+07.
 local function show(bound)
     return bound == floor(bound) and format("%d", bound) or format("%g", bound)
 end
 
--- A number from `low` (excluded unless low_ok) to `high`, or raise.
-local function number(policy, name, low, high, low_ok, level)
+-- nil when policy[name] is a number from `low` (excluded unless low_ok)
+-- to `high`, else the message.
+local function number(policy, name, low, high, low_ok)
     local value = policy[name]
     if type(value) ~= "number" or value ~= value or value > high
             or value < low or (value == low and not low_ok) then
-        fail(level + 1, low_ok and "option '%s' must be a number from %s to %s"
-            or "option '%s' must be a number above %s and at most %s", name,
+        return format(low_ok and "oauth2: option '%s' must be a number from %s to %s"
+            or "oauth2: option '%s' must be a number above %s and at most %s", name,
             show(low), show(high))
     end
+    return nil
 end
 
 --- Take the policy options out of opts (a table of the caller's options):
--- returns the checked policy with defaults filled in; raises at `level`.
-function _M.check(opts, level)
-    level = (level or 1) + 1
+-- the checked policy with defaults filled in, or nil and a message.
+function _M.check(opts)
     local policy = {}
     for name, default in pairs(_M.defaults) do
         local value = opts[name]
         if value == nil then value = default end
         policy[name] = value
     end
-    if policy.margin ~= false then
-        number(policy, "margin", 0, _M.MAX_WAIT, true, level)
-    end
-    -- 0 would refresh on every call, back to back
-    number(policy, "refresh_ratio", 0, 1, false, level)
-    number(policy, "refresh_jitter", 0, 0.99, true, level)
-    -- 0 would never store a token without expires_in: a fetch per call
-    number(policy, "default_lifetime", 0, _M.MAX_WAIT * 365, false, level)
-    -- 0 would remember no failure: a dead endpoint asked on every call
-    number(policy, "cooldown", 0, _M.MAX_WAIT, false, level)
-    number(policy, "invalidate_cooldown", 0, _M.MAX_WAIT, true, level)
+    local why = policy.margin ~= false and number(policy, "margin", 0, _M.MAX_WAIT, true)
+        -- 0 would refresh on every call, back to back
+        or number(policy, "refresh_ratio", 0, 1, false)
+        or number(policy, "refresh_jitter", 0, 0.99, true)
+        -- 0 would never store a token without expires_in: a fetch per call
+        or number(policy, "default_lifetime", 0, _M.MAX_WAIT * 365, false)
+        -- 0 would remember no failure: a dead endpoint asked on every call
+        or number(policy, "cooldown", 0, _M.MAX_WAIT, false)
+        or number(policy, "invalidate_cooldown", 0, _M.MAX_WAIT, true)
+    if why then return nil, why end
     return policy
 end
 
---- The cache key of a validated configuration: a digest of every input
--- that makes two tokens interchangeable (URL, client, grant, scope,
--- tenant, and the secrets), so equal keys may share a token and no key
--- shows a secret.
+--- The cache key of a validated configuration: a keyed hash (HMAC-SHA256,
+-- the client secret as key) of every input that makes two tokens
+-- interchangeable (URL, client, grant, scope, tenant, and the secrets).
+-- Equal keys may share a token; no key shows a secret, and nobody without
+-- the secret can tell which key is whose.
 function _M.cache_key(conf)
     local parts = {}
     for i, name in ipairs(KEY_FIELDS) do
         local value = conf[name]
         parts[i] = name .. "=" .. (value and #value .. ":" .. value or "-")
     end
-    return sha256(concat(parts, "\n"))
+    return hmac_sha256(conf.client_secret or conf.access_token or "", concat(parts, "\n"))
 end
 
 --- Whether `name` is a policy option.

@@ -12,7 +12,7 @@ local setmetatable, error, type = setmetatable, error, type
 local min = math.min
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = core._VERSION }
 
 -- Phases of ngx_lua in which a light thread may yield.
 local YIELDABLE = {

@@ -1,0 +1,53 @@
+/*
+ * clock.c - core.now and core.sleep (see clock.h).
+ */
+#include <errno.h>
+#include <time.h>
+
+#include "clock.h"
+
+/*
+ * Token lifetimes and deadlines need milliseconds at best, which the
+ * coarse clock gives where the system has one.
+ */
+#ifdef CLOCK_MONOTONIC_COARSE
+#define NOW_CLOCK CLOCK_MONOTONIC_COARSE
+#else
+#define NOW_CLOCK CLOCK_MONOTONIC
+#endif
+
+/* core.now() -> seconds on a monotonic clock (for deadlines and lifetimes) */
+static int l_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(NOW_CLOCK, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
+/* core.sleep(seconds): a blocking wait (at most a day), outside event loops */
+static int l_sleep(lua_State *L)
+{
+    lua_Number seconds = luaL_checknumber(L, 1);
+    struct timespec ts;
+    if (!(seconds > 0))
+        return 0;
+    if (seconds > 86400)
+        seconds = 86400;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (lua_Number)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
+static const luaL_Reg functions[] = {
+    {"now", l_now},
+    {"sleep", l_sleep},
+    {NULL, NULL},
+};
+
+void oauth2_clock_open(lua_State *L)
+{
+    oauth2_setfuncs(L, functions);
+}
