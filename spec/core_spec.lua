@@ -373,6 +373,15 @@ describe("oauth2.core", function()
             assert.equals("", core.open("k", core.seal("k", "")))
         end)
 
+        it("tells an RFC 6750 b64token of bounded length", function()
+            assert.is_true(core.is_b64token("abc-._~+/AZ09==", 64))
+            assert.is_true(core.is_b64token("a", 1))
+            for _, bad in ipairs { "", "=", "a b", "a\r\nb", "a\0b", "a=b", "a\27[31m", "ü" } do
+                assert.is_false(core.is_b64token(bad, 64), bad)
+            end
+            assert.is_false(core.is_b64token("abcd", 3))
+        end)
+
         it("gives its error tables a __tostring", function()
             local session = core.session()
             finally(function() session:close() end)

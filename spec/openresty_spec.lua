@@ -39,15 +39,6 @@ describe("oauth2.openresty in nginx", function()
         return require("cjson").decode(res.body)
     end
 
-    -- Whether path answers 200 within `tries` GETs a tenth of a second apart.
-    local function eventually_ok(path, tries)
-        for _ = 1, tries do
-            if get(path) == 200 then return true end
-            core.sleep(0.1)
-        end
-        return false
-    end
-
     -- n GETs of path at once over fresh connections; their statuses.
     local function burst(path, n)
         local code, out = shell.run("curl -s --parallel --parallel-immediate --parallel-max " .. n
@@ -69,6 +60,15 @@ describe("oauth2.openresty in nginx", function()
     end
 
     local function stats() return server:stats() end
+
+    -- Whether path answers 200 within `tries` GETs a tenth of a second apart.
+    local function eventually_ok(path, tries)
+        for _ = 1, tries do
+            if get(path) == 200 then return true end
+            core.sleep(0.1)
+        end
+        return false
+    end
 
     setup(function()
         -- the module nginx loads is the LuaJIT build

@@ -1197,6 +1197,33 @@ static int l_escape(lua_State *L)
 }
 
 /*
+ * core.is_b64token(s, max_len) -> whether s is an RFC 6750 b64token of at
+ * most max_len bytes: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" /
+ * "/" ) *"=".  Such a token can go into an Authorization header as it is.
+ */
+static int l_is_b64token(lua_State *L)
+{
+    size_t len, i = 0;
+    const char *text = luaL_checklstring(L, 1, &len);
+    lua_Integer max_len = luaL_checkinteger(L, 2);
+    while (i < len) {
+        unsigned char c = (unsigned char)text[i];
+        if (!is_ascii_alnum(c) && c != '-' && c != '.' && c != '_' && c != '~' && c != '+' &&
+            c != '/')
+            break;
+        i++;
+    }
+    if (i == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    while (i < len && text[i] == '=')
+        i++;
+    lua_pushboolean(L, i == len && (lua_Integer)len <= max_len);
+    return 1;
+}
+
+/*
  * core.parse_url(url) -> {scheme, host, port, path, query, userinfo} | nil, msg
  * libcurl's own parser, so what we check is what libcurl will connect to.
  * The parts are copied into a box before any Lua call, so an
@@ -1290,6 +1317,7 @@ static const luaL_Reg functions[] = {
     {"session", l_session},
     {"escape", l_escape},
     {"parse_url", l_parse_url},
+    {"is_b64token", l_is_b64token},
     {NULL, NULL},
 };
 

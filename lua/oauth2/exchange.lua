@@ -15,8 +15,9 @@ local type, tonumber, tostring, setmetatable, ipairs, pcall, error =
       type, tonumber, tostring, setmetatable, ipairs, pcall, error
 local floor, max, min, random = math.floor, math.max, math.min, math.random
 local time = os.time
-local sub, format, gsub, find, lower = string.sub, string.format, string.gsub, string.find, string.lower
+local sub, format, gsub, lower = string.sub, string.format, string.gsub, string.lower
 local decode = cjson.decode
+local is_b64token = core.is_b64token
 local json_null = cjson.null
 
 local _M = {
@@ -191,7 +192,7 @@ local function token_from(res, sent_at)
     end
     -- the token goes into an Authorization header as it is: only an RFC
     -- 6750 b64token of sane length can never inject anything there
-    if #access > MAX_TOKEN or not find(access, "^[%w%-%._~%+/]+=*$") then
+    if not is_b64token(access, MAX_TOKEN) then
         return nil, { kind = "protocol", status = res.status,
                       message = format("the token response's access_token is not a bearer "
                           .. "token (RFC 6750 b64token of at most %d characters)", MAX_TOKEN) }
