@@ -26,9 +26,9 @@ CURL_LIBS     ?= $(shell $(PKG_CONFIG) --libs libcurl)
 CRYPTO_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libcrypto)
 CRYPTO_LIBS   ?= $(shell $(PKG_CONFIG) --libs libcrypto)
 
-# the C core by job: session and exchange, buffers, clock, libcrypto
-SOURCES = src/core.c src/buffer.c src/clock.c src/crypto.c
-HEADERS = src/compat.h src/buffer.h src/clock.h src/crypto.h
+# the C core by job: session and exchange, buffers, clock, libcrypto, files
+SOURCES = src/core.c src/buffer.c src/clock.c src/crypto.c src/files.c
+HEADERS = src/compat.h src/buffer.h src/clock.h src/crypto.h src/files.h
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g

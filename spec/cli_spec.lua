@@ -22,11 +22,20 @@ describe("thousandeyes-token", function()
         if server then server:stop() end
         if dir then os.execute("rm -rf " .. shell.quote(dir)) end
     end)
-    before_each(function() server:reset { clients = { ["cli-id"] = SECRET } } end)
+    -- every spec gets a token cache of its own (XDG_RUNTIME_DIR)
+    local runtime, runs = nil, 0
+    before_each(function()
+        server:reset { clients = { ["cli-id"] = SECRET } }
+        runs = runs + 1
+        runtime = dir .. "/run-" .. runs
+        assert(os.execute("mkdir -m 700 " .. shell.quote(runtime)))
+    end)
 
     -- Run the tool; returns exit code, stdout, stderr.
     local function cli(args, env, stdin)
-        env = env or {}
+        local merged = { XDG_RUNTIME_DIR = runtime }
+        for k, v in pairs(env or {}) do merged[k] = v end
+        env = merged
         local command = shell.lua_command(env, "bin/thousandeyes-token " .. args)
         if stdin then command = "printf '%s' " .. shell.quote(stdin) .. " | " .. command end
         local err_file = dir .. "/stderr"
@@ -50,10 +59,10 @@ describe("thousandeyes-token", function()
         assert.equals("", err)
     end)
 
-    it("prints an Authorization header value with --header", function()
+    it("prints the Authorization header line with --header", function()
         local code, out = cli(host() .. " --header", creds)
         assert.equals(0, code)
-        assert.matches("^Bearer te%-%x+\n$", out)
+        assert.matches("^Authorization: Bearer te%-%x+\n$", out)
     end)
 
     it("prints the whole token table with --json", function()
@@ -119,6 +128,57 @@ describe("thousandeyes-token", function()
         assert.equals(2, code)
         assert.equals("thousandeyes-token: oauth2: option 'client_id' is required "
             .. "(or set THOUSANDEYES_CLIENT_ID)\n", err)
+    end)
+
+    it("makes one token request for 20 runs in a row, and --no-cache one each", function()
+        for _ = 1, 20 do
+            local code, out, err = cli(host(), creds)
+            assert.equals(0, code, err)
+            assert.equals("", err)
+            assert.matches("^te%-%x+\n$", out)
+        end
+        assert.equals(1, server:stats().token_requests)
+        for _ = 1, 3 do assert.equals(0, (cli(host() .. " --no-cache", creds))) end
+        assert.equals(4, server:stats().token_requests)
+        -- the cache holds no secret and no token in clear, and only we can read it
+        local _, listing = shell.run("ls -la " .. shell.quote(runtime .. "/lua-oauth2"))
+        assert.matches("^total", listing)
+        assert.is_nil(listing:find("rw-r", 1, true))
+        local _, contents = shell.run("cat " .. shell.quote(runtime) .. "/lua-oauth2/*")
+        assert.is_nil(contents:find(SECRET, 1, true))
+        assert.is_nil(contents:find("te-", 1, true))
+    end)
+
+    it("makes one token request for 20 runs at once", function()
+        server:control { delay = 0.3 }
+        local env = { XDG_RUNTIME_DIR = runtime }
+        for k, v in pairs(creds) do env[k] = v end
+        local command = shell.lua_command(env, "bin/thousandeyes-token " .. host())
+        local code, out = shell.run("for i in $(seq 20); do "
+            .. command .. " > " .. shell.quote(dir) .. "/out.$i & done; wait; cat "
+            .. shell.quote(dir) .. "/out.*", { lua = true })
+        assert.equals(0, code, out)
+        local _, tokens = out:gsub("te%-%x+\n", "")
+        assert.equals(20, tokens, out)
+        assert.equals(1, server:stats().token_requests)
+    end)
+
+    it("runs the README's curl example as written", function()
+        local readme = assert(shell.read_file("README.md"))
+        local line = readme:match('\n(curl %-H "%$%(thousandeyes%-token %-%-header%)"[^\n]*)')
+        assert(line, "README.md no longer has the curl example")
+        -- the API of the fake server instead of ThousandEyes'
+        line = line:gsub("https://api%.thousandeyes%.com", server.http_url)
+        line = line:gsub("thousandeyes%-token", shell.lua .. " bin/thousandeyes-token " .. host())
+        local env = {}
+        for k, v in pairs(creds) do env[#env + 1] = "export " .. k .. "=" .. shell.quote(v) .. ";" end
+        local code, out = shell.run(table.concat(env, " ") .. " export XDG_RUNTIME_DIR="
+            .. shell.quote(runtime) .. "; export LUA_PATH='lua/?.lua;;' LUA_CPATH="
+            .. shell.quote(shell.build .. "/?.so;;") .. "; " .. line
+            .. " -s -o /dev/null -w '%{http_code}'", { lua = true })
+        assert.equals(0, code, out)
+        assert.equals("200", out)
+        assert.equals(0, server:stats().api_unauthorized)
     end)
 
     it("checks an nginx configuration's options without fetching", function()

@@ -16,6 +16,8 @@
 local core = require "oauth2.core"
 local options = require "oauth2.options"
 local endpoint = require "oauth2.endpoint"
+local exchange = require "oauth2.exchange"
+local stores = require "oauth2.store"
 local policy_rules = require "oauth2.policy"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
@@ -27,8 +29,8 @@ local concat, format = table.concat, string.format
 
 local _M = { _VERSION = core._VERSION }
 
--- The client's own option beside the cache policy (oauth2.policy).
-local CLIENT_OPTIONS = { clock = true }
+-- The client's own options beside the cache policy (oauth2.policy).
+local CLIENT_OPTIONS = { clock = true, store = true }
 
 -- The cache policy and the clock; the policy, or nil and a message.
 local function check_policy(opts)
@@ -78,6 +80,8 @@ local function new_entry()
         lifetime = 0,          -- seconds the token is valid from fetched_at
         next_try = -huge,      -- no fetch before this (cool-downs)
         last_error = nil,      -- why the last fetch failed, until one succeeds
+        shared_fetched_at = -huge, -- fetched_at (wall clock) of the token taken
+                                   -- from or given to the shared store
         fetching_until = -huge, -- a fetch is under way (a yielding caller) until
                                 -- then at the latest: a fetch whose owner never
                                 -- comes back (a killed light thread) lapses
@@ -112,8 +116,96 @@ end
 -- Seconds past a fetch's deadline after which it counts as abandoned.
 local FETCH_GRACE = 1
 
+-- How often a process waiting for another's fetch looks at the store.
+local SHARED_POLL = 0.05
+
+-- Say a problem with the shared store once per client, on stderr (or in
+-- nginx's error.log): the client goes on with its own memory.
+local function warn_store(self, why)
+    if self.store_warned then return end
+    self.store_warned = true
+    local text = "oauth2: the token cache is not shared (" .. tostring(why)
+        .. "); this process keeps its own"
+    if ngx and ngx.log then -- luacheck: ignore
+        ngx.log(ngx.WARN, text) -- luacheck: ignore
+    else
+        io.stderr:write(text, "\n")
+    end
+end
+
+-- Take what the shared store holds into the entry when it is newer than
+-- the entry's token, and its cool-down when one runs.  Store times are
+-- the wall clock's (processes share no other); the entry's are the
+-- client's clock, so each time moves over as a distance from now.
+local function adopt(self, entry, now)
+    local record = self.shared:get(self.shared_key, self.secret)
+    if self.shared.problem then
+        warn_store(self, self.shared.problem)
+        self.shared.problem = nil
+    end
+    if not record then return nil end
+    local wall = core.time()
+    if type(record.access_token) == "string" and type(record.expire_at) == "number"
+            and wall < record.expire_at and type(record.fetched_at) == "number"
+            and record.fetched_at > entry.shared_fetched_at then
+        entry.token = exchange.new_token {
+            access_token = record.access_token, token_type = record.token_type,
+            scope = record.scope,
+            expires_in = type(record.expires_in) == "number" and floor(record.expires_in) or nil,
+            expires_at = record.expires_in and record.fetched_at + record.expires_in,
+        }
+        entry.header = "Bearer " .. record.access_token
+        entry.fetched_at = now - (wall - record.fetched_at)
+        entry.lifetime = record.lifetime or 0
+        entry.refresh_after = now + (record.refresh_at - wall)
+        entry.expire_after = now + (record.expire_at - wall)
+        entry.shared_fetched_at = record.fetched_at
+        entry.last_error, entry.next_try = nil, -huge
+    end
+    if type(record.next_try) == "number" and wall < record.next_try then
+        local next_try = now + (record.next_try - wall)
+        if next_try > entry.next_try then
+            entry.next_try = next_try
+            entry.last_error = errors.new {
+                kind = record.kind or "http", status = record.status, code = record.code,
+                message = record.message or "the last fetch failed", retryable = true,
+                cached = true,
+            }
+        end
+    end
+    return record
+end
+
+-- Write the entry's state to the shared store for the other processes:
+-- its token and times (wall clock), and a cool-down if one runs.
+local function publish(self, entry, now, record)
+    local wall = core.time()
+    record = record or {}
+    local token = entry.token
+    if token then
+        record.access_token, record.token_type = token.access_token, token.token_type
+        record.scope, record.expires_in = token.scope, token.expires_in
+        record.fetched_at = wall - (now - entry.fetched_at)
+        record.lifetime = entry.lifetime
+        record.refresh_at = wall + (entry.refresh_after - now)
+        record.expire_at = wall + (entry.expire_after - now)
+        entry.shared_fetched_at = record.fetched_at
+    end
+    if entry.next_try > now and entry.last_error then
+        local err = entry.last_error
+        record.next_try = wall + (entry.next_try - now)
+        record.kind, record.status, record.code = err.kind, err.status, err.code
+        record.message = exchange.server_text(err.message)
+    else
+        record.next_try, record.kind, record.status, record.code = nil, nil, nil, nil
+        record.message = nil
+    end
+    local ok, why = self.shared:set(self.shared_key, self.secret, record)
+    if not ok then warn_store(self, why) end
+end
+
 -- Fetch a token now; stores it in the entry, or records the failure.
-local function fetch(self, entry, refreshing)
+local function fetch_here(self, entry, refreshing)
     local stats = self.counters
     local clock = self.policy.clock
     local sent_at = clock() -- before the first attempt: never too fresh
@@ -137,9 +229,60 @@ local function fetch(self, entry, refreshing)
     return nil, err
 end
 
+-- Fetch under the shared store's lock, so one process of all fetches; the
+-- others wait for its token (or serve theirs while it is valid).
+local function fetch(self, entry, refreshing)
+    if not self.shared then return fetch_here(self, entry, refreshing) end
+    local clock = self.policy.clock
+    local give_up = clock() + self.conf.deadline
+    while true do
+        local lock, why = self.shared:try_lock(self.shared_key)
+        if lock == nil then
+            warn_store(self, why)
+            return fetch_here(self, entry, refreshing)
+        end
+        local now = clock()
+        if lock then
+            -- another process may have stored a token a moment ago
+            local record = adopt(self, entry, now)
+            if now < entry.refresh_after then
+                lock:unlock()
+                return entry.token
+            end
+            if now < entry.next_try and entry.last_error then
+                lock:unlock()
+                return nil, entry.last_error
+            end
+            local token, err = fetch_here(self, entry, refreshing)
+            publish(self, entry, clock(), record)
+            lock:unlock()
+            return token, err
+        end
+        -- another process is fetching: keep a valid token meanwhile
+        if entry.token and now < entry.expire_after then return entry.token end
+        if now >= give_up then
+            return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
+                message = "another process was fetching the token for the whole deadline" }
+        end
+        transport.sleep(SHARED_POLL)
+        now = clock()
+        adopt(self, entry, now)
+        if now < entry.expire_after and entry.token then return entry.token end
+        if now < entry.next_try and entry.last_error then return nil, entry.last_error end
+    end
+end
+
 -- Everything but the fresh-token case: refresh, stale serving, cool-downs.
 local function slow_token(self, now)
     local entry = self.entry
+    if self.shared then
+        -- another process may hold a fresher token, or a cool-down
+        adopt(self, entry, now)
+        if now < entry.refresh_after then
+            self.counters.hits = self.counters.hits + 1
+            return entry.token
+        end
+    end
     if entry.token and now < entry.expire_after then
         -- due for refresh but still valid: try, and serve the old one on failure
         if now >= entry.next_try and now >= entry.fetching_until then
@@ -191,6 +334,7 @@ function Client:invalidate()
     local entry = self.entry
     if entry == CLOSED then error("oauth2: use of a closed client", 2) end
     if entry.token == nil then return false end
+    local rejected = entry.token.access_token
     entry.token, entry.header = nil, nil
     entry.refresh_after, entry.expire_after = -huge, -huge
     local not_before = entry.fetched_at + self.policy.invalidate_cooldown
@@ -203,6 +347,21 @@ function Client:invalidate()
         }
     end
     self.counters.invalidations = self.counters.invalidations + 1
+    if self.shared then
+        -- in the store too, but only the token that was rejected, and
+        -- never while another process writes (its token is new anyway)
+        local lock = self.shared:try_lock(self.shared_key)
+        if lock then
+            local now = self.clock()
+            local record = self.shared:get(self.shared_key, self.secret)
+            if record and record.access_token == rejected then
+                record.access_token, record.token_type = nil, nil
+                record.refresh_at, record.expire_at = nil, nil
+                publish(self, entry, now, record)
+            end
+            lock:unlock()
+        end
+    end
     return true
 end
 
@@ -267,6 +426,12 @@ function _M.new(opts)
     end
     local policy, why = check_policy(policy_opts)
     if not policy then return nil, why end
+    local store_opt = policy_opts.store
+    if store_opt ~= nil and store_opt ~= "memory" and store_opt ~= "file"
+            and type(store_opt) ~= "string" and type(store_opt) ~= "table" then
+        return nil, "oauth2: option 'store' must be \"memory\", \"file\", a directory or "
+            .. "a store object"
+    end
     -- no connection kept between fetches an hour apart, unless the caller
     -- passes a session of theirs
     local prepared
@@ -279,7 +444,7 @@ function _M.new(opts)
         entry = new_entry()
         store[key] = entry
     end
-    return setmetatable({
+    local self = {
         conf = conf,
         endpoint = prepared,
         policy = policy,
@@ -288,7 +453,20 @@ function _M.new(opts)
         counters = { hits = 0, fetches = 0, refreshes = 0, retries = 0, failures = 0,
                      stale = 0, invalidations = 0 },
         last_error = nil,
-    }, Client)
+        shared = nil,        -- a store shared with other processes (oauth2.store)
+        shared_key = policy_rules.cache_key(conf),
+        secret = conf.client_secret or conf.access_token,
+        store_warned = false,
+    }
+    if type(store_opt) == "table" then
+        self.shared = store_opt
+    elseif store_opt ~= nil and store_opt ~= "memory" then
+        local shared, problem = stores.file(store_opt ~= "file" and store_opt or nil)
+        -- a store that cannot be used never fails a token: memory, and a word
+        if not shared then warn_store(self, problem) end
+        self.shared = shared
+    end
+    return setmetatable(self, Client)
 end
 
 return _M

@@ -41,6 +41,12 @@ function token_mt.__tostring(token)
         tostring(token.scope))
 end
 
+--- A token table from its fields (one kept in a shared store): it prints
+-- redacted, as the tokens fetched here do.
+function _M.new_token(fields)
+    return setmetatable(fields, token_mt)
+end
+
 -- The longest server text kept in an error, in bytes.
 local MAX_TEXT = 512
 -- The largest number a header may give (a timestamp far in the future).
