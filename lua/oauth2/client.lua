@@ -167,7 +167,8 @@ local function adopt(self, entry, now)
         if next_try > entry.next_try then
             entry.next_try = next_try
             entry.last_error = errors.new {
-                kind = record.kind or "http", status = record.status, code = record.code,
+                kind = record.kind or "http", code = record.code,
+                status = type(record.status) == "number" and floor(record.status) or nil,
                 message = record.message or "the last fetch failed", retryable = true,
                 cached = true,
             }

@@ -1,0 +1,196 @@
+-- The file store: one token per credential for every process of a user on
+-- a machine (real processes, real files and locks), and what it does with
+-- a bad directory or file.
+
+local fake = require "server"
+local shell = require "shell"
+local core = require "oauth2.core"
+local oauth2 = require "oauth2"
+
+local SECRET = "sentinel-Secret-store-7a1e"
+
+describe("the file store", function()
+    local server, dir, cache, cases = nil, nil, nil, 0
+
+    setup(function()
+        server = fake.start()
+        dir = shell.temp_dir()
+    end)
+    teardown(function()
+        if server then server:stop() end
+        if dir then shell.run("rm -rf " .. shell.quote(dir)) end
+    end)
+    -- each case: a runtime directory of its own, whose lua-oauth2/ is the
+    -- store of the plain clients and (by default) of the CLI
+    local runtime
+    before_each(function()
+        server:reset { clients = { ["store-id"] = SECRET } }
+        cases = cases + 1
+        runtime = dir .. "/run-" .. cases
+        assert(os.execute("mkdir -m 700 " .. shell.quote(runtime)))
+        cache = runtime .. "/lua-oauth2"
+    end)
+
+    local function env(extra)
+        local e = { THOUSANDEYES_CLIENT_ID = "store-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
+                    OAUTH2_SPEC_HOST = server.http_url, OAUTH2_SPEC_STORE = cache,
+                    XDG_RUNTIME_DIR = runtime }
+        for k, v in pairs(extra or {}) do e[k] = v end
+        return e
+    end
+
+    -- The command of one process: a plain Lua client, or the CLI.
+    local function command(kind, extra)
+        if kind == "cli" then
+            -- the CLI's default store is $XDG_RUNTIME_DIR/lua-oauth2
+            return shell.lua_command(env(extra), "bin/thousandeyes-token --host "
+                .. server.http_url)
+        end
+        return shell.lua_command(env(extra), "spec/support/store_child.lua " .. kind)
+    end
+
+    -- Run n processes at once (plain Lua and CLI taking turns); their output.
+    local function at_once(n, kind, extra)
+        local parts = {}
+        for i = 1, n do
+            local k = kind or (i % 2 == 0 and "cli" or "token")
+            parts[#parts + 1] = command(k, extra) .. " > " .. shell.quote(dir .. "/out." .. i)
+                .. " 2>&1 &"
+        end
+        local code, out = shell.run(table.concat(parts, "\n") .. "\nwait; cat "
+            .. shell.quote(dir) .. "/out.*; rm -f " .. shell.quote(dir) .. "/out.*",
+            { lua = true })
+        assert.equals(0, code, out)
+        return out
+    end
+
+    -- Count the lines of out that carry a token.
+    local function tokens(out)
+        local n = 0
+        for line in out:gmatch("[^\n]+") do
+            if line:match("^token te%-") or line:match("^te%-%x+$") then n = n + 1 end
+        end
+        return n
+    end
+
+    it("makes one token request for 20 processes at once on a cold store", function()
+        server:control { delay = 0.3 }
+        local out = at_once(20)
+        assert.equals(20, tokens(out), out)
+        assert.equals(1, server:stats().token_requests)
+        -- and 20 more later: none
+        out = at_once(20)
+        assert.equals(20, tokens(out), out)
+        assert.equals(1, server:stats().token_requests)
+    end)
+
+    it("makes one refresh for 20 processes past the refresh point", function()
+        -- a 6 s token: expiry (3 s margin) at 3 s, refresh point near 2.4 s
+        server:control { expires_in = 6 }
+        assert.equals(1, tokens(at_once(1, "token")))
+        core.sleep(2.5)
+        local out = at_once(20, "token")
+        assert.equals(20, tokens(out), out)
+        assert.equals(2, server:stats().token_requests)
+    end)
+
+    it("makes one request in the whole run when the endpoint answers 429", function()
+        server:control { script = { { status = 429, headers = { ["Retry-After"] = "30" } } } }
+        local out = at_once(20)
+        assert.equals(0, tokens(out), out)
+        out = at_once(5)
+        assert.equals(0, tokens(out), out)
+        assert.equals(1, server:stats().token_requests)
+        assert.matches("429", out)
+    end)
+
+    it("lets the next process fetch at once when a holder of the lock is killed", function()
+        server:control { delay = 10 }
+        -- a fetch that hangs, holding the lock
+        local code, pid = shell.run(command("token") .. " > /dev/null 2>&1 & echo $!",
+            { lua = true })
+        assert.equals(0, code)
+        core.sleep(0.5)
+        assert.equals(1, server:stats().token_requests)
+        assert.equals(0, (shell.run("kill -9 " .. pid:match("%d+"))))
+        server:control { delay = 0 }
+        -- with a 3 s deadline: a lock still held would make it give up
+        local out = at_once(1, "token", { OAUTH2_SPEC_DEADLINE = "3" })
+        assert.equals(1, tokens(out), out)
+    end)
+
+    it("invalidates only the token that was rejected, with one cool-down for all", function()
+        assert.equals(1, tokens(at_once(1, "token")))
+        -- within the cool-down (10 s after the fetch): dropped, nothing fetched
+        local out = at_once(1, "invalidate")
+        local rejected = out:match("^invalidated (%S+)")
+        assert.is_string(rejected)
+        out = at_once(3, "token")
+        assert.equals(0, tokens(out), out)
+        assert.matches("invalidated", out)
+        assert.equals(1, server:stats().token_requests)
+    end)
+
+    it("keeps a token fetched meanwhile when an older one is invalidated", function()
+        local client = oauth2.client { host = server.http_url, client_id = "store-id",
+            client_secret = SECRET, store = cache, invalidate_cooldown = 0 }
+        finally(function() client:close() end)
+        local old = assert(client:token()).access_token
+        -- another process replaces it (after an invalidation of its own)
+        local out = at_once(1, "invalidate", { OAUTH2_SPEC_INVALIDATE_COOLDOWN = "0" })
+        assert.matches("invalidated " .. old, out, 1, true)
+        local fresh = at_once(1, "token"):match("^token (%S+)")
+        assert.is_string(fresh)
+        assert.are_not.equal(old, fresh)
+        -- this client still holds the old one and is told it was rejected:
+        -- the store keeps the fresh token
+        client:invalidate()
+        assert.equals("token " .. fresh .. "\n", at_once(1, "token"))
+        assert.equals(2, server:stats().token_requests)
+    end)
+
+    describe("with a bad directory or file", function()
+        it("falls back to memory with one warning when the directory cannot be made", function()
+            local out = at_once(1, "token", { OAUTH2_SPEC_STORE = "/proc/oauth2-no-such-dir" })
+            assert.equals(1, tokens(out), out)
+            local _, warnings = out:gsub("the token cache is not shared", "")
+            assert.equals(1, warnings, out)
+        end)
+
+        it("refuses a directory open to others, and says why", function()
+            assert(os.execute("mkdir -m 755 " .. shell.quote(cache)))
+            local out = at_once(1, "token")
+            assert.equals(1, tokens(out), out)
+            assert.matches("open to its group or to others", out)
+        end)
+
+        it("replaces a corrupt cache file, and one readable by others", function()
+            assert.equals(1, tokens(at_once(1, "token")))
+            local _, name = shell.run("ls " .. shell.quote(cache) .. " | grep -v lock")
+            local file = cache .. "/" .. name:match("%x+")
+            assert(os.execute("printf 'garbage' > " .. shell.quote(file)))
+            assert.equals(1, tokens(at_once(1, "token")))
+            assert.equals(2, server:stats().token_requests)
+            -- replaced with a good one: the next process fetches nothing
+            assert.equals(1, tokens(at_once(1, "token")))
+            assert.equals(2, server:stats().token_requests)
+            assert(os.execute("chmod 644 " .. shell.quote(file)))
+            local out = at_once(1, "token")
+            assert.equals(1, tokens(out))
+            assert.matches("open to its group or to others", out)
+            assert.equals(3, server:stats().token_requests)
+            local _, mode = shell.run("stat -c %a " .. shell.quote(file))
+            assert.equals("600", mode:match("%d+"))
+        end)
+
+        it("holds neither the secret nor the token in clear", function()
+            local out = at_once(1, "token")
+            local token = out:match("^token (%S+)")
+            local _, contents = shell.run("cat " .. shell.quote(cache) .. "/*; ls "
+                .. shell.quote(cache))
+            assert.is_nil(contents:find(token, 1, true))
+            assert.is_nil(contents:find(SECRET, 1, true))
+            assert.is_nil(contents:find("store-id", 1, true))
+        end)
+    end)
+end)

@@ -1,0 +1,24 @@
+-- spec/support/store_child.lua: one process of the store specs.
+--
+--   lua store_child.lua ACTION   with OAUTH2_SPEC_HOST, OAUTH2_SPEC_STORE and
+--                                THOUSANDEYES_CLIENT_ID/_SECRET set
+--
+-- ACTION token: print "token <access_token>" or "error <err>";
+-- invalidate: fetch (or take from the store) the token, then invalidate it
+-- and print "invalidated <access_token>".
+local oauth2 = require "oauth2"
+
+local client = oauth2.client { host = os.getenv("OAUTH2_SPEC_HOST"),
+    store = os.getenv("OAUTH2_SPEC_STORE"), deadline = tonumber(os.getenv("OAUTH2_SPEC_DEADLINE")),
+    invalidate_cooldown = tonumber(os.getenv("OAUTH2_SPEC_INVALIDATE_COOLDOWN")) }
+local token, err = client:token()
+if not token then
+    print("error " .. tostring(err))
+    os.exit(0)
+end
+if arg[1] == "invalidate" then
+    client:invalidate()
+    print("invalidated " .. token.access_token)
+else
+    print("token " .. token.access_token)
+end
