@@ -341,6 +341,22 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(1, stats().token_requests)
     end)
 
+    it("makes at most one token request for 100 upstream 401s, with 4 workers", function()
+        start_nginx { workers = 4 }
+        for _, code in ipairs(burst("/v7/tests", 40)) do assert.equals(200, code) end
+        assert.equals(1, stats().token_requests)
+        -- the API rejects every token issued so far: 100 requests at once
+        server:control { revoke = true }
+        local statuses = burst("/v7/tests", 100)
+        assert.equals(100, #statuses)
+        assert.equals(2, stats().token_requests)
+        assert.is_true(stats().api_unauthorized >= 1)
+        -- the new token serves; a 401 of the old one did not drop it
+        for _, code in ipairs(burst("/v7/tests", 20)) do assert.equals(200, code) end
+        assert.equals(2, stats().token_requests)
+        assert.equals(1, token_stats().shared.invalidations)
+    end)
+
     it("fetches in an nginx thread pool when one is named", function()
         server:control { delay = 0.3 }
         start_nginx { options = 'thread_pool = "oauth2",' }
@@ -380,5 +396,15 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(200, status, body)
         assert.equals(0, stats().api_unauthorized)
         assert.equals(1, stats().token_requests)
+        -- its stats location
+        status, _, body = get("/oauth2-stats")
+        assert.equals(200, status, body)
+        local shared = require("cjson").decode(body).shared
+        assert.equals(1, shared.fetches)
+        -- and its purge on 401
+        server:control { revoke = true }
+        assert.equals(401, (get("/v7/tests")))
+        assert.equals(200, (get("/v7/tests")))
+        assert.equals(2, stats().token_requests)
     end)
 end)

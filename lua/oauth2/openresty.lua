@@ -425,11 +425,32 @@ function Token:authorize()
     return ngx.exit(self.status)
 end
 
---- Drop the token for all workers (the API answered 401 with it).
-function Token:invalidate()
-    self.dict:delete(self.key)
-    self.dict:delete(self.at_key)
+--- Drop the token for all workers (the API answered 401 with it).  With
+-- `rejected` (the Authorization value that was refused), only if it is
+-- still the stored one, so a token fetched a moment ago survives.  At
+-- most once per invalidate_cooldown for all workers: a storm of 401s
+-- makes one token request.  Returns whether the token was dropped.
+function Token:invalidate(rejected)
+    local dict = self.dict
+    if rejected ~= nil and dict:get(self.key) ~= rejected then return false end
+    local cooldown = self.policy.invalidate_cooldown
+    if cooldown > 0 and not dict:safe_add(self.invalidated_key, true, cooldown) then
+        return false
+    end
+    dict:delete(self.key)
+    dict:delete(self.at_key)
     self.fallback = nil
+    count(self, "invalidations")
+    return true
+end
+
+--- For header_filter_by_lua: when the upstream answered 401, drop the
+-- token this request carried (see invalidate).  Cannot yield, needs not.
+function Token:purge_on_401()
+    if ngx.status ~= 401 then return false end
+    local sent = ngx.req.get_headers()["authorization"]
+    if type(sent) ~= "string" then return false end
+    return self:invalidate(sent)
 end
 
 --- Fetch in a timer now, so the first request finds a token (init_worker).
@@ -573,6 +594,7 @@ function _M.new(opts)
         lock_key = key .. ":lock",
         fail_key = key .. ":fail",
         count_key = key .. ":n:",
+        invalidated_key = key .. ":inv",
         -- the lease: a lock outlives any fetch (deadline), then frees itself
         lock_ttl = conf.deadline + LEASE_SLACK,
         wait_timeout = own.wait_timeout,
@@ -585,7 +607,8 @@ function _M.new(opts)
         log_quiet_until = 0,
         log_suppressed = 0,
         last_error = nil,
-        counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0 },
+        counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0,
+                     invalidations = 0 },
     }, Token)
 end
 
@@ -612,6 +635,11 @@ end
 --- One-liner for access_by_lua: set Authorization for the upstream.
 function _M.authorize(name)
     return _M.get(name):authorize()
+end
+
+--- One-liner for header_filter_by_lua: drop the token on an upstream 401.
+function _M.purge_on_401(name)
+    return _M.get(name):purge_on_401()
 end
 
 return _M

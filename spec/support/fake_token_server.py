@@ -194,6 +194,8 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.delay = float(config["delay"])
             if "expires_in" in config:
                 STATE.expires_in = config["expires_in"]
+            if config.get("revoke"):
+                STATE.issued = {}  # every token issued so far now gets 401
             if "token_padding" in config:
                 STATE.token_padding = int(config["token_padding"])
             if "rate_limit" in config:
