@@ -24,7 +24,7 @@ local transport = require "oauth2.transport"
 
 local type, pairs, error, pcall, setmetatable, tostring =
       type, pairs, error, pcall, setmetatable, tostring
-local max, floor, huge = math.max, math.floor, math.huge
+local max, min, floor, huge = math.max, math.min, math.floor, math.huge
 local concat, format = table.concat, string.format
 
 local _M = { _VERSION = core._VERSION }
@@ -273,6 +273,23 @@ local function fetch(self, entry, refreshing)
     end
 end
 
+-- Wait (yielding) for the fetch another caller of this Lua state runs,
+-- at most until it lapses; its token, or the error it left.
+local function wait_for_fetch(self, entry)
+    local clock, pause = self.clock, 0.002
+    while true do
+        transport.sleep(pause)
+        pause = min(pause * 2, 0.02)
+        local now = clock()
+        if entry.token and now < entry.expire_after then return entry.token end
+        if now >= entry.fetching_until then
+            -- it failed (its error stands), or its owner is gone: fetch here
+            if entry.last_error and now < entry.next_try then return nil, entry.last_error end
+            return fetch(self, entry, false)
+        end
+    end
+end
+
 -- Everything but the fresh-token case: refresh, stale serving, cool-downs.
 local function slow_token(self, now)
     local entry = self.entry
@@ -295,7 +312,11 @@ local function slow_token(self, now)
         return entry.token
     end
     if now < entry.fetching_until then
-        return nil, errors.new { kind = "network", retryable = true,
+        if transport.can_yield() then
+            -- another light thread of this worker fetches: wait for it
+            return wait_for_fetch(self, entry)
+        end
+        return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
             message = "another caller is fetching the token right now" }
     end
     if now < entry.next_try and entry.last_error then
