@@ -250,6 +250,14 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(1, stats().token_requests)
     end)
 
+    it("shares one token among all workers through the shared-dict store", function()
+        server:control { delay = 0.3 }
+        start_nginx { workers = 4 }
+        local statuses = burst("/shm-client-token", 40)
+        for _, code in ipairs(statuses) do assert.equals(200, code) end
+        assert.equals(1, stats().token_requests)
+    end)
+
     it("refuses, rather than blocks, a fetch where nginx cannot yield", function()
         start_nginx {}
         local status, headers = get("/in-header-filter")

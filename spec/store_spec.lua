@@ -9,6 +9,69 @@ local oauth2 = require "oauth2"
 
 local SECRET = "sentinel-Secret-store-7a1e"
 
+describe("the store contract", function()
+    local stores = require "oauth2.store"
+    local dir
+
+    setup(function() dir = shell.temp_dir() end)
+    teardown(function() shell.run("rm -rf " .. shell.quote(dir)) end)
+
+    for _, kind in ipairs { "memory", "file" } do
+        describe("of the " .. kind .. " store", function()
+            local store
+            before_each(function()
+                store = kind == "memory" and stores.memory()
+                    or assert(stores.file(dir .. "/contract-" .. math.random(1e9)))
+            end)
+
+            it("gives back what was set, only to the same secret", function()
+                assert.is_nil(store:get("k1", "secret-a"))
+                assert.is_true(store:set("k1", "secret-a", { access_token = "t1", n = 1 }))
+                local record = store:get("k1", "secret-a")
+                assert.equals("t1", record.access_token)
+                if kind == "file" then
+                    -- sealed: another secret cannot read it
+                    assert.is_nil(store:get("k1", "secret-b"))
+                end
+            end)
+
+            it("locks for one holder at a time", function()
+                local lock = assert(store:try_lock("k2"))
+                assert.is_false(store:try_lock("k2"))
+                lock:unlock()
+                local again = assert(store:try_lock("k2"))
+                again:unlock()
+            end)
+
+            it("deletes a token only if it is still the one named", function()
+                store:set("k3", "s", { access_token = "new", next_try = 5 })
+                assert.is_false(store:delete_token_if("k3", "s", stores.token_id("old")))
+                assert.equals("new", store:get("k3", "s").access_token)
+                assert.truthy(store:delete_token_if("k3", "s", stores.token_id("new")))
+                local record = store:get("k3", "s")
+                assert.is_nil(record.access_token)
+                assert.equals(5, record.next_try)
+            end)
+        end)
+    end
+
+    it("lets a memory store's lock lapse after its lease", function()
+        local store = stores.memory(0.05)
+        assert(store:try_lock("k"))
+        assert.is_false(store:try_lock("k"))
+        core.sleep(0.1)
+        assert.truthy(store:try_lock("k"))
+    end)
+
+    it("drops a memory record after its ttl", function()
+        local store = stores.memory()
+        store:set("k", nil, { access_token = "t" }, 0.05)
+        assert.is_table(store:get("k"))
+        core.sleep(0.1)
+        assert.is_nil(store:get("k"))
+    end)
+end)
+
 describe("the file store", function()
     local server, dir, cache, cases = nil, nil, nil, 0
 

@@ -64,7 +64,8 @@ static int l_private_dir(lua_State *L)
     if (lstat(path, &st) != 0) {
         if (errno != ENOENT)
             return fail_errno(L, "cannot inspect the cache directory");
-        if (mkdir(path, 0700) != 0) {
+        /* another process may make it at the same moment: EEXIST is fine */
+        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
             /* the parent may be missing too (~/.cache on a new account) */
             char *parent = strdup(path), *slash;
             int made = 0;
@@ -73,7 +74,8 @@ static int l_private_dir(lua_State *L)
             slash = strrchr(parent, '/');
             if (slash != NULL && slash != parent) {
                 *slash = '\0';
-                made = mkdir(parent, 0700) == 0 && mkdir(path, 0700) == 0;
+                made = (mkdir(parent, 0700) == 0 || errno == EEXIST) &&
+                       (mkdir(path, 0700) == 0 || errno == EEXIST);
             }
             free(parent);
             if (!made)

@@ -372,14 +372,12 @@ function Client:invalidate()
     if self.shared then
         -- in the store too, but only the token that was rejected, and
         -- never while another process writes (its token is new anyway)
-        local lock = self.shared:try_lock(self.shared_key)
+        local shared, key = self.shared, self.shared_key
+        local lock = shared:try_lock(key)
         if lock then
-            local now = self.clock()
-            local record = self.shared:get(self.shared_key, self.secret)
-            if record and record.access_token == rejected then
-                record.access_token, record.token_type = nil, nil
-                record.refresh_at, record.expire_at = nil, nil
-                publish(self, entry, now, record)
+            if shared:delete_token_if(key, self.secret, stores.token_id(rejected)) then
+                -- and the cool-down, for every process of the store
+                publish(self, entry, self.clock(), shared:get(key, self.secret))
             end
             lock:unlock()
         end

@@ -12,6 +12,16 @@
 --                                    drop the record's token only if it is
 --                                    still token_id (compare before delete)
 --
+-- (store:set takes a fourth argument, ttl: seconds the record may be kept;
+-- the memory and shared-dict stores drop it then, the file store keeps
+-- it, as its record carries its own times.)
+--
+-- The stores: memory() (one Lua state), shm(dict) (every worker of an
+-- nginx, through a lua_shared_dict) and file(dir) (every process of a
+-- user on a machine).  oauth2.client takes any of them as `store`;
+-- oauth2.openresty keeps its own layout in its dict, tuned for its hot
+-- path of one read, under the same policy (oauth2.policy).
+--
 -- A record is a table of plain values: access_token, token_type, scope,
 -- expires_in, fetched_at, refresh_at, expire_at (seconds since the epoch:
 -- processes share no other clock), and, after a failure or an
@@ -29,10 +39,20 @@
 local core = require "oauth2.core"
 local cjson = require "cjson.safe"
 
-local type, setmetatable, getenv = type, setmetatable, os.getenv
+local type, pairs, setmetatable, tostring, getenv =
+      type, pairs, setmetatable, tostring, os.getenv
+local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 local encode, decode = cjson.encode, cjson.decode
 
 local _M = { _VERSION = core._VERSION }
+
+-- Drop the token of a record (compare before delete is the caller's).
+local function without_token(record)
+    record.access_token, record.token_type, record.scope, record.expires_in = nil, nil, nil, nil
+    record.refresh_at, record.expire_at = nil, nil
+    return record
+end
+
 
 -- The directory of the file store when none is given: per user, in
 -- memory where the system has a runtime directory, else in the cache.
@@ -79,11 +99,11 @@ end
 
 function File:delete_token_if(key, secret, token_id)
     local record = self:get(key, secret)
-    if not record or record.access_token == nil then return false end
-    if core.sha256(record.access_token) ~= token_id then return false end
-    record.access_token, record.token_type, record.scope, record.expires_in = nil, nil, nil, nil
-    record.refresh_at, record.expire_at = nil, nil
-    return self:set(key, secret, record)
+    if not record or type(record.access_token) ~= "string"
+            or core.sha256(record.access_token) ~= token_id then
+        return false
+    end
+    return self:set(key, secret, without_token(record))
 end
 
 function File:__tostring()
@@ -98,6 +118,124 @@ function _M.file(dir)
     local ok, why = core.private_dir(dir)
     if not ok then return nil, why .. " (" .. dir .. ")" end
     return setmetatable({ dir = dir, kind = "file" }, File)
+end
+
+-- The default lease of a lock in the memory and shared-dict stores: a
+-- holder that never unlocks (a killed light thread) frees it after this.
+local LEASE = 60
+
+-- The clock of the memory and shared-dict stores' expiries.
+local now = core.now
+
+local Memory = {}
+Memory.__index = Memory
+
+local MemoryLock = {}
+MemoryLock.__index = MemoryLock
+
+function MemoryLock:unlock()
+    local held = self.store.locks[self.key]
+    if held and held.lock == self then self.store.locks[self.key] = nil end
+end
+
+function Memory:get(key)
+    local entry = self.records[key]
+    if not entry then return nil end
+    if entry.until_at and now() >= entry.until_at then
+        self.records[key] = nil
+        return nil
+    end
+    -- a copy: the caller may change it
+    local record = {}
+    for k, v in pairs(entry.record) do record[k] = v end
+    return record
+end
+
+function Memory:set(key, _, record, ttl)
+    local copy = {}
+    for k, v in pairs(record) do copy[k] = v end
+    self.records[key] = { record = copy, until_at = ttl and now() + ttl }
+    return true
+end
+
+function Memory:try_lock(key)
+    local held = self.locks[key]
+    if held and now() < held.until_at then return false end
+    local lock = setmetatable({ store = self, key = key }, MemoryLock)
+    self.locks[key] = { lock = lock, until_at = now() + self.lease }
+    return lock
+end
+
+function Memory:delete_token_if(key, secret, token_id)
+    local record = self:get(key, secret)
+    if not record or type(record.access_token) ~= "string"
+            or core.sha256(record.access_token) ~= token_id then
+        return false
+    end
+    return self:set(key, secret, without_token(record))
+end
+
+--- A store in this Lua state's memory (for one process; specs).
+function _M.memory(lease)
+    return setmetatable({ records = {}, locks = {}, lease = lease or LEASE, kind = "memory" },
+        Memory)
+end
+
+local Shm = {}
+Shm.__index = Shm
+
+local ShmLock = {}
+ShmLock.__index = ShmLock
+
+function ShmLock:unlock()
+    -- compare before delete: a lock that lapsed may be another's now
+    if self.dict:get(self.key) == self.owner then self.dict:delete(self.key) end
+end
+
+function Shm:get(key, secret)
+    local sealed = self.dict:get(self.prefix .. key)
+    if type(sealed) ~= "string" then return nil end
+    local text = core.open(secret, sealed)
+    local record = text and decode(text)
+    if type(record) ~= "table" then return nil end
+    return record
+end
+
+function Shm:set(key, secret, record, ttl)
+    local text = encode(record)
+    if not text then return nil, "the record cannot be encoded" end
+    return self.dict:set(self.prefix .. key, core.seal(secret, text), ttl or 0)
+end
+
+function Shm:try_lock(key)
+    self.nonce = self.nonce + 1
+    local owner = ("%d %d %d"):format(ngx.worker.pid(), self.nonce, math.random(1e9)) -- luacheck: ignore
+    local lock_key = self.prefix .. key .. ":lock"
+    local ok, why = self.dict:safe_add(lock_key, owner, self.lease)
+    if ok then return setmetatable({ dict = self.dict, key = lock_key, owner = owner }, ShmLock) end
+    if why == "exists" then return false end
+    return nil, "lua_shared_dict: " .. tostring(why)
+end
+
+function Shm:delete_token_if(key, secret, token_id)
+    local record = self:get(key, secret)
+    if not record or type(record.access_token) ~= "string"
+            or core.sha256(record.access_token) ~= token_id then
+        return false
+    end
+    return self:set(key, secret, without_token(record))
+end
+
+--- A store in the lua_shared_dict named `dict_name`, for every worker of
+-- an nginx: the store, or nil and why.
+function _M.shm(dict_name, lease)
+    local shared = ngx and ngx.shared -- luacheck: ignore
+    local dict = shared and shared[dict_name]
+    if not dict then
+        return nil, "there is no lua_shared_dict '" .. tostring(dict_name) .. "'"
+    end
+    return setmetatable({ dict = dict, prefix = "oauth2-store:", lease = lease or LEASE,
+                          nonce = 0, kind = "shm" }, Shm)
 end
 
 --- An identifier of a token that names it without showing it.
