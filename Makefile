@@ -25,10 +25,12 @@ CURL_CFLAGS   ?= $(shell $(PKG_CONFIG) --cflags libcurl)
 CURL_LIBS     ?= $(shell $(PKG_CONFIG) --libs libcurl)
 CRYPTO_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libcrypto)
 CRYPTO_LIBS   ?= $(shell $(PKG_CONFIG) --libs libcrypto)
+HIREDIS_LIBS  ?= $(shell $(PKG_CONFIG) --libs hiredis)
 
-# the C core by job: session and exchange, buffers, clock, libcrypto, files
-SOURCES = src/core.c src/buffer.c src/clock.c src/crypto.c src/files.c
-HEADERS = src/compat.h src/buffer.h src/clock.h src/crypto.h src/files.h
+# the C core by job: session and exchange, buffers, clock, libcrypto, files,
+# and a Redis connection (hiredis)
+SOURCES = src/core.c src/buffer.c src/clock.c src/crypto.c src/files.c src/redis.c
+HEADERS = src/compat.h src/buffer.h src/clock.h src/crypto.h src/files.h src/redis.h
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -54,7 +56,7 @@ all build: $(MODULE)
 
 $(MODULE): $(SOURCES) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $(SOURCES) $(ALL_LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(SOURCES) $(ALL_LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS) $(HIREDIS_LIBS)
 
 # The suite on Lua 5.4, LuaJIT and 5.1, on 5.4 under ASan and UBSan, and
 # on 5.4 under valgrind, summed up as one 'N passed, N failed'.
@@ -140,7 +142,7 @@ build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SOURCES) $(HEADERS)
 	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang: apt-get install clang libclang-rt-14-dev"; exit 1; }
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(filter-out src/core.c,$(SOURCES)) -llua$(FUZZ_LUA) \
-	    $(CURL_LIBS) $(CRYPTO_LIBS)
+	    $(CURL_LIBS) $(CRYPTO_LIBS) $(HIREDIS_LIBS)
 
 fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)
 	@for name in $(FUZZERS); do \

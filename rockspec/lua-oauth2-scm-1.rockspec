@@ -39,6 +39,11 @@ external_dependencies = {
       header = "openssl/evp.h",
       library = "crypto",
    },
+   -- hiredis: the Redis store outside nginx
+   HIREDIS = {
+      header = "hiredis/hiredis.h",
+      library = "hiredis",
+   },
 }
 
 build = {
@@ -46,11 +51,11 @@ build = {
    modules = {
       ["oauth2.core"] = {
          sources = { "src/core.c", "src/buffer.c", "src/clock.c", "src/crypto.c",
-                      "src/files.c" },
+                      "src/files.c", "src/redis.c" },
          defines = { "_POSIX_C_SOURCE=200809L" },
-         incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
-         libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
-         libraries = { "curl", "crypto" },
+         incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(HIREDIS_INCDIR)" },
+         libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
+         libraries = { "curl", "crypto", "hiredis" },
       },
       ["oauth2"] = "lua/oauth2.lua",
       ["oauth2.client"] = "lua/oauth2/client.lua",

@@ -11,17 +11,30 @@ local SECRET = "sentinel-Secret-store-7a1e"
 
 describe("the store contract", function()
     local stores = require "oauth2.store"
-    local dir
+    local redis_server = require "redis"
+    local dir, redis
 
-    setup(function() dir = shell.temp_dir() end)
-    teardown(function() shell.run("rm -rf " .. shell.quote(dir)) end)
+    setup(function()
+        dir = shell.temp_dir()
+        redis = redis_server.start()
+    end)
+    teardown(function()
+        shell.run("rm -rf " .. shell.quote(dir))
+        if redis then redis:stop() end
+    end)
 
-    for _, kind in ipairs { "memory", "file" } do
+    for _, kind in ipairs { "memory", "file", "redis" } do
         describe("of the " .. kind .. " store", function()
             local store
             before_each(function()
-                store = kind == "memory" and stores.memory()
-                    or assert(stores.file(dir .. "/contract-" .. math.random(1e9)))
+                if kind == "memory" then
+                    store = stores.memory()
+                elseif kind == "file" then
+                    store = assert(stores.file(dir .. "/contract-" .. math.random(1e9)))
+                else
+                    store = assert(stores.redis { url = redis.url,
+                                                  prefix = "c" .. math.random(1e9) .. ":" })
+                end
             end)
 
             it("gives back what was set, only to the same secret", function()
@@ -29,7 +42,7 @@ describe("the store contract", function()
                 assert.is_true(store:set("k1", "secret-a", { access_token = "t1", n = 1 }))
                 local record = store:get("k1", "secret-a")
                 assert.equals("t1", record.access_token)
-                if kind == "file" then
+                if kind ~= "memory" then
                     -- sealed: another secret cannot read it
                     assert.is_nil(store:get("k1", "secret-b"))
                 end
@@ -255,5 +268,104 @@ describe("the file store", function()
             assert.is_nil(contents:find(SECRET, 1, true))
             assert.is_nil(contents:find("store-id", 1, true))
         end)
+    end)
+end)
+
+describe("the redis store", function()
+    local redis_server = require "redis"
+    local redis, server
+
+    setup(function()
+        server = fake.start()
+        redis = redis_server.start()
+    end)
+    teardown(function()
+        if redis then redis:stop() end
+        if server then server:stop() end
+    end)
+    before_each(function()
+        server:reset { clients = { ["store-id"] = SECRET } }
+        redis:cli("FLUSHALL")
+    end)
+
+    local function env(extra)
+        local e = { THOUSANDEYES_CLIENT_ID = "store-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
+                    OAUTH2_SPEC_HOST = server.http_url, OAUTH2_SPEC_STORE = redis.url }
+        for k, v in pairs(extra or {}) do e[k] = v end
+        return e
+    end
+
+    -- n plain Lua processes at once; their output.
+    local function at_once(n, action)
+        local parts = {}
+        for i = 1, n do
+            parts[#parts + 1] = shell.lua_command(env(), "spec/support/store_child.lua "
+                .. (action or "token")) .. " > " .. shell.quote(redis.dir .. "/out." .. i)
+                .. " 2>&1 &"
+        end
+        local code, out = shell.run(table.concat(parts, "\n") .. "\nwait; cat "
+            .. shell.quote(redis.dir) .. "/out.*; rm -f " .. shell.quote(redis.dir) .. "/out.*",
+            { lua = true })
+        assert.equals(0, code, out)
+        return out
+    end
+
+    local function tokens(out)
+        local _, n = out:gsub("token te%-%x+", "")
+        return n
+    end
+
+    it("makes one token request for 10 processes at once, and none after", function()
+        server:control { delay = 0.3 }
+        local out = at_once(10)
+        assert.equals(10, tokens(out), out)
+        assert.equals(1, server:stats().token_requests)
+        out = at_once(10)
+        assert.equals(10, tokens(out), out)
+        assert.equals(1, server:stats().token_requests)
+    end)
+
+    it("keeps neither the token, the client id nor the secret in clear", function()
+        local token = at_once(1):match("token (%S+)")
+        assert.is_string(token)
+        local _, keys = redis:cli("--scan")
+        assert.is_true(#keys > 0)
+        local dump = keys
+        for key in keys:gmatch("[^\n]+") do
+            local _, value = redis:cli("GET " .. shell.quote(key))
+            dump = dump .. value
+        end
+        assert.is_nil(dump:find(token, 1, true))
+        assert.is_nil(dump:find("store-id", 1, true))
+        assert.is_nil(dump:find(SECRET, 1, true))
+    end)
+
+    it("makes one request for all processes when the endpoint answers 429", function()
+        server:control { script = { { status = 429, headers = { ["Retry-After"] = "30" } } } }
+        local out = at_once(10)
+        assert.equals(0, tokens(out), out)
+        out = at_once(5)
+        assert.equals(0, tokens(out), out)
+        assert.equals(1, server:stats().token_requests)
+    end)
+
+    it("serves a valid token while Redis is down, and fetches alone past it", function()
+        local clock = { t = 1000 }
+        local client = oauth2.client { host = server.http_url, client_id = "store-id",
+            client_secret = SECRET, store = redis.url, clock = function() return clock.t end }
+        finally(function()
+            client:close()
+            if not redis:alive() then redis:start_again() end
+        end)
+        assert(client:token())
+        redis:halt()
+        -- the hot path never asks Redis
+        for _ = 1, 3 do assert(client:token()) end
+        assert.equals(1, server:stats().token_requests)
+        -- past the refresh point, Redis unreachable: its own fetch, no failure
+        clock.t = 1000 + 3500
+        assert(client:token())
+        assert.equals(2, server:stats().token_requests)
+        redis:start_again()
     end)
 end)

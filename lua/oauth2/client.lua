@@ -480,6 +480,10 @@ function _M.new(opts)
     }
     if type(store_opt) == "table" then
         self.shared = store_opt
+    elseif type(store_opt) == "string" and store_opt:match("^redis://") then
+        local shared, problem = stores.redis(store_opt)
+        if not shared then return nil, "oauth2: option 'store': " .. problem end
+        self.shared = shared
     elseif store_opt ~= nil and store_opt ~= "memory" then
         local shared, problem = stores.file(store_opt ~= "file" and store_opt or nil)
         -- a store that cannot be used never fails a token: memory, and a word

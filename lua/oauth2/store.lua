@@ -17,8 +17,9 @@
 -- it, as its record carries its own times.)
 --
 -- The stores: memory() (one Lua state), shm(dict) (every worker of an
--- nginx, through a lua_shared_dict) and file(dir) (every process of a
--- user on a machine).  oauth2.client takes any of them as `store`;
+-- nginx, through a lua_shared_dict), file(dir) (every process of a user
+-- on a machine) and redis(url) (processes on many machines; outside nginx
+-- for now).  oauth2.client takes any of them as `store`;
 -- oauth2.openresty keeps its own layout in its dict, tuned for its hot
 -- path of one read, under the same policy (oauth2.policy).
 --
@@ -39,8 +40,8 @@
 local core = require "oauth2.core"
 local cjson = require "cjson.safe"
 
-local type, pairs, setmetatable, tostring, getenv =
-      type, pairs, setmetatable, tostring, os.getenv
+local type, pairs, setmetatable, tostring, tonumber, getenv =
+      type, pairs, setmetatable, tostring, tonumber, os.getenv
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 local encode, decode = cjson.encode, cjson.decode
 
@@ -236,6 +237,195 @@ function _M.shm(dict_name, lease)
     end
     return setmetatable({ dict = dict, prefix = "oauth2-store:", lease = lease or LEASE,
                           nonce = 0, kind = "shm" }, Shm)
+end
+
+-- ------------------------------------------------------------------ redis
+
+-- Compare-and-delete, in Redis so no other client runs in between: the
+-- key goes only if it still holds ARGV[1].
+local DELETE_IF_SAME = [[
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("DEL", KEYS[1])
+end
+return 0
+]]
+
+-- Drop a record's token only if its id is still ARGV[1]: the record and
+-- its id go, and ARGV[2] (the record without its token, sealed) takes
+-- its place with the record's time to live.
+local DELETE_TOKEN_IF = [[
+if redis.call("GET", KEYS[2]) ~= ARGV[1] then return 0 end
+local ttl = redis.call("PTTL", KEYS[1])
+redis.call("DEL", KEYS[2])
+if ttl > 0 then
+    redis.call("SET", KEYS[1], ARGV[2], "PX", ttl)
+else
+    redis.call("SET", KEYS[1], ARGV[2])
+end
+return 1
+]]
+
+-- Seconds between attempts to reach a Redis that is down: no storm
+-- against one that restarts.
+local RECONNECT_PAUSE = 2
+
+local Redis = {}
+Redis.__index = Redis
+
+local RedisLock = {}
+RedisLock.__index = RedisLock
+
+-- The connection, (re)made at most once per RECONNECT_PAUSE; nil and why.
+function Redis:connection()
+    local conn = self.conn
+    if conn and conn:is_open() then return conn end
+    local at = now()
+    if at < self.retry_at then return nil, self.last_problem end
+    local why
+    conn, why = core.redis(self.host, self.port, self.connect_timeout, self.timeout)
+    if conn and self.password then
+        local ok, auth_why
+        if self.user then
+            ok, auth_why = conn:command("AUTH", self.user, self.password)
+        else
+            ok, auth_why = conn:command("AUTH", self.password)
+        end
+        if not ok then conn:close(); conn, why = nil, "redis AUTH: " .. tostring(auth_why) end
+    end
+    if conn and self.db and self.db ~= 0 then
+        local ok, db_why = conn:command("SELECT", self.db)
+        if not ok then conn:close(); conn, why = nil, "redis SELECT: " .. tostring(db_why) end
+    end
+    if not conn then
+        self.retry_at, self.last_problem = at + RECONNECT_PAUSE, why
+        self.errors = self.errors + 1
+        return nil, why
+    end
+    self.conn = conn
+    return conn
+end
+
+-- One command; its reply, or nil and why (counted in errors).
+function Redis:command(...)
+    local conn, why = self:connection()
+    if not conn then return nil, why end
+    local reply
+    reply, why = conn:command(...)
+    if reply == nil then
+        self.errors = self.errors + 1
+        if not conn:is_open() then self.retry_at = now() + RECONNECT_PAUSE end
+        self.last_problem = why
+    end
+    return reply, why
+end
+
+function Redis:get(key, secret)
+    local sealed = self:command("GET", self.prefix .. key)
+    if type(sealed) ~= "string" then
+        if sealed == false then self.misses = self.misses + 1 end
+        return nil
+    end
+    local text = core.open(secret, sealed)
+    local record = text and decode(text)
+    if type(record) ~= "table" then return nil end
+    self.hits = self.hits + 1
+    return record
+end
+
+function Redis:set(key, secret, record, ttl)
+    local text = encode(record)
+    if not text then return nil, "the record cannot be encoded" end
+    local name = self.prefix .. key
+    local sealed = core.seal(secret, text)
+    local ok, why
+    if ttl and ttl > 0 then
+        ok, why = self:command("SET", name, sealed, "PX", math.ceil(ttl * 1000))
+    else
+        ok, why = self:command("SET", name, sealed)
+    end
+    if not ok then return nil, why end
+    -- the id of the token it holds, for delete_token_if (a hash: no token)
+    if type(record.access_token) == "string" then
+        ok, why = self:command("SET", name .. ":tid", core.sha256(record.access_token),
+            "PX", math.ceil((ttl and ttl > 0 and ttl or 86400) * 1000))
+    else
+        ok, why = self:command("DEL", name .. ":tid")
+    end
+    if ok == nil then return nil, why end
+    return true
+end
+
+function Redis:try_lock(key)
+    local name = self.prefix .. key .. ":lock"
+    self.nonce = self.nonce + 1
+    local owner = core.sha256(tostring(core.time()) .. " " .. self.nonce .. " "
+        .. tostring(math.random(1e9)) .. tostring(self))
+    local reply, why = self:command("SET", name, owner, "NX", "PX",
+        math.ceil(self.lease * 1000))
+    if reply == nil then return nil, why end
+    if reply == false then
+        self.lease_losses = self.lease_losses + 1
+        return false
+    end
+    self.lease_wins = self.lease_wins + 1
+    return setmetatable({ store = self, key = name, owner = owner }, RedisLock)
+end
+
+function RedisLock:unlock()
+    -- compare and delete: a lease that lapsed may be another's by now
+    self.store:command("EVAL", DELETE_IF_SAME, 1, self.key, self.owner)
+end
+
+function Redis:delete_token_if(key, secret, token_id)
+    local record = self:get(key, secret)
+    if not record then return false end
+    local name = self.prefix .. key
+    local reply = self:command("EVAL", DELETE_TOKEN_IF, 2, name, name .. ":tid", token_id,
+        core.seal(secret, encode(without_token(record))))
+    return reply == 1
+end
+
+--- Counters: hits, misses, lease_wins, lease_losses, errors.
+function Redis:stats()
+    return { hits = self.hits, misses = self.misses, lease_wins = self.lease_wins,
+             lease_losses = self.lease_losses, errors = self.errors }
+end
+
+function Redis:__tostring()
+    return ("oauth2.store redis %s:%d/%d"):format(self.host, self.port, self.db or 0)
+end
+
+--- A Redis store outside nginx (hiredis in the C core), from
+-- "redis://[user:password@]host:port[/db]" or a table { url = ...,
+-- prefix =, connect_timeout =, timeout =, lease = }: the store, or nil and
+-- why.  The password is never shown.
+function _M.redis(spec)
+    if type(spec) == "string" then spec = { url = spec } end
+    if type(spec) ~= "table" or type(spec.url) ~= "string" then
+        return nil, "a redis store needs a redis://host:port URL"
+    end
+    local rest = spec.url:match("^redis://(.*)$") or ""
+    local userinfo, hostport = rest:match("^(.*)@([^@]*)$")
+    if not userinfo then hostport = rest end
+    local host, port, db = hostport:match("^([^:/]+):(%d+)/?(%d*)$")
+    if not host then
+        return nil, "a redis store needs a redis://[user:password@]host:port[/db] URL"
+    end
+    local user, password
+    if userinfo and userinfo ~= "" then
+        user, password = userinfo:match("^([^:]*):(.*)$")
+        if not user then password = userinfo end
+        if user == "" then user = nil end
+    end
+    return setmetatable({
+        host = host, port = tonumber(port), db = tonumber(db) or 0,
+        user = user, password = password,
+        prefix = spec.prefix or "oauth2:",
+        connect_timeout = spec.connect_timeout or 0.5, timeout = spec.timeout or 0.5,
+        lease = spec.lease or LEASE,
+        conn = nil, retry_at = -math.huge, last_problem = nil, nonce = 0, kind = "redis",
+        hits = 0, misses = 0, lease_wins = 0, lease_losses = 0, errors = 0,
+    }, Redis)
 end
 
 --- An identifier of a token that names it without showing it.

@@ -1,0 +1,71 @@
+-- spec/support/redis.lua: a real redis-server for the specs, on a free
+-- loopback port, with a configuration of its own (no persistence, a
+-- temporary directory).  stop() ends it; so does the end of the Lua
+-- process that started it (a watcher), so a crashed run leaves nothing.
+
+local shell = require "shell"
+local nginx = require "nginx"
+local core = require "oauth2.core"
+
+local _M = {}
+
+local Redis = {}
+Redis.__index = Redis
+
+-- Run redis-cli against this server; its exit code and output.
+function Redis:cli(args)
+    return shell.run("redis-cli -h 127.0.0.1 -p " .. self.port .. " " .. args)
+end
+
+-- Whether the server answers PING.
+function Redis:alive()
+    local code, out = self:cli("PING")
+    return code == 0 and out:match("PONG") ~= nil
+end
+
+-- Stop the server (it may be started again with start_again).
+function Redis:halt()
+    if self.pid then
+        shell.run("kill " .. self.pid .. " 2>/dev/null")
+        for _ = 1, 100 do
+            if not self:alive() then break end
+            core.sleep(0.05)
+        end
+        self.pid = nil
+    end
+end
+
+-- Start it again on the same port, empty.
+function Redis:start_again()
+    local own = (shell.read_file("/proc/self/stat") or ""):match("^(%d+)")
+    local code, out = shell.run("redis-server --port " .. self.port .. " --bind 127.0.0.1 "
+        .. "--save '' --appendonly no --dir " .. shell.quote(self.dir) .. " --logfile "
+        .. shell.quote(self.dir .. "/redis.log") .. " >/dev/null 2>&1 & pid=$!; "
+        .. "(while kill -0 " .. own .. " 2>/dev/null; do sleep 1; done; kill $pid) "
+        .. ">/dev/null 2>&1 & echo $pid")
+    assert(code == 0, out)
+    self.pid = out:match("%d+")
+    for _ = 1, 100 do
+        if self:alive() then return self end
+        core.sleep(0.05)
+    end
+    error("redis-server did not start:\n" .. (shell.read_file(self.dir .. "/redis.log") or ""))
+end
+
+function Redis:stop()
+    self:halt()
+    if self.dir then
+        shell.run("rm -rf " .. shell.quote(self.dir))
+        self.dir = nil
+    end
+end
+
+--- Start a redis-server; returns the handle with port and url.
+function _M.start()
+    local port = nginx.free_port()
+    local server = setmetatable({ port = port, dir = shell.temp_dir(),
+                                  url = "redis://127.0.0.1:" .. port }, Redis)
+    return server:start_again()
+end
+
+return _M
