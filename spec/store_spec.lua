@@ -9,6 +9,19 @@ local oauth2 = require "oauth2"
 
 local SECRET = "sentinel-Secret-store-7a1e"
 
+-- Run the commands at once (their output in files under dir); all their
+-- output, once every one has ended.
+local function parallel(commands, dir)
+    local parts = {}
+    for i, command in ipairs(commands) do
+        parts[i] = command .. " > " .. shell.quote(dir .. "/out." .. i) .. " 2>&1 &"
+    end
+    local code, out = shell.run(table.concat(parts, "\n") .. "\nwait; cat "
+        .. shell.quote(dir) .. "/out.*; rm -f " .. shell.quote(dir) .. "/out.*", { lua = true })
+    assert.equals(0, code, out)
+    return out
+end
+
 describe("the store contract", function()
     local stores = require "oauth2.store"
     local redis_server = require "redis"
@@ -127,17 +140,9 @@ describe("the file store", function()
 
     -- Run n processes at once (plain Lua and CLI taking turns); their output.
     local function at_once(n, kind, extra)
-        local parts = {}
-        for i = 1, n do
-            local k = kind or (i % 2 == 0 and "cli" or "token")
-            parts[#parts + 1] = command(k, extra) .. " > " .. shell.quote(dir .. "/out." .. i)
-                .. " 2>&1 &"
-        end
-        local code, out = shell.run(table.concat(parts, "\n") .. "\nwait; cat "
-            .. shell.quote(dir) .. "/out.*; rm -f " .. shell.quote(dir) .. "/out.*",
-            { lua = true })
-        assert.equals(0, code, out)
-        return out
+        local commands = {}
+        for i = 1, n do commands[i] = command(kind or (i % 2 == 0 and "cli" or "token"), extra) end
+        return parallel(commands, dir)
     end
 
     -- Count the lines of out that carry a token.
@@ -297,17 +302,12 @@ describe("the redis store", function()
 
     -- n plain Lua processes at once; their output.
     local function at_once(n, action)
-        local parts = {}
+        local commands = {}
         for i = 1, n do
-            parts[#parts + 1] = shell.lua_command(env(), "spec/support/store_child.lua "
-                .. (action or "token")) .. " > " .. shell.quote(redis.dir .. "/out." .. i)
-                .. " 2>&1 &"
+            commands[i] = shell.lua_command(env(), "spec/support/store_child.lua "
+                .. (action or "token"))
         end
-        local code, out = shell.run(table.concat(parts, "\n") .. "\nwait; cat "
-            .. shell.quote(redis.dir) .. "/out.*; rm -f " .. shell.quote(redis.dir) .. "/out.*",
-            { lua = true })
-        assert.equals(0, code, out)
-        return out
+        return parallel(commands, redis.dir)
     end
 
     local function tokens(out)

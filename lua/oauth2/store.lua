@@ -54,6 +54,17 @@ local function without_token(record)
     return record
 end
 
+-- delete_token_if for the stores whose get and set run under the
+-- caller's lock (memory, shared dict, file): read, compare, write back.
+local function delete_token_if(self, key, secret, token_id)
+    local record = self:get(key, secret)
+    if not record or type(record.access_token) ~= "string"
+            or core.sha256(record.access_token) ~= token_id then
+        return false
+    end
+    return self:set(key, secret, without_token(record))
+end
+
 
 -- The directory of the file store when none is given: per user, in
 -- memory where the system has a runtime directory, else in the cache.
@@ -98,14 +109,7 @@ function File:try_lock(key)
     return core.try_lock(self:path(key) .. ".lock")
 end
 
-function File:delete_token_if(key, secret, token_id)
-    local record = self:get(key, secret)
-    if not record or type(record.access_token) ~= "string"
-            or core.sha256(record.access_token) ~= token_id then
-        return false
-    end
-    return self:set(key, secret, without_token(record))
-end
+File.delete_token_if = delete_token_if
 
 function File:__tostring()
     return "oauth2.store file " .. self.dir
@@ -167,14 +171,7 @@ function Memory:try_lock(key)
     return lock
 end
 
-function Memory:delete_token_if(key, secret, token_id)
-    local record = self:get(key, secret)
-    if not record or type(record.access_token) ~= "string"
-            or core.sha256(record.access_token) ~= token_id then
-        return false
-    end
-    return self:set(key, secret, without_token(record))
-end
+Memory.delete_token_if = delete_token_if
 
 --- A store in this Lua state's memory (for one process; specs).
 function _M.memory(lease)
@@ -218,14 +215,7 @@ function Shm:try_lock(key)
     return nil, "lua_shared_dict: " .. tostring(why)
 end
 
-function Shm:delete_token_if(key, secret, token_id)
-    local record = self:get(key, secret)
-    if not record or type(record.access_token) ~= "string"
-            or core.sha256(record.access_token) ~= token_id then
-        return false
-    end
-    return self:set(key, secret, without_token(record))
-end
+Shm.delete_token_if = delete_token_if
 
 --- A store in the lua_shared_dict named `dict_name`, for every worker of
 -- an nginx: the store, or nil and why.
