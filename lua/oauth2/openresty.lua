@@ -31,6 +31,7 @@ local exchange = require "oauth2.exchange"
 local errors = require "oauth2.error"
 local policy_rules = require "oauth2.policy"
 local transport = require "oauth2.transport"
+local stores = require "oauth2.store"
 local core = require "oauth2.core"
 local cjson = require "cjson.safe"
 
@@ -48,6 +49,7 @@ _M.defaults = {
     wait_timeout = 3,    -- seconds a request without a token waits for a fetch
     status = 503,        -- what authorize() answers when it has no token
     thread_pool = false, -- name of an nginx thread_pool to run fetches in
+    store = false,       -- a fleet store: "redis://..." or oauth2.store.redis's table
 }
 
 -- Error kinds that say something about the token endpoint; only these are
@@ -199,11 +201,18 @@ local function run_exchange(self)
     return exchange.fetch(self.conf, self.request)
 end
 
+local store_header
+
 -- Store a token for every worker; false when the dict cannot hold it.
 local function store_token(self, token, sent_at)
-    local dict = self.dict
     local _, refresh_at, expire_at = policy_rules.schedule(self.policy, token, sent_at)
-    local header = "Bearer " .. token.access_token
+    return store_header(self, "Bearer " .. token.access_token, refresh_at, expire_at)
+end
+
+-- Store a header with its refresh point and expiry (wall clock) for every
+-- worker; false when the dict cannot hold it.
+function store_header(self, header, refresh_at, expire_at)
+    local dict = self.dict
     local ttl = expire_at - wall_now()
     if ttl <= 0.001 then return true end
     -- the exact refresh point first: the token's flags send readers to it
@@ -224,16 +233,101 @@ local function store_token(self, token, sent_at)
     return false
 end
 
+-- A fleet record that serves: a token before its refresh point.
+local function fresh(record, wall)
+    return record ~= nil and type(record.access_token) == "string"
+        and type(record.refresh_at) == "number" and type(record.expire_at) == "number"
+        and wall < record.refresh_at and wall < record.expire_at
+end
+
+-- With a fleet store (Redis): the token another node stored, or one
+-- fetched under the fleet's lease and stored for all; without one, or
+-- with the store unreachable, a fetch of this node's own.  Returns the
+-- token (fetched alone), or nil, err, or nil, nil and the fleet's record.
+local function obtain(self)
+    local fleet = self.fleet
+    if not fleet then
+        local token, err = run_exchange(self) -- not its attempts count
+        return token, err
+    end
+    local key, secret = self.fleet_key, self.secret
+    local give_up = wall_now() + self.conf.deadline
+    while true do
+        local record = fleet:get(key, secret)
+        local wall = wall_now()
+        if fresh(record, wall) then
+            count(self, "fleet_hits")
+            return nil, nil, record
+        end
+        if record and type(record.next_try) == "number" and wall < record.next_try then
+            return nil, errors.new { kind = record.kind or "http", code = record.code,
+                status = type(record.status) == "number" and floor(record.status) or nil,
+                message = record.message or "the last fetch failed", retryable = true,
+                retry_after = record.next_try - wall, cached = true }
+        end
+        local lease = fleet:try_lock(key)
+        if lease == nil then
+            -- the fleet store is unreachable: fetch alone (own cool-down)
+            count(self, "fleet_errors")
+            local token, err = run_exchange(self)
+            return token, err
+        end
+        if lease then
+            record = fleet:get(key, secret)
+            if fresh(record, wall_now()) then
+                lease:unlock()
+                return nil, nil, record
+            end
+            local sent_at = wall_now()
+            local token, err = run_exchange(self)
+            record = record or {}
+            if token then
+                local lifetime, refresh_at, expire_at =
+                    policy_rules.schedule(self.policy, token, sent_at)
+                record = { access_token = token.access_token, token_type = token.token_type,
+                           scope = token.scope, expires_in = token.expires_in,
+                           fetched_at = sent_at, lifetime = lifetime,
+                           refresh_at = refresh_at, expire_at = expire_at }
+                fleet:set(key, secret, record, expire_at - wall_now())
+                count(self, "fetches")
+                lease:unlock()
+                return nil, nil, record
+            end
+            if ENDPOINT_KINDS[err.kind] then
+                local wait = policy_rules.failure_wait(self.policy, err)
+                record.next_try = wall_now() + wait
+                record.kind, record.status, record.code = err.kind, err.status, err.code
+                record.message = exchange.server_text(err.message)
+                fleet:set(key, secret, record, max(wait,
+                    (record.expire_at or 0) - wall_now()))
+            end
+            lease:unlock()
+            return nil, err
+        end
+        -- another node fetches: wait for what it stores
+        if wall_now() >= give_up then
+            return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
+                message = "another node was fetching the token for the whole deadline" }
+        end
+        ngx.sleep(0.05)
+    end
+end
+
 -- Fetch holding the lock `owner`; store the outcome for every worker,
 -- release the lock and wake this worker's waiters.
 local function fetch_locked(self, owner)
     local sent_at = wall_now()
-    local ok, token, err = pcall(run_exchange, self)
+    local ok, token, err, record = pcall(obtain, self)
     if not ok then
         err = errors.new { kind = "config", message = "the fetch raised: " .. tostring(token) }
         token = nil
     end
-    if token then
+    if record then
+        store_header(self, "Bearer " .. record.access_token, record.refresh_at,
+            record.expire_at)
+        self.dict:delete(self.fail_key)
+        token = record
+    elseif token then
         store_token(self, token, sent_at)
         self.dict:delete(self.fail_key)
         count(self, "fetches")
@@ -441,6 +535,15 @@ function Token:invalidate(rejected)
     dict:delete(self.at_key)
     self.fallback = nil
     count(self, "invalidations")
+    local fleet = self.fleet
+    if fleet and rejected then
+        -- in the fleet's store too, only if it still holds that token (in a
+        -- timer: this may run where cosockets cannot)
+        local token_id = stores.token_id((rejected:gsub("^Bearer ", "")))
+        ngx.timer.at(0, function(premature)
+            if not premature then fleet:delete_token_if(self.fleet_key, self.secret, token_id) end
+        end)
+    end
     return true
 end
 
@@ -514,6 +617,11 @@ local function check_own(opts)
     if own.thread_pool ~= false and (type(own.thread_pool) ~= "string" or own.thread_pool == "") then
         return misuse("option 'thread_pool' must name an nginx thread_pool")
     end
+    if own.store ~= false then
+        local fleet, why = stores.redis(own.store)
+        if not fleet then return misuse("option 'store': %s", why) end
+        own.fleet = fleet
+    end
     return own
 end
 
@@ -583,6 +691,9 @@ function _M.new(opts)
     return setmetatable({
         conf = conf,
         request = exchange.build_request(conf),
+        fleet = own.fleet,
+        fleet_key = policy_rules.cache_key(conf),
+        secret = conf.client_secret or conf.access_token,
         thread_conf = thread_conf,
         thread_pool = own.thread_pool,
         policy = policy,
@@ -608,7 +719,7 @@ function _M.new(opts)
         log_suppressed = 0,
         last_error = nil,
         counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0,
-                     invalidations = 0 },
+                     invalidations = 0, fleet_hits = 0, fleet_errors = 0 },
     }, Token)
 end
 

@@ -295,8 +295,61 @@ function Redis:connection()
     return conn
 end
 
--- One command; its reply, or nil and why (counted in errors).
+-- The nginx module that speaks Redis over cosockets: OpenResty's, or
+-- Debian's lua-nginx-redis.
+local function cosocket_redis()
+    local ok, redis = pcall(require, "resty.redis")
+    if ok then return redis end
+    ok, redis = pcall(require, "nginx.redis")
+    if ok then return redis end
+    return nil
+end
+
+-- Whether this nginx phase may use cosockets (timers, access, content).
+local COSOCKET_PHASES = { rewrite = true, access = true, content = true, timer = true }
+
+-- One command over a cosocket (inside nginx, never blocking a worker);
+-- the connection goes back to the pool after it.
+function Redis:cosocket_command(redis, name, ...)
+    local at = now()
+    if at < self.retry_at then return nil, self.last_problem end
+    local red = redis:new()
+    red:set_timeout(math.ceil(self.timeout * 1000))
+    local ok, why = red:connect(self.host, self.port)
+    if ok and red:get_reused_times() == 0 then
+        if self.password then
+            if self.user then ok, why = red:auth(self.user, self.password)
+            else ok, why = red:auth(self.password) end
+        end
+        if ok and self.db and self.db ~= 0 then ok, why = red:select(self.db) end
+    end
+    if not ok then
+        red:close()
+        self.retry_at, self.last_problem = at + RECONNECT_PAUSE, "redis: " .. tostring(why)
+        self.errors = self.errors + 1
+        return nil, self.last_problem
+    end
+    local reply
+    reply, why = red[name:lower()](red, ...)
+    if reply == nil then
+        red:close()
+        self.errors = self.errors + 1
+        self.last_problem = "redis: " .. tostring(why)
+        return nil, self.last_problem
+    end
+    red:set_keepalive(10000, self.pool_size)
+    if reply == ngx.null then return false end
+    return reply
+end
+
+-- One command; its reply, or nil and why (counted in errors).  Inside
+-- nginx where cosockets work, through them; elsewhere (and in nginx's init
+-- phases, which may block) through hiredis in the C core.
 function Redis:command(...)
+    if ngx and ngx.get_phase and COSOCKET_PHASES[ngx.get_phase()] then
+        local redis = cosocket_redis()
+        if redis then return self:cosocket_command(redis, ...) end
+    end
     local conn, why = self:connection()
     if not conn then return nil, why end
     local reply
@@ -412,7 +465,7 @@ function _M.redis(spec)
         user = user, password = password,
         prefix = spec.prefix or "oauth2:",
         connect_timeout = spec.connect_timeout or 0.5, timeout = spec.timeout or 0.5,
-        lease = spec.lease or LEASE,
+        lease = spec.lease or LEASE, pool_size = spec.pool_size or 4,
         conn = nil, retry_at = -math.huge, last_problem = nil, nonce = 0, kind = "redis",
         hits = 0, misses = 0, lease_wins = 0, lease_losses = 0, errors = 0,
     }, Redis)

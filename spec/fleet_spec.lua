@@ -1,0 +1,124 @@
+-- A fleet on one credential: a real redis-server, 3 nginx instances with
+-- 2 workers each (oauth2.openresty with store = "redis://...") and plain
+-- Lua processes (oauth2.client with the same store), against the fake
+-- token endpoint.  The fleet makes one token request where one is due.
+
+local core = require "oauth2.core"
+local fake = require "server"
+local nginx = require "nginx"
+local shell = require "shell"
+local redis_server = require "redis"
+
+local SECRET = "sentinel-Secret-fleet-3c8d"
+
+describe("a fleet on a Redis store", function()
+    local server, redis, nodes, dir
+
+    local function start_node()
+        local port = nginx.free_port()
+        local template = shell.read_file(nginx.root .. "/spec/support/nginx_test.conf")
+        local proxy = nginx.start(nginx.fill(template, {
+            USER = nginx.user_line(), ROOT = nginx.root, PORT = port,
+            TOKEN_HOST = server.http_url, SECRET = SECRET,
+            API_ADDRESS = server.http_url:gsub("^http://", ""),
+            MARGIN = "false", REFRESH_RATIO = 0.8, COOLDOWN = 5, WORKERS = 2,
+            DICT_SIZE = "1m", OPTIONS = ('store = "%s",'):format(redis.url),
+        }))
+        proxy.base = "http://127.0.0.1:" .. port
+        return proxy
+    end
+
+    setup(function()
+        local code, out = shell.run("make -s -C " .. shell.quote(nginx.root)
+            .. " LUA_VERSION=luajit build")
+        assert(code == 0, out)
+        server = fake.start()
+        redis = redis_server.start()
+        dir = shell.temp_dir()
+    end)
+    teardown(function()
+        if redis then redis:stop() end
+        if server then server:stop() end
+        if dir then shell.run("rm -rf " .. shell.quote(dir)) end
+    end)
+    before_each(function()
+        server:reset { clients = { ["nginx-id"] = SECRET } }
+        redis:cli("FLUSHALL")
+        nodes = { start_node(), start_node(), start_node() }
+    end)
+    after_each(function()
+        for _, node in ipairs(nodes or {}) do
+            assert.is_nil(node:error_log():find(SECRET, 1, true), "the secret is in error.log")
+            node:stop()
+        end
+        nodes = nil
+    end)
+
+    -- Everyone at once: n requests to each node and `processes` plain Lua
+    -- clients; the statuses of the requests and the clients' outputs.
+    local function everyone(n, processes)
+        local parts = {}
+        for i, node in ipairs(nodes) do
+            parts[#parts + 1] = "curl -s --parallel --parallel-immediate --parallel-max " .. n
+                .. " -H 'Connection: close' -o /dev/null -w 'code=%{http_code}\\n' '"
+                .. node.base .. "/v7/tests?n=[1-" .. n .. "]' > " .. shell.quote(dir
+                .. "/node." .. i) .. " 2>&1 &"
+        end
+        local env = { THOUSANDEYES_CLIENT_ID = "nginx-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
+                      OAUTH2_SPEC_HOST = server.http_url, OAUTH2_SPEC_STORE = redis.url }
+        for i = 1, processes do
+            parts[#parts + 1] = shell.lua_command(env, "spec/support/store_child.lua token")
+                .. " > " .. shell.quote(dir .. "/proc." .. i) .. " 2>&1 &"
+        end
+        local code, out = shell.run(table.concat(parts, "\n") .. "\nwait; cat "
+            .. shell.quote(dir) .. "/node.* " .. shell.quote(dir) .. "/proc.* 2>/dev/null; rm -f "
+            .. shell.quote(dir) .. "/node.* " .. shell.quote(dir) .. "/proc.*", { lua = true })
+        assert.equals(0, code, out)
+        local ok, failed, tokens = 0, 0, 0
+        for status in out:gmatch("code=(%d+)") do
+            if status == "200" then ok = ok + 1 else failed = failed + 1 end
+        end
+        for _ in out:gmatch("token te%-%x+") do tokens = tokens + 1 end
+        return ok, failed, tokens, out
+    end
+
+    it("makes exactly one token request on a cold start", function()
+        server:control { delay = 0.3 }
+        local ok, failed, tokens, out = everyone(20, 10)
+        assert.equals(60, ok, out)
+        assert.equals(0, failed)
+        assert.equals(10, tokens, out)
+        assert.equals(1, server:stats().token_requests)
+    end)
+
+    it("makes one request for the whole fleet after a 429", function()
+        server:control { script = { { status = 429, headers = { ["Retry-After"] = "30" } } } }
+        local ok, _, tokens, out = everyone(10, 5)
+        assert.equals(0, ok, out)
+        assert.equals(0, tokens, out)
+        everyone(10, 5)
+        assert.equals(1, server:stats().token_requests)
+    end)
+
+    it("makes at most one token request for 100 upstream 401s across the nodes", function()
+        everyone(10, 0)
+        assert.equals(1, server:stats().token_requests)
+        server:control { revoke = true }
+        everyone(34, 0)
+        core.sleep(0.2)
+        local ok, failed = everyone(10, 0)
+        assert.equals(30, ok)
+        assert.equals(0, failed)
+        assert.equals(2, server:stats().token_requests)
+    end)
+
+    it("fails no request with a valid token while Redis is down", function()
+        everyone(10, 0)
+        redis:halt()
+        local ok, failed, _, out = everyone(20, 0)
+        assert.equals(60, ok, out)
+        assert.equals(0, failed)
+        redis:start_again()
+        assert.equals(1, server:stats().token_requests)
+    end)
+end)
