@@ -252,8 +252,20 @@ local function obtain(self)
     end
     local key, secret = self.fleet_key, self.secret
     local give_up = wall_now() + self.conf.deadline
-    while true do
+    -- the fleet's record, unless it holds the token this node saw rejected
+    -- (its purge in the fleet's store may not have run yet)
+    local function read()
         local record = fleet:get(key, secret)
+        local rejected = self.dict:get(self.rejected_key)
+        if record and rejected and type(record.access_token) == "string"
+                and stores.token_id(record.access_token) == rejected then
+            fleet:delete_token_if(key, secret, rejected)
+            record.access_token = nil
+        end
+        return record
+    end
+    while true do
+        local record = read()
         local wall = wall_now()
         if fresh(record, wall) then
             count(self, "fleet_hits")
@@ -273,7 +285,7 @@ local function obtain(self)
             return token, err
         end
         if lease then
-            record = fleet:get(key, secret)
+            record = read()
             if fresh(record, wall_now()) then
                 lease:unlock()
                 return nil, nil, record
@@ -540,6 +552,8 @@ function Token:invalidate(rejected)
         -- in the fleet's store too, only if it still holds that token (in a
         -- timer: this may run where cosockets cannot)
         local token_id = stores.token_id((rejected:gsub("^Bearer ", "")))
+        -- every worker of this node skips that token in the fleet's store
+        dict:set(self.rejected_key, token_id, max(60, self.policy.invalidate_cooldown))
         ngx.timer.at(0, function(premature)
             if not premature then fleet:delete_token_if(self.fleet_key, self.secret, token_id) end
         end)
@@ -706,6 +720,7 @@ function _M.new(opts)
         fail_key = key .. ":fail",
         count_key = key .. ":n:",
         invalidated_key = key .. ":inv",
+        rejected_key = key .. ":rejected",
         -- the lease: a lock outlives any fetch (deadline), then frees itself
         lock_ttl = conf.deadline + LEASE_SLACK,
         wait_timeout = own.wait_timeout,
