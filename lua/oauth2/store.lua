@@ -440,7 +440,8 @@ end
 
 --- A Redis store outside nginx (hiredis in the C core), from
 -- "redis://[user:password@]host:port[/db]" or a table { url = ...,
--- prefix =, connect_timeout =, timeout =, lease = }: the store, or nil and
+-- prefix =, connect_timeout =, timeout = (seconds, default 1), lease =,
+-- pool_size = }: the store, or nil and
 -- why.  The password is never shown.
 function _M.redis(spec)
     if type(spec) == "string" then spec = { url = spec } end
@@ -464,7 +465,7 @@ function _M.redis(spec)
         host = host, port = tonumber(port), db = tonumber(db) or 0,
         user = user, password = password,
         prefix = spec.prefix or "oauth2:",
-        connect_timeout = spec.connect_timeout or 0.5, timeout = spec.timeout or 0.5,
+        connect_timeout = spec.connect_timeout or 1, timeout = spec.timeout or 1,
         lease = spec.lease or LEASE, pool_size = spec.pool_size or 4,
         conn = nil, retry_at = -math.huge, last_problem = nil, nonce = 0, kind = "redis",
         hits = 0, misses = 0, lease_wins = 0, lease_losses = 0, errors = 0,

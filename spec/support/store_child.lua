@@ -7,9 +7,17 @@
 -- invalidate: fetch (or take from the store) the token, then invalidate it
 -- and print "invalidated <access_token>".
 local oauth2 = require "oauth2"
+local stores = require "oauth2.store"
+
+-- OAUTH2_SPEC_STORE_TIMEOUT: a Redis store with these timeouts
+local store = os.getenv("OAUTH2_SPEC_STORE")
+local timeout = tonumber(os.getenv("OAUTH2_SPEC_STORE_TIMEOUT"))
+if timeout then
+    store = assert(stores.redis { url = store, timeout = timeout, connect_timeout = timeout })
+end
 
 local client = oauth2.client { host = os.getenv("OAUTH2_SPEC_HOST"),
-    store = os.getenv("OAUTH2_SPEC_STORE"), deadline = tonumber(os.getenv("OAUTH2_SPEC_DEADLINE")),
+    store = store, deadline = tonumber(os.getenv("OAUTH2_SPEC_DEADLINE")),
     invalidate_cooldown = tonumber(os.getenv("OAUTH2_SPEC_INVALIDATE_COOLDOWN")) }
 local token, err = client:token()
 if not token then
