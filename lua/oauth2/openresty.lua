@@ -23,7 +23,9 @@
 -- remembered in the dict for the cool-down, or as long as the server
 -- asked, so a dead or rate-limited endpoint is not hammered.  The
 -- exchange itself runs in an nginx thread pool when one is named, else it
--- is stepped without blocking (oauth2.transport).  Timing rules are
+-- is stepped without blocking (oauth2.transport).  With `store` (Redis),
+-- a fetch first looks in the fleet's store and fetches only under the
+-- fleet's lease, so many nginx nodes share one token.  Timing rules are
 -- oauth2.policy's, as for oauth2.client.
 
 local options = require "oauth2.options"
@@ -201,17 +203,9 @@ local function run_exchange(self)
     return exchange.fetch(self.conf, self.request)
 end
 
-local store_header
-
--- Store a token for every worker; false when the dict cannot hold it.
-local function store_token(self, token, sent_at)
-    local _, refresh_at, expire_at = policy_rules.schedule(self.policy, token, sent_at)
-    return store_header(self, "Bearer " .. token.access_token, refresh_at, expire_at)
-end
-
 -- Store a header with its refresh point and expiry (wall clock) for every
 -- worker; false when the dict cannot hold it.
-function store_header(self, header, refresh_at, expire_at)
+local function store_header(self, header, refresh_at, expire_at)
     local dict = self.dict
     local ttl = expire_at - wall_now()
     if ttl <= 0.001 then return true end
@@ -231,6 +225,12 @@ function store_header(self, header, refresh_at, expire_at)
             "configured token); each worker now keeps its own copy and fetches its own")
     end
     return false
+end
+
+-- Store a token for every worker; false when the dict cannot hold it.
+local function store_token(self, token, sent_at)
+    local _, refresh_at, expire_at = policy_rules.schedule(self.policy, token, sent_at)
+    return store_header(self, "Bearer " .. token.access_token, refresh_at, expire_at)
 end
 
 -- A fleet record that serves: a token before its refresh point.
