@@ -88,6 +88,46 @@ describe("a fleet on a Redis store", function()
         return ok, failed, tokens, out
     end
 
+    -- Steady traffic for about `seconds`: a request to each node and a
+    -- token from each of `processes` plain Lua clients every 0.25 s, in the
+    -- background.  Returns finish(), which waits for the end and returns
+    -- the numbers of good and failed answers, and the output.
+    local function traffic(seconds, processes)
+        local rounds = seconds * 4
+        local parts = {}
+        for i, node in ipairs(nodes) do
+            parts[#parts + 1] = "for i in $(seq " .. rounds .. "); do LD_PRELOAD= curl -s "
+                .. "-o /dev/null -w 'code=%{http_code}\n' '" .. node.base .. "/v7/tests'; "
+                .. "sleep 0.25; done > " .. shell.quote(dir .. "/node." .. i) .. " 2>&1 &"
+        end
+        local env = { THOUSANDEYES_CLIENT_ID = "nginx-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
+                      OAUTH2_SPEC_HOST = server.http_url, OAUTH2_SPEC_STORE = redis.url,
+                      OAUTH2_SPEC_STORE_TIMEOUT = "5" }
+        for i = 1, processes do
+            parts[#parts + 1] = shell.lua_command(env, "spec/support/store_child.lua loop "
+                .. rounds .. " 0.25") .. " > " .. shell.quote(dir .. "/proc." .. i) .. " 2>&1 &"
+        end
+        local done = dir .. "/done"
+        local code, out = shell.run("( " .. table.concat(parts, "\n") .. "\nwait; touch "
+            .. shell.quote(done) .. " ) > /dev/null 2>&1 &", { lua = true })
+        assert.equals(0, code, out)
+        return function()
+            for _ = 1, (seconds + 120) * 10 do
+                if shell.read_file(done) then break end
+                core.sleep(0.1)
+            end
+            local _, text = shell.run("cat " .. shell.quote(dir) .. "/node.* "
+                .. shell.quote(dir) .. "/proc.* 2>/dev/null; rm -f " .. shell.quote(dir)
+                .. "/node.* " .. shell.quote(dir) .. "/proc.* " .. shell.quote(done))
+            local good, bad = 0, 0
+            for line in text:gmatch("[^\n]+") do
+                if line == "code=200" or line:match("^token te%-%x+$") then good = good + 1
+                else bad = bad + 1 end
+            end
+            return good, bad, text
+        end
+    end
+
     it("makes exactly one token request on a cold start", function()
         server:control { delay = 0.3 }
         local ok, failed, tokens, out = everyone(20, 10)
@@ -118,6 +158,25 @@ describe("a fleet on a Redis store", function()
         assert.equals(2, server:stats().token_requests)
     end)
 
+    it("drops a token another node saw rejected from every node within 5 s", function()
+        everyone(10, 0)
+        assert.equals(1, server:stats().token_requests)
+        server:control { revoke = true }
+        -- the first node meets the 401, invalidates, and fetches anew
+        local _, out = shell.run(("for i in 1 2 3 4 5 6; do curl -s -o /dev/null "
+            .. "-w 'code=%%{http_code}\n' '%s/v7/tests'; done"):format(nodes[1].base))
+        assert.matches("code=401", out)
+        assert.matches("code=200\n$", out)
+        local seen = server:stats().api_unauthorized
+        core.sleep(5)
+        -- the other nodes dropped the rejected token without meeting a 401
+        local ok, bad, _, out = everyone(10, 0)
+        assert.equals(30, ok, out)
+        assert.equals(0, bad)
+        assert.equals(seen, server:stats().api_unauthorized)
+        assert.equals(2, server:stats().token_requests)
+    end)
+
     it("fails no request with a valid token while Redis is down", function()
         everyone(10, 0)
         redis:halt()
@@ -125,6 +184,42 @@ describe("a fleet on a Redis store", function()
         assert.equals(60, ok, out)
         assert.equals(0, failed)
         redis:start_again()
+        assert.equals(1, server:stats().token_requests)
+    end)
+
+    -- The long ones, in real time: a minute of refreshes, 20 s without
+    -- Redis.  Once per suite (spec/run sets SPEC_LONG on the plain runs):
+    -- the nginx side is the same in every run.
+    local long = os.getenv("SPEC_LONG") == "1" and it or pending
+
+    long("makes one token request per refresh period over a minute", function()
+        -- 20 s tokens: due after 8 s less jitter, i.e. 7.6 to 8 s
+        server:control { expires_in = 20 }
+        local started = core.now()
+        local finish = traffic(60, 5)
+        local good, bad, out = finish()
+        local elapsed = core.now() - started
+        assert.equals(0, bad, out)
+        assert.is_true(good > 0)
+        local requests = server:stats().token_requests
+        -- the cold start, then at most one per shortest refresh period
+        assert.is_true(requests <= 1 + math.ceil(elapsed / 7.6), requests .. " requests in "
+            .. elapsed .. " s")
+        -- and tokens were refreshed all along
+        assert.is_true(requests >= math.floor(elapsed / 8) - 1, requests .. " requests in "
+            .. elapsed .. " s")
+    end)
+
+    long("fails no request and makes no token request while Redis is down for 20 s", function()
+        everyone(4, 0)
+        local finish = traffic(30, 5)
+        core.sleep(3)
+        redis:halt()
+        core.sleep(20)
+        redis:start_again()
+        local good, bad, out = finish()
+        assert.equals(0, bad, out)
+        assert.is_true(good > 0)
         assert.equals(1, server:stats().token_requests)
     end)
 end)

@@ -116,6 +116,11 @@ end
 -- Seconds past a fetch's deadline after which it counts as abandoned.
 local FETCH_GRACE = 1
 
+-- How often a client with a shared store looks at it while its token is
+-- fresh: a token another process saw rejected is dropped here within
+-- this time (oauth2.openresty's nginx nodes look as often).
+local LOOK_EVERY = 4
+
 -- How often a process waiting for another's fetch looks at the store.
 local SHARED_POLL = 0.05
 
@@ -133,6 +138,12 @@ local function warn_store(self, why)
     end
 end
 
+-- Forget the entry's token (rejected by the API).
+local function drop_token(entry)
+    entry.token, entry.header = nil, nil
+    entry.refresh_after, entry.expire_after = -huge, -huge
+end
+
 -- Take what the shared store holds into the entry when it is newer than
 -- the entry's token, and its cool-down when one runs.  Store times are
 -- the wall clock's (processes share no other); the entry's are the
@@ -145,6 +156,11 @@ local function adopt(self, entry, now)
     end
     if not record then return nil end
     local wall = core.time()
+    if record.rejected and entry.token
+            and stores.token_id(entry.token.access_token) == record.rejected then
+        -- another process saw this token rejected: drop the copy here too
+        drop_token(entry)
+    end
     if type(record.access_token) == "string" and type(record.expire_at) == "number"
             and wall < record.expire_at and type(record.fetched_at) == "number"
             and record.fetched_at > entry.shared_fetched_at then
@@ -294,7 +310,9 @@ end
 local function slow_token(self, now)
     local entry = self.entry
     if self.shared then
-        -- another process may hold a fresher token, or a cool-down
+        -- another process may hold a fresher token, or a cool-down, or
+        -- have seen this one rejected; looked at every LOOK_EVERY seconds
+        self.next_look = now + LOOK_EVERY
         adopt(self, entry, now)
         if now < entry.refresh_after then
             self.counters.hits = self.counters.hits + 1
@@ -332,7 +350,7 @@ end
 function Client:token()
     local entry = self.entry
     local now = self.clock()
-    if now < entry.refresh_after then
+    if now < entry.refresh_after and now < self.next_look then
         local counters = self.counters
         counters.hits = counters.hits + 1
         return entry.token
@@ -357,8 +375,7 @@ function Client:invalidate()
     if entry == CLOSED then error("oauth2: use of a closed client", 2) end
     if entry.token == nil then return false end
     local rejected = entry.token.access_token
-    entry.token, entry.header = nil, nil
-    entry.refresh_after, entry.expire_after = -huge, -huge
+    drop_token(entry)
     local not_before = entry.fetched_at + self.policy.invalidate_cooldown
     if not_before > entry.next_try then
         entry.next_try = not_before
@@ -387,12 +404,16 @@ end
 
 --- Counters and state: fetches, hits, refreshes, retries, failures, stale
 -- (old token served while its refresh failed), invalidations, last_error,
--- expires_in (seconds until the token's real expiry, nil without one).
+-- expires_in (seconds until the token's real expiry, nil without one),
+-- and with a Redis store, `store`: its hits, misses, lease_wins,
+-- lease_losses and errors.
 function Client:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
     local entry = self.entry
     stats.last_error = self.last_error
+    local shared = self.shared
+    if shared and shared.stats then stats.store = shared:stats() end
     if entry ~= CLOSED and entry.token then
         stats.expires_in = seconds_left(self, entry)
     end
@@ -477,6 +498,7 @@ function _M.new(opts)
         shared_key = policy_rules.cache_key(conf),
         secret = conf.client_secret or conf.access_token,
         store_warned = false,
+        next_look = huge,    -- when the hot path next looks at the shared store
     }
     if type(store_opt) == "table" then
         self.shared = store_opt
@@ -490,6 +512,7 @@ function _M.new(opts)
         if not shared then warn_store(self, problem) end
         self.shared = shared
     end
+    if self.shared then self.next_look = -huge end
     return setmetatable(self, Client)
 end
 

@@ -299,7 +299,8 @@ local function obtain(self)
                 record = { access_token = token.access_token, token_type = token.token_type,
                            scope = token.scope, expires_in = token.expires_in,
                            fetched_at = sent_at, lifetime = lifetime,
-                           refresh_at = refresh_at, expire_at = expire_at }
+                           refresh_at = refresh_at, expire_at = expire_at,
+                           rejected = record.rejected }
                 fleet:set(key, secret, record, expire_at - wall_now())
                 count(self, "fetches")
                 lease:unlock()
@@ -480,12 +481,52 @@ local function fetch_and_wait(self)
             .. "(it goes on in the background)", self.wait_timeout) }
 end
 
+-- ------------------------------------------------------ the fleet's store
+
+-- Seconds between two looks of a node at the fleet's store: a token
+-- another node saw rejected leaves every node within about this time.
+local LOOK_EVERY = 4
+
+-- One look, for the whole node: when the fleet's store holds another
+-- fresh token (another node replaced one it saw rejected), take it; when
+-- it says the dict's token was rejected, drop it.
+local function look(premature, self)
+    if premature then return end
+    local dict = self.dict
+    local header = dict:get(self.key)
+    if not header or not dict:add(self.look_key, true, LOOK_EVERY) then return end
+    local record = self.fleet:get(self.fleet_key, self.secret)
+    if not record or dict:get(self.key) ~= header then return end
+    if fresh(record, wall_now()) and "Bearer " .. record.access_token ~= header then
+        store_header(self, "Bearer " .. record.access_token, record.refresh_at,
+            record.expire_at)
+        count(self, "fleet_hits")
+    elseif record.rejected
+            and stores.token_id((header:gsub("^Bearer ", ""))) == record.rejected then
+        dict:delete(self.key)
+        dict:delete(self.at_key)
+        self.fallback = nil
+        count(self, "fleet_drops")
+    end
+end
+
+-- Start this worker's looks at the fleet's store, once per worker (the
+-- object comes from the master, which starts none: each worker's copy
+-- starts its own on first use).
+local function start_looking(self)
+    if ngx.get_phase() == "init" then return end
+    self.looking = true
+    local ok, why = ngx.timer.every(1, look, self)
+    if not ok then ngx.log(ngx.ERR, "oauth2: cannot start the fleet store timer: ", why) end
+end
+
 -- ------------------------------------------------------------- the object
 
 --- "Bearer <access_token>" for the upstream, or nil and an error.
 -- The hot path is one shared-dict read.
 function Token:header()
     local header, refresh_floor = self.dict:get(self.key)
+    if self.fleet and not self.looking then start_looking(self) end
     if header then
         if ngx.now() >= refresh_floor and refresh_due(self) then
             fetch_behind(self, true)
@@ -587,7 +628,8 @@ end
 --- Counters of this worker (fetches, failures, waits: requests that had
 -- to wait for a fetch, wait_timeouts: those that gave up), last_error;
 -- `shared`: the same counters over all workers; and what the dict knows:
--- has_token, refresh_at, failing, and fetching_pid (the lock's owner).
+-- has_token, refresh_at, failing, and fetching_pid (the lock's owner);
+-- with a fleet store, `store`: its counters in this worker.
 function Token:stats()
     local dict = self.dict
     local stats = { shared = {} }
@@ -601,6 +643,9 @@ function Token:stats()
     stats.failing = dict:get(self.fail_key) ~= nil
     local owner = dict:get(self.lock_key)
     stats.fetching_pid = owner and tonumber(owner:match("^(%d+) "))
+    -- this worker's use of the fleet's store: hits, misses, lease_wins,
+    -- lease_losses, errors
+    stats.store = self.fleet and self.fleet:stats() or nil
     return stats
 end
 
@@ -721,6 +766,8 @@ function _M.new(opts)
         count_key = key .. ":n:",
         invalidated_key = key .. ":inv",
         rejected_key = key .. ":rejected",
+        look_key = key .. ":look",
+        looking = false,     -- this worker looks at the fleet's store
         -- the lease: a lock outlives any fetch (deadline), then frees itself
         lock_ttl = conf.deadline + LEASE_SLACK,
         wait_timeout = own.wait_timeout,
@@ -734,7 +781,7 @@ function _M.new(opts)
         log_suppressed = 0,
         last_error = nil,
         counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0,
-                     invalidations = 0, fleet_hits = 0, fleet_errors = 0 },
+                     invalidations = 0, fleet_hits = 0, fleet_errors = 0, fleet_drops = 0 },
     }, Token)
 end
 

@@ -26,7 +26,9 @@
 -- A record is a table of plain values: access_token, token_type, scope,
 -- expires_in, fetched_at, refresh_at, expire_at (seconds since the epoch:
 -- processes share no other clock), and, after a failure or an
--- invalidation, next_try (no fetch before then) with the error's fields.
+-- invalidation, next_try (no fetch before then) with the error's fields;
+-- after an invalidation, rejected: the id (token_id) of the token that was
+-- dropped, so processes holding a copy drop theirs when they look again.
 --
 -- The file store keeps each record in a file of its own, named by the key
 -- (a keyed hash: no secret in a name), in a directory only this user can
@@ -47,10 +49,12 @@ local encode, decode = cjson.encode, cjson.decode
 
 local _M = { _VERSION = core._VERSION }
 
--- Drop the token of a record (compare before delete is the caller's).
-local function without_token(record)
+-- Drop the token of a record (compare before delete is the caller's);
+-- `rejected` keeps its id, so every holder of a copy learns to drop it.
+local function without_token(record, token_id)
     record.access_token, record.token_type, record.scope, record.expires_in = nil, nil, nil, nil
     record.refresh_at, record.expire_at = nil, nil
+    record.rejected = token_id
     return record
 end
 
@@ -62,7 +66,7 @@ local function delete_token_if(self, key, secret, token_id)
             or core.sha256(record.access_token) ~= token_id then
         return false
     end
-    return self:set(key, secret, without_token(record))
+    return self:set(key, secret, without_token(record, token_id))
 end
 
 
@@ -424,7 +428,7 @@ function Redis:delete_token_if(key, secret, token_id)
     if not record then return false end
     local name = self.prefix .. key
     local reply = self:command("EVAL", DELETE_TOKEN_IF, 2, name, name .. ":tid", token_id,
-        core.seal(secret, encode(without_token(record))))
+        core.seal(secret, encode(without_token(record, token_id))))
     return reply == 1
 end
 

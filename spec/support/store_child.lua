@@ -5,7 +5,9 @@
 --
 -- ACTION token: print "token <access_token>" or "error <err>";
 -- invalidate: fetch (or take from the store) the token, then invalidate it
--- and print "invalidated <access_token>".
+-- and print "invalidated <access_token>";
+-- loop N PAUSE: ask for the token N times, PAUSE seconds apart, and print
+-- "token <access_token>" or "error <err>" each time.
 local oauth2 = require "oauth2"
 local stores = require "oauth2.store"
 
@@ -19,6 +21,16 @@ end
 local client = oauth2.client { host = os.getenv("OAUTH2_SPEC_HOST"),
     store = store, deadline = tonumber(os.getenv("OAUTH2_SPEC_DEADLINE")),
     invalidate_cooldown = tonumber(os.getenv("OAUTH2_SPEC_INVALIDATE_COOLDOWN")) }
+if arg[1] == "loop" then
+    local core = require "oauth2.core"
+    for _ = 1, tonumber(arg[2]) do
+        local token, err = client:token()
+        print(token and "token " .. token.access_token or "error " .. tostring(err))
+        core.sleep(tonumber(arg[3]))
+    end
+    os.exit(0)
+end
+
 local token, err = client:token()
 if not token then
     print("error " .. tostring(err))
