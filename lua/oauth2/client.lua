@@ -24,7 +24,7 @@ local transport = require "oauth2.transport"
 
 local type, pairs, error, pcall, setmetatable, tostring =
       type, pairs, error, pcall, setmetatable, tostring
-local max, min, floor, huge = math.max, math.min, math.floor, math.huge
+local max, min, floor, huge, random = math.max, math.min, math.floor, math.huge, math.random
 local concat, format = table.concat, string.format
 
 local _M = { _VERSION = core._VERSION }
@@ -85,6 +85,8 @@ local function new_entry()
         fetching_until = -huge, -- a fetch is under way (a yielding caller) until
                                 -- then at the latest: a fetch whose owner never
                                 -- comes back (a killed light thread) lapses
+        alone_at = nil,        -- with the shared store unreachable, the point
+                               -- from which this process fetches on its own
     }
 end
 
@@ -106,6 +108,7 @@ local function store_token(entry, token, sent_at, policy)
     entry.refresh_after = refresh_at
     entry.last_error = nil
     entry.next_try = -huge
+    entry.alone_at = nil
 end
 
 -- Seconds until the entry's token really expires (margin not deducted).
@@ -176,7 +179,7 @@ local function adopt(self, entry, now)
         entry.refresh_after = now + (record.refresh_at - wall)
         entry.expire_after = now + (record.expire_at - wall)
         entry.shared_fetched_at = record.fetched_at
-        entry.last_error, entry.next_try = nil, -huge
+        entry.last_error, entry.next_try, entry.alone_at = nil, -huge, nil
     end
     if type(record.next_try) == "number" and wall < record.next_try then
         local next_try = now + (record.next_try - wall)
@@ -254,11 +257,23 @@ local function fetch(self, entry, refreshing)
     local give_up = clock() + self.conf.deadline
     while true do
         local lock, why = self.shared:try_lock(self.shared_key)
+        local now = clock()
         if lock == nil then
+            -- the store is unreachable: keep serving a valid token, and
+            -- fetch alone only at a point of this process's own near its
+            -- end, so a fleet cut off from its store does not fetch at once
             warn_store(self, why)
+            if entry.token and now < entry.expire_after then
+                local alone_at = entry.alone_at
+                if not alone_at then
+                    alone_at = entry.refresh_after
+                        + (entry.expire_after - entry.refresh_after) * (0.5 + 0.5 * random())
+                    entry.alone_at = alone_at
+                end
+                if now < alone_at then return entry.token end
+            end
             return fetch_here(self, entry, refreshing)
         end
-        local now = clock()
         if lock then
             -- another process may have stored a token a moment ago
             local record = adopt(self, entry, now)

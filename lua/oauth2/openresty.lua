@@ -211,6 +211,15 @@ local function store_header(self, header, refresh_at, expire_at)
     if ttl <= 0.001 then return true end
     -- the exact refresh point first: the token's flags send readers to it
     local ok, why = dict:set(self.at_key, refresh_at, ttl)
+    if ok and self.fleet then
+        -- for a time without the fleet's store: the expiry, and the point
+        -- from which this node fetches alone (late in the token's life)
+        ok, why = dict:set(self.exp_key, expire_at, ttl)
+        if ok then
+            ok, why = dict:set(self.alone_key,
+                refresh_at + (expire_at - refresh_at) * (0.5 + 0.5 * random()), ttl)
+        end
+    end
     if ok then ok, why = dict:set(self.key, header, ttl, floor(refresh_at)) end
     if ok then
         self.fallback = nil
@@ -243,7 +252,8 @@ end
 -- With a fleet store (Redis): the token another node stored, or one
 -- fetched under the fleet's lease and stored for all; without one, or
 -- with the store unreachable, a fetch of this node's own.  Returns the
--- token (fetched alone), or nil, err, or nil, nil and the fleet's record.
+-- token (fetched alone), or nil, err, or nil, nil and the fleet's record,
+-- or nothing when the store is away and the token in the dict still good.
 local function obtain(self)
     local fleet = self.fleet
     if not fleet then
@@ -279,8 +289,19 @@ local function obtain(self)
         end
         local lease = fleet:try_lock(key)
         if lease == nil then
-            -- the fleet store is unreachable: fetch alone (own cool-down)
+            -- the fleet store is unreachable: serve the valid token while
+            -- the store may come back; fetch alone (own cool-down) only from
+            -- a point of this node's own near its end, so a fleet cut off
+            -- from its store does not fetch all at once
             count(self, "fleet_errors")
+            local alone_at = self.dict:get(self.alone_key)
+            local expire_at = self.dict:get(self.exp_key)
+            if self.dict:get(self.key) and alone_at and expire_at
+                    and wall_now() < alone_at then
+                -- ask the store again in a while, not on every request
+                self.dict:set(self.defer_key, true, min(2, alone_at - wall_now()))
+                return nil, nil, nil
+            end
             local token, err = run_exchange(self)
             return token, err
         end
@@ -344,7 +365,7 @@ local function fetch_locked(self, owner)
         store_token(self, token, sent_at)
         self.dict:delete(self.fail_key)
         count(self, "fetches")
-    else
+    elseif err then
         count(self, "failures")
         self.last_error = err
         if ENDPOINT_KINDS[err.kind] then
@@ -376,7 +397,7 @@ end
 -- With `refreshing`, only while the stored token is still due.
 local function fetch_behind(self, refreshing)
     local dict = self.dict
-    if self.fetching or dict:get(self.fail_key) then return end
+    if self.fetching or dict:get(self.fail_key) or dict:get(self.defer_key) then return end
     local owner = take_lock(self)
     if not owner then return end
     -- another worker may have just stored a new token: check again, locked
@@ -767,6 +788,9 @@ function _M.new(opts)
         invalidated_key = key .. ":inv",
         rejected_key = key .. ":rejected",
         look_key = key .. ":look",
+        exp_key = key .. ":exp",
+        alone_key = key .. ":alone",
+        defer_key = key .. ":defer",
         looking = false,     -- this worker looks at the fleet's store
         -- the lease: a lock outlives any fetch (deadline), then frees itself
         lock_ttl = conf.deadline + LEASE_SLACK,
