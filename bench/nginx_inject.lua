@@ -9,12 +9,17 @@
 --      thread pool, against plain LuaJIT, for endpoints answering after
 --      0, 5 and 50 ms (medians);
 --   3. with a token endpoint that never answers, the latency percentiles
---      of requests that get no token (they must end near wait_timeout).
+--      of requests that get no token (they must end near wait_timeout);
+--   4. with the Redis store (a fleet node; redis-server on loopback):
+--      injection throughput against the same location without injection,
+--      and the latency of a cold start that finds the token in Redis
+--      against one that fetches it.
 
 package.path = "lua/?.lua;spec/support/?.lua;" .. package.path
 package.cpath = "build/luajit/?.so;" .. package.cpath
 
 local fake = require "server"
+local redis_server = require "redis"
 local nginx = require "nginx"
 local shell = require "shell"
 local oauth2 = require "oauth2"
@@ -73,6 +78,7 @@ end
 
 local server = fake.start()
 local faults = fake.start_faults()
+local redis = redis_server.start()
 
 -- Start nginx with `workers`, run fn(base), stop it.
 local function with_nginx(workers, fn)
@@ -83,6 +89,7 @@ local function with_nginx(workers, fn)
             USER = nginx.user_line(), ROOT = nginx.root, PORT = port, WORKERS = workers,
             UPSTREAM_PORT = upstream, TOKEN_HOST = server.http_url,
             SILENT_URL = faults.url("silent"), WAIT_TIMEOUT = WAIT_TIMEOUT,
+            REDIS_URL = redis.url,
         }))
         fn("http://127.0.0.1:" .. port)
     end)
@@ -156,8 +163,37 @@ local ok, failure = pcall(function()
         print(("| %s | %.0f ms | %.0f ms | under %d ms |"):format(count, millis(p50),
             millis(p99), WAIT_TIMEOUT * 1000 + 100))
     end)
+
+    print("\n## The Redis store (a fleet node, 2 workers)\n")
+    print("| /inject-redis req/s | /plain req/s | ratio of medians | median of paired ratios |")
+    print("| --- | --- | --- | --- |")
+    with_nginx(2, function(base)
+        get(base .. "/inject-redis")
+        local inject, plain = {}, {}
+        for round = 1, ROUNDS do
+            if round % 2 == 1 then
+                inject[round] = rate(base .. "/inject-redis")
+                plain[round] = rate(base .. "/plain")
+            else
+                plain[round] = rate(base .. "/plain")
+                inject[round] = rate(base .. "/inject-redis")
+            end
+        end
+        local paired = {}
+        for round = 1, ROUNDS do paired[round] = inject[round] / plain[round] end
+        local a, b = median(inject), median(plain)
+        print(("| %.0f | %.0f | %.3f | %.3f |"):format(a, b, a / b, median(paired)))
+
+        print("\n| cold start (median of 100, ms) | token found in Redis | token fetched "
+            .. "(fake endpoint, no delay) |")
+        print("| --- | --- | --- |")
+        local found = tonumber(get(base .. "/cold-start?n=100&mode=redis"))
+        local fetched = tonumber(get(base .. "/cold-start?n=100&mode=fetch"))
+        print(("| header() with an empty dict | %.2f | %.2f |"):format(found, fetched))
+    end)
     print(("\ntoken requests to the fake endpoint: %d"):format(server:stats().token_requests))
 end)
+redis:stop()
 faults:stop()
 server:stop()
 if not ok then error(failure, 0) end

@@ -42,17 +42,19 @@ describe("oauth2.token options", function()
             raised(base { clientid = "x", timout = 3 }))
     end)
 
-    it("names the option and the type for wrong types", function()
+    it("names the option and shows the value for wrong types", function()
         local cases = {
-            { "client_id", 42, "option 'client_id' must be a string, got a number" },
-            { "timeout", "3", "option 'timeout' must be a number, got a string" },
-            { "timeout", -1, "option 'timeout' must be a positive number" },
+            { "client_id", 42, "option 'client_id' must be a string, got 42" },
+            { "timeout", "3", "option 'timeout' must be a number, got \"3\"" },
+            { "timeout", -1, "option 'timeout' must be a positive number .*, got %-1" },
             { "connect_timeout", 0, "option 'connect_timeout' must be a positive number" },
-            { "deadline", true, "option 'deadline' must be a number, got a boolean" },
+            { "deadline", true, "option 'deadline' must be a number, got true" },
             { "retries", 1.5, "option 'retries' must be an integer from 0 to 100" },
             { "retries", -1, "option 'retries' must be an integer from 0 to 100" },
             { "retries", 101, "option 'retries' must be an integer from 0 to 100" },
-            { "timeout", 0 / 0, "option 'timeout' must be a number, got a number" },
+            { "timeout", 0 / 0, "option 'timeout' must be a number, got %-?nan" },
+            { "user_agent", {}, "option 'user_agent' must be a string, got a table" },
+            { "x_tenant_id", "a\nb", "option 'x_tenant_id' .*got \"a\\10b\"" },
             { "timeout", math.huge, "option 'timeout' must be a positive number of seconds, "
                 .. "at most 86400" },
             { "deadline", 1e9, "option 'deadline' must be a positive number of seconds, "
@@ -65,6 +67,7 @@ describe("oauth2.token options", function()
             { "scope", 7, "option 'scope' must be a string or a list of strings" },
             { "scope", { "a b" }, "option 'scope' entry 1 must be a non%-empty string" },
             { "scope", {}, "option 'scope' must not be an empty list" },
+            { "host", "ftp://user:hunter2@api", "URL, got \"ftp://%[redacted%]@api\"" },
             { "max_body", 0, "option 'max_body' must be an integer from 1 to" },
             { "max_body", 2 ^ 40, "option 'max_body' must be an integer from 1 to" },
             { "ca_file", false, "option 'ca_file' must be a string" },

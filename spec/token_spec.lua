@@ -192,7 +192,7 @@ describe("oauth2.token", function()
             o.bogus = nil
             o.timeout = "soon"
             assert.has_error(function() oauth2.token(o) end,
-                "oauth2: option 'timeout' must be a number, got a string")
+                "oauth2: option 'timeout' must be a number, got \"soon\"")
         end)
 
         it("prepares an endpoint once and reuses its connection", function()

@@ -14,7 +14,16 @@
 #if LUA_VERSION_NUM >= 502
 #define oauth2_rawlen(L, i) lua_rawlen((L), (i))
 #define oauth2_setfuncs(L, l) luaL_setfuncs((L), (l), 0)
+#define oauth2_tolstring(L, i) luaL_tolstring((L), (i), NULL)
 #else
+/* luaL_tolstring: push tostring(value at absolute index i). */
+static inline const char *oauth2_tolstring(lua_State *L, int i)
+{
+    lua_getglobal(L, "tostring");
+    lua_pushvalue(L, i);
+    lua_call(L, 1, 1);
+    return lua_tostring(L, -1);
+}
 #define oauth2_rawlen(L, i) lua_objlen((L), (i))
 /* luaL_setfuncs without upvalues: register l into the table on top. */
 static inline void oauth2_setfuncs(lua_State *L, const luaL_Reg *l)

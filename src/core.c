@@ -200,6 +200,17 @@ static int error_tostring(lua_State *L)
     return 1;
 }
 
+/* __concat of the core's error tables: "failed: " .. err works as with
+ * tostring. */
+static int error_concat(lua_State *L)
+{
+    lua_settop(L, 2);
+    oauth2_tolstring(L, 1);
+    oauth2_tolstring(L, 2);
+    lua_concat(L, 2);
+    return 1;
+}
+
 /* Which of the library's error kinds a libcurl result belongs to. */
 static const char *curl_kind(CURLcode code)
 {
@@ -1343,6 +1354,8 @@ int luaopen_oauth2_core(lua_State *L)
     if (luaL_newmetatable(L, ERROR_MT)) {
         lua_pushcfunction(L, error_tostring);
         lua_setfield(L, -2, "__tostring");
+        lua_pushcfunction(L, error_concat);
+        lua_setfield(L, -2, "__concat");
     }
     lua_pop(L, 1);
     oauth2_box_open(L);

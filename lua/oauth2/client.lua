@@ -120,8 +120,9 @@ end
 local FETCH_GRACE = 1
 
 -- How often a client with a shared store looks at it while its token is
--- fresh: a token another process saw rejected is dropped here within
--- this time (oauth2.openresty's nginx nodes look as often).
+-- fresh, unless the store says (look_every): a token another process saw
+-- rejected is dropped here within this time (oauth2.openresty's nginx
+-- nodes look as often).
 local LOOK_EVERY = 4
 
 -- How often a process waiting for another's fetch looks at the store.
@@ -327,7 +328,7 @@ local function slow_token(self, now)
     if self.shared then
         -- another process may hold a fresher token, or a cool-down, or
         -- have seen this one rejected; looked at every LOOK_EVERY seconds
-        self.next_look = now + LOOK_EVERY
+        self.next_look = now + (self.shared.look_every or LOOK_EVERY)
         adopt(self, entry, now)
         if now < entry.refresh_after then
             self.counters.hits = self.counters.hits + 1

@@ -1,7 +1,7 @@
 -- oauth2.error: the one error shape of the library.
 --
 -- Every runtime failure (network, TLS, HTTP status, malformed reply) is a
--- table with a __tostring, returned as `nil, err`.  Before an error leaves
+-- table with a __tostring and a __concat, returned as `nil, err`.  Before an error leaves
 -- the library, every secret the caller gave us is scrubbed from all of its
 -- strings, so printing or logging an error can never leak one.
 
@@ -30,10 +30,28 @@ function mt.__tostring(err)
     if err.detail and err.detail ~= err.message then
         parts[#parts + 1] = " - " .. tostring(err.detail)
     end
+    -- a 400's field errors: "scope: unknown scope"
+    local list = err.errors
+    if type(list) == "table" and #list > 0 then
+        local each = {}
+        for i = 1, #list do
+            local item = list[i]
+            if type(item) == "table" then
+                local text = tostring(item.message or item.code or "invalid")
+                each[#each + 1] = item.field and (tostring(item.field) .. ": " .. text) or text
+            end
+        end
+        if #each > 0 then parts[#parts + 1] = " [" .. concat(each, "; ") .. "]" end
+    end
     if err.attempts and err.attempts > 1 then
         parts[#parts + 1] = " (after " .. err.attempts .. " attempts)"
     end
     return concat(parts)
+end
+
+-- "failed: " .. err, and err .. "!": the text of tostring
+function mt.__concat(a, b)
+    return tostring(a) .. tostring(b)
 end
 
 -- Replace every plain occurrence of `secret` in `text`.

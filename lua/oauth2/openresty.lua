@@ -504,18 +504,15 @@ end
 
 -- ------------------------------------------------------ the fleet's store
 
--- Seconds between two looks of a node at the fleet's store: a token
--- another node saw rejected leaves every node within about this time.
-local LOOK_EVERY = 4
-
--- One look, for the whole node: when the fleet's store holds another
+-- One look, for the whole node, every look_every seconds of the fleet's
+-- store (4 s by default): when the fleet's store holds another
 -- fresh token (another node replaced one it saw rejected), take it; when
 -- it says the dict's token was rejected, drop it.
 local function look(premature, self)
     if premature then return end
     local dict = self.dict
     local header = dict:get(self.key)
-    if not header or not dict:add(self.look_key, true, LOOK_EVERY) then return end
+    if not header or not dict:add(self.look_key, true, self.fleet.look_every) then return end
     local record = self.fleet:get(self.fleet_key, self.secret)
     if not record or dict:get(self.key) ~= header then return end
     if fresh(record, wall_now()) and "Bearer " .. record.access_token ~= header then

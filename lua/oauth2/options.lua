@@ -59,6 +59,23 @@ local function describe(value)
     return t == "nil" and "nil" or "a " .. t
 end
 
+-- A value as a message may show it (never a secret's): numbers and
+-- booleans as they are, strings quoted (control characters escaped, a
+-- URL's userinfo hidden, at most 60 characters), other types by name.
+local function show(value)
+    local t = type(value)
+    if t == "number" then return string.format("%.14g", value) end
+    if t == "boolean" then return tostring(value) end
+    if t ~= "string" then return describe(value) end
+    local text = value:gsub("^(%a[%w+.-]*://)[^/@]*@", "%1[redacted]@")
+    if #text > 60 then text = text:sub(1, 60) .. "..." end
+    text = text:gsub("[%c\127\\\"]", function(c)
+        if c == "\\" or c == '"' then return "\\" .. c end
+        return "\\" .. c:byte()
+    end)
+    return '"' .. text .. '"'
+end
+
 local function has_control(s)
     return find(s, "[%z\r\n]") ~= nil
 end
@@ -206,7 +223,7 @@ local function check_url(url, name, allow_http)
     if not parts then return misuse("option '%s' is not a valid URL (%s)", name, why) end
     local scheme = lower(parts.scheme or "")
     if scheme ~= "http" and scheme ~= "https" then
-        return misuse("option '%s' must be an http:// or https:// URL", name)
+        return misuse("option '%s' must be an http:// or https:// URL, got %s", name, show(url))
     end
     if not parts.host or parts.host == "" then
         return misuse("option '%s' has no host", name)
@@ -253,7 +270,7 @@ function _M.validate(opts)
         local value = opts[bad]
         local _, why = _M.schema[bad](value)
         if SECRET[bad] then return misuse("option '%s' %s", bad, why) end
-        return misuse("option '%s' %s, got %s", bad, why, describe(value))
+        return misuse("option '%s' %s, got %s", bad, why, show(value))
     end
 
     -- credentials may come from the environment so scripts hold no secret

@@ -42,8 +42,8 @@
 local core = require "oauth2.core"
 local cjson = require "cjson.safe"
 
-local type, pairs, setmetatable, tostring, tonumber, getenv =
-      type, pairs, setmetatable, tostring, tonumber, os.getenv
+local type, pairs, ipairs, setmetatable, tostring, tonumber, getenv =
+      type, pairs, ipairs, setmetatable, tostring, tonumber, os.getenv
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 local encode, decode = cjson.encode, cjson.decode
 
@@ -263,6 +263,9 @@ return 1
 -- against one that restarts.
 local RECONNECT_PAUSE = 2
 
+-- Seconds between two looks at the store by a holder of a fresh copy.
+local LOOK_EVERY = 4
+
 local Redis = {}
 Redis.__index = Redis
 
@@ -445,8 +448,10 @@ end
 --- A Redis store outside nginx (hiredis in the C core), from
 -- "redis://[user:password@]host:port[/db]" or a table { url = ...,
 -- prefix =, connect_timeout =, timeout = (seconds, default 1), lease =,
--- pool_size = }: the store, or nil and
--- why.  The password is never shown.
+-- pool_size =, look_every = (seconds between two looks of a process or
+-- nginx node at the store while its own copy is fresh, default 4: how
+-- soon a token rejected elsewhere is dropped everywhere) }: the store, or
+-- nil and why.  The password is never shown.
 function _M.redis(spec)
     if type(spec) == "string" then spec = { url = spec } end
     if type(spec) ~= "table" or type(spec.url) ~= "string" then
@@ -459,6 +464,22 @@ function _M.redis(spec)
     if not host then
         return nil, "a redis store needs a redis://[user:password@]host:port[/db] URL"
     end
+    for _, name in ipairs { "connect_timeout", "timeout", "lease", "look_every" } do
+        local value = spec[name]
+        if value ~= nil and (type(value) ~= "number" or value ~= value or value <= 0
+                or value > 3600) then
+            return nil, "redis store option '" .. name .. "' must be a number of seconds "
+                .. "above 0 and at most 3600"
+        end
+    end
+    local pool_size = spec.pool_size
+    if pool_size ~= nil and (type(pool_size) ~= "number" or pool_size ~= math.floor(pool_size)
+            or pool_size < 1 or pool_size > 1000) then
+        return nil, "redis store option 'pool_size' must be a whole number from 1 to 1000"
+    end
+    if spec.prefix ~= nil and type(spec.prefix) ~= "string" then
+        return nil, "redis store option 'prefix' must be a string"
+    end
     local user, password
     if userinfo and userinfo ~= "" then
         user, password = userinfo:match("^([^:]*):(.*)$")
@@ -470,7 +491,8 @@ function _M.redis(spec)
         user = user, password = password,
         prefix = spec.prefix or "oauth2:",
         connect_timeout = spec.connect_timeout or 1, timeout = spec.timeout or 1,
-        lease = spec.lease or LEASE, pool_size = spec.pool_size or 4,
+        lease = spec.lease or LEASE, pool_size = pool_size or 4,
+        look_every = spec.look_every or LOOK_EVERY,
         conn = nil, retry_at = -math.huge, last_problem = nil, nonce = 0, kind = "redis",
         hits = 0, misses = 0, lease_wins = 0, lease_losses = 0, errors = 0,
     }, Redis)
