@@ -158,8 +158,8 @@ describe("oauth2.token options", function()
             local out = child({}, probe)
             assert.matches("option 'client_id' is required %(or set THOUSANDEYES_CLIENT_ID%)", out)
             out = child({ THOUSANDEYES_CLIENT_ID = "id" }, probe)
-            assert.matches("option 'client_secret' is required %(or set THOUSANDEYES_CLIENT_SECRET%)",
-                out)
+            assert.matches("option 'client_secret' is required %(or set THOUSANDEYES_CLIENT_SECRET "
+                .. "or THOUSANDEYES_CLIENT_SECRET_FILE%)", out)
         end)
 
         it("are read from THOUSANDEYES_CLIENT_ID and THOUSANDEYES_CLIENT_SECRET", function()
@@ -168,6 +168,42 @@ describe("oauth2.token options", function()
             -- validation passed: what remains is the refused connection
             assert.matches("^no error", out)
             assert.is_nil(out:find(SECRET, 1, true))
+        end)
+
+        -- what validation makes of the environment, in a child
+        local conf_probe = "local conf, why = require('oauth2.options').validate "
+            .. "{ client_id = 'id' } if conf then print(conf.client_secret == '" .. SECRET
+            .. "' and 'secret ok' or 'secret wrong', conf.url, conf.ca_file) else print(why) end"
+
+        it("read the secret from THOUSANDEYES_CLIENT_SECRET_FILE, without its newline", function()
+            local dir = shell.temp_dir()
+            finally(function() shell.run("rm -rf " .. shell.quote(dir)) end)
+            local file = io.open(dir .. "/secret", "w")
+            file:write(SECRET, "\n")
+            file:close()
+            local out = child({ THOUSANDEYES_CLIENT_SECRET_FILE = dir .. "/secret" }, conf_probe)
+            assert.matches("^secret ok", out)
+            -- a file that is not there, or both ways at once: refused, said why
+            out = child({ THOUSANDEYES_CLIENT_SECRET_FILE = dir .. "/none" }, conf_probe)
+            assert.matches("THOUSANDEYES_CLIENT_SECRET_FILE: cannot read .*/none", out)
+            out = child({ THOUSANDEYES_CLIENT_SECRET_FILE = dir .. "/secret",
+                          THOUSANDEYES_CLIENT_SECRET = SECRET }, conf_probe)
+            assert.matches("set THOUSANDEYES_CLIENT_SECRET or THOUSANDEYES_CLIENT_SECRET_FILE, "
+                .. "not both", out)
+            assert.is_nil(out:find(SECRET, 1, true))
+        end)
+
+        it("take the host from THOUSANDEYES_HOST and a CA file from THOUSANDEYES_CA_FILE",
+            function()
+            local out = child({ THOUSANDEYES_CLIENT_SECRET = SECRET,
+                                THOUSANDEYES_HOST = "https://api.example.test",
+                                THOUSANDEYES_CA_FILE = "/etc/ssl/example.pem" }, conf_probe)
+            assert.matches("secret ok\thttps://api%.example%.test/v7/oauth2/token\t"
+                .. "/etc/ssl/example%.pem", out)
+            out = child({ THOUSANDEYES_CLIENT_SECRET = SECRET, THOUSANDEYES_HOST = "ftp://x" },
+                conf_probe)
+            assert.matches("option 'host' must be an http:// or https:// URL, got \"ftp://x\" "
+                .. "%(from THOUSANDEYES_HOST%)", out)
         end)
     end)
 end)

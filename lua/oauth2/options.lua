@@ -21,6 +21,11 @@ _M.DEFAULT_HOST = "https://api.thousandeyes.com"
 _M.TOKEN_PATH = "/v7/oauth2/token"
 _M.ENV_CLIENT_ID = "THOUSANDEYES_CLIENT_ID"
 _M.ENV_CLIENT_SECRET = "THOUSANDEYES_CLIENT_SECRET"
+-- ... or a file holding it (the *_FILE convention of container secrets)
+_M.ENV_CLIENT_SECRET_FILE = "THOUSANDEYES_CLIENT_SECRET_FILE"
+-- the API's host (option host) and a CA bundle (option ca_file)
+_M.ENV_HOST = "THOUSANDEYES_HOST"
+_M.ENV_CA_FILE = "THOUSANDEYES_CA_FILE"
 
 -- Defaults of everything that has one.
 _M.defaults = {
@@ -217,6 +222,36 @@ local function is_loopback(host)
         or match(host, "%.localhost$") ~= nil
 end
 
+-- The client secret from the environment: THOUSANDEYES_CLIENT_SECRET, or
+-- the contents of the file THOUSANDEYES_CLIENT_SECRET_FILE names (without
+-- a trailing newline); nil when neither is set; nil and why when both are,
+-- or the file cannot be read or is empty.
+local function env_secret()
+    local secret = getenv(_M.ENV_CLIENT_SECRET)
+    if secret == "" then secret = nil end
+    local path = getenv(_M.ENV_CLIENT_SECRET_FILE)
+    if path == nil or path == "" then return secret end
+    if secret then
+        return nil, "oauth2: set " .. _M.ENV_CLIENT_SECRET .. " or " .. _M.ENV_CLIENT_SECRET_FILE
+            .. ", not both"
+    end
+    local file, why = io.open(path, "rb")
+    if not file then
+        return nil, "oauth2: " .. _M.ENV_CLIENT_SECRET_FILE .. ": cannot read " .. tostring(why)
+    end
+    local text = file:read(65537) or ""
+    file:close()
+    if #text > 65536 then
+        return nil, "oauth2: " .. _M.ENV_CLIENT_SECRET_FILE .. ": the file is larger than 64 KiB"
+    end
+    text = gsub(text, "[\r\n]+$", "")
+    if text == "" or find(text, "[%z\r\n]") then
+        return nil, "oauth2: " .. _M.ENV_CLIENT_SECRET_FILE .. ": the file must hold the secret "
+            .. "on one line"
+    end
+    return text
+end
+
 -- Check a URL the way libcurl will read it; the URL, or nil and why.
 local function check_url(url, name, allow_http)
     local parts, why = core.parse_url(url)
@@ -279,14 +314,25 @@ function _M.validate(opts)
         if conf.client_id == "" then conf.client_id = nil end
     end
     if conf.client_secret == nil then
-        conf.client_secret = getenv(_M.ENV_CLIENT_SECRET)
-        if conf.client_secret == "" then conf.client_secret = nil end
+        local secret, why = env_secret()
+        if why then return nil, why end
+        conf.client_secret = secret
+    end
+    local host_from_env = false
+    if conf.host == nil and conf.token_url == nil then
+        local host = getenv(_M.ENV_HOST)
+        if host and host ~= "" then conf.host, host_from_env = host, true end
+    end
+    if conf.ca_file == nil then
+        local ca_file = getenv(_M.ENV_CA_FILE)
+        if ca_file and ca_file ~= "" then conf.ca_file = ca_file end
     end
     if conf.client_id == nil then
         return misuse("option 'client_id' is required (or set %s)", _M.ENV_CLIENT_ID)
     end
     if conf.client_secret == nil and conf.access_token == nil then
-        return misuse("option 'client_secret' is required (or set %s)", _M.ENV_CLIENT_SECRET)
+        return misuse("option 'client_secret' is required (or set %s or %s)",
+            _M.ENV_CLIENT_SECRET, _M.ENV_CLIENT_SECRET_FILE)
     end
 
     for name, value in pairs(_M.defaults) do
@@ -311,7 +357,9 @@ function _M.validate(opts)
     else
         local host = gsub(conf.host, "/+$", "")
         local url, why = check_url(host, "host", conf.allow_http)
-        if not url then return nil, why end
+        if not url then
+            return nil, host_from_env and why .. " (from " .. _M.ENV_HOST .. ")" or why
+        end
         if find(host, "[?#]") then
             return misuse("option 'host' must not carry a query or fragment")
         end
