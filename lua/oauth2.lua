@@ -23,7 +23,7 @@ local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 local client = require "oauth2.client"
 
-local pairs, sort, error = pairs, table.sort, error
+local pairs, sort, error, type, pcall = pairs, table.sort, error, type, pcall
 
 local _M = {
     _VERSION = core._VERSION,
@@ -56,6 +56,31 @@ function _M.client(opts)
     local cached, why = client.new(opts)
     if not cached then error(why, 2) end
     return cached
+end
+
+--- One authenticated API request (oauth2.api) with a token of its own:
+-- opts are oauth2.client's options plus the request's (query, json, body,
+-- content_type, headers, idempotent, allow_other_host, ...).  With a
+-- `store` ("file", say) the token is shared with later calls; without
+-- one, each call costs a token request.  Returns res or nil and an error.
+function _M.request(method, target, opts)
+    if type(opts) ~= "table" then error("oauth2: options must be a table", 2) end
+    local api = require "oauth2.api"
+    local client_opts, request_opts = {}, {}
+    for name, value in pairs(opts) do
+        if api.REQUEST_OPTIONS[name] and name ~= "deadline" and name ~= "timeout"
+                and name ~= "retries" and name ~= "max_body" then
+            request_opts[name] = value
+        else
+            client_opts[name] = value
+        end
+    end
+    local cached, why = client.new(client_opts)
+    if not cached then error(why, 2) end
+    local ok, res, err = pcall(api.request, cached, method, target, request_opts, 2)
+    cached:close()
+    if not ok then error(res, 2) end
+    return res, err
 end
 
 --- A reusable connection to pass as opts.session, so consecutive calls

@@ -737,12 +737,66 @@ static const char *set_transport(lua_State *L, session *s, char *message, size_t
     return NULL;
 }
 
-/* What is sent: the form body, the header list, and the response headers
- * asked for.  NULL, or what is wrong. */
+/*
+ * request.body: a raw body (an API request's JSON, say), sent as it is;
+ * it shares the form's buffer, so it is wiped the same way.  NULL, or
+ * what is wrong.
+ */
+static const char *build_body(lua_State *L, session *s)
+{
+    size_t len = 0;
+    const char *body = opt_string(L, "body", &len);
+    if (body == NULL)
+        return NULL;
+    if (s->form.data != NULL)
+        return "request.body and request.form exclude each other";
+    if (oauth2_buffer_append(&s->form, body, len) != 0)
+        return "out of memory";
+    return NULL;
+}
+
+/*
+ * request.method: GET without a body and POST with one unless given.
+ * HEAD asks for no body; any other method is sent as named, with the body
+ * if there is one (POST, PUT and PATCH send an empty one otherwise).
+ * NULL, or what is wrong.
+ */
+static const char *set_method(lua_State *L, session *s)
+{
+    size_t len = 0;
+    const char *method = opt_string(L, "method", &len);
+    if (method == NULL)
+        return NULL;
+    if (len == 0 || len > 16 || !is_token(method, len))
+        return "request.method must be an HTTP method (a token of at most 16 characters)";
+    if (strcmp(method, "HEAD") == 0) {
+        if (s->form.data != NULL)
+            return "a HEAD request has no body";
+        curl_easy_setopt(s->easy, CURLOPT_NOBODY, 1L);
+        return NULL;
+    }
+    if (s->form.data == NULL &&
+        (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0)) {
+        if (oauth2_buffer_append(&s->form, "", 0) != 0)
+            return "out of memory";
+    }
+    if (strcmp(method, "GET") == 0 && s->form.data == NULL)
+        return NULL;
+    if (strcmp(method, "POST") == 0 && s->form.data != NULL)
+        return NULL;
+    /* libcurl copies the string */
+    if (curl_easy_setopt(s->easy, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK)
+        return "out of memory";
+    return NULL;
+}
+
+/* What is sent: the method, the form or raw body, the header list, and the
+ * response headers asked for.  NULL, or what is wrong. */
 static const char *set_message(lua_State *L, session *s, char *message, size_t size)
 {
     const char *problem;
-    if ((problem = build_form(L, s)) != NULL)
+    if ((problem = build_form(L, s)) != NULL || (problem = build_body(L, s)) != NULL ||
+        (problem = set_method(L, s)) != NULL)
         return problem;
     if (s->form.data != NULL) {
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->form.len);

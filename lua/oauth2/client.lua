@@ -30,7 +30,7 @@ local concat, format = table.concat, string.format
 local _M = { _VERSION = core._VERSION }
 
 -- The client's own options beside the cache policy (oauth2.policy).
-local CLIENT_OPTIONS = { clock = true, store = true }
+local CLIENT_OPTIONS = { clock = true, store = true, on_event = true }
 
 -- The cache policy and the clock; the policy, or nil and a message.
 local function check_policy(opts)
@@ -40,6 +40,9 @@ local function check_policy(opts)
         return nil, "oauth2: option 'clock' must be a function"
     end
     checked.clock = opts.clock or transport.now
+    if opts.on_event ~= nil and type(opts.on_event) ~= "function" then
+        return nil, "oauth2: option 'on_event' must be a function (event, info)"
+    end
     return checked
 end
 
@@ -96,6 +99,11 @@ local CLOSED = new_entry()
 
 local Client = {}
 Client.__index = Client
+
+-- oauth2.api, loaded on first use (it needs the client, not the reverse).
+local function api()
+    return require "oauth2.api"
+end
 
 -- Store a new token in the entry, with its refresh and expiry points.
 local function store_token(entry, token, sent_at, policy)
@@ -237,16 +245,22 @@ local function fetch_here(self, entry, refreshing)
     if not ok then error(token, 0) end
     stats.fetches = stats.fetches + 1
     stats.retries = stats.retries + (attempts or 1) - 1
+    if (attempts or 1) > 1 then self:emit("retry", { attempts = attempts }) end
     if token then
         store_token(entry, token, sent_at, self.policy)
         if refreshing then stats.refreshes = stats.refreshes + 1 end
+        self:emit(refreshing and "refresh" or "fetch", { attempts = attempts or 1,
+            expires_in = token.expires_in })
         return token
     end
     stats.failures = stats.failures + 1
     self.last_error = err
     entry.last_error = err
     -- remembered for the cool-down, or as long as the server asked
-    entry.next_try = clock() + policy_rules.failure_wait(self.policy, err)
+    local wait = policy_rules.failure_wait(self.policy, err)
+    entry.next_try = clock() + wait
+    self:emit("failure", { kind = err.kind, status = err.status, code = err.code,
+        attempts = attempts or 1, retry_after = wait })
     return nil, err
 end
 
@@ -402,6 +416,7 @@ function Client:invalidate()
         }
     end
     self.counters.invalidations = self.counters.invalidations + 1
+    self:emit("invalidation", { cooldown = self.policy.invalidate_cooldown })
     if self.shared then
         -- in the store too, but only the token that was rejected, and
         -- never while another process writes (its token is new anyway)
@@ -436,12 +451,58 @@ function Client:stats()
     return stats
 end
 
+-- Tell the on_event hook (if any) what happened; the hook never sees a
+-- secret or a token, and an error it raises is not the caller's.
+function Client:emit(event, info)
+    local hook = self.on_event
+    if hook then pcall(hook, event, info) end
+end
+
+-- The connection of API requests: outside nginx the client's own, kept
+-- between requests (keep-alive to the API); in nginx one per request, as
+-- light threads never share one.
+function Client:api_session()
+    if ngx then return transport.session() end -- luacheck: ignore
+    local session = self.api_connection
+    if session == nil then
+        session = transport.session()
+        self.api_connection = session
+    end
+    return session
+end
+
+-- A request is done with `session`: close it unless the client keeps it
+-- (or it broke, a raise having left it half way).
+function Client:api_session_done(session, broken)
+    if session ~= self.api_connection or broken then
+        session:close()
+        if session == self.api_connection then self.api_connection = nil end
+    end
+end
+
+--- An authenticated API request with this client's token (oauth2.api):
+-- res {status, headers, body, json} or nil and an error.
+function Client:request(method, target, opts)
+    if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    return api().request(self, method, target, opts, 2)
+end
+
+--- An iterator over the pages of an API listing (oauth2.api).
+function Client:pages(target, opts)
+    if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    return api().pages(self, target, opts)
+end
+
 --- Close the client; idempotent.  It holds no connection between fetches
 -- (each fetch opens and closes its own, unless opts.session was given,
--- which stays the caller's).  The shared token stays for other clients
--- with the same key.
+-- which stays the caller's); its API connection, if any, is closed.  The
+-- shared token stays for other clients with the same key.
 function Client:close()
     self.entry = CLOSED
+    if self.api_connection then
+        self.api_connection:close()
+        self.api_connection = nil
+    end
 end
 Client.__close = Client.close
 
@@ -515,6 +576,8 @@ function _M.new(opts)
         secret = conf.client_secret or conf.access_token,
         store_warned = false,
         next_look = huge,    -- when the hot path next looks at the shared store
+        on_event = policy_opts.on_event,
+        api_connection = nil, -- the kept connection of API requests
     }
     if type(store_opt) == "table" then
         self.shared = store_opt

@@ -41,6 +41,33 @@ function token_mt.__tostring(token)
         tostring(token.scope))
 end
 
+-- Each token's expiry on the monotonic clock, where known.
+local expiry = setmetatable({}, { __mode = "k" })
+
+local token_methods = {}
+token_mt.__index = token_methods
+
+--- token:expires_in_now(): seconds left until the token expires (without
+-- any margin), on the monotonic clock; nil when the endpoint gave no
+-- lifetime.  Negative once it has expired.
+function token_methods:expires_in_now()
+    local at = expiry[self]
+    if at == nil then
+        -- a token from a store: its wall-clock expiry, moved over once
+        if type(self.expires_at) ~= "number" then return nil end
+        at = transport.now() + (self.expires_at - core.time())
+        expiry[self] = at
+    end
+    return at - transport.now()
+end
+
+--- token:valid(leeway): whether the token has more than `leeway` seconds
+-- (default 0) left.  A token without a lifetime counts as valid.
+function token_methods:valid(leeway)
+    local left = self:expires_in_now()
+    return left == nil or left > (leeway or 0)
+end
+
 --- A token table from its fields (one kept in a shared store): it prints
 -- redacted, as the tokens fetched here do.
 function _M.new_token(fields)
@@ -178,7 +205,7 @@ local MAX_TOKEN = 16384
 local MAX_LIFETIME = 10 * 365 * 86400
 
 -- Turn a 2xx response into the token table, or a protocol error.
-local function token_from(res, sent_at)
+local function token_from(res, sent_at, sent_mono)
     local body = res.body
     local data = body ~= nil and body ~= "" and decode(body) or nil
     if type(data) ~= "table" then
@@ -229,13 +256,15 @@ local function token_from(res, sent_at)
         end
         expires_in = floor(expires_in)
     end
-    return setmetatable({
+    local token = setmetatable({
         access_token = access,
         token_type = token_type,
         scope = scope,
         expires_in = expires_in,
         expires_at = expires_in and sent_at + expires_in,
     }, token_mt)
+    if expires_in then expiry[token] = sent_mono + expires_in end
+    return token
 end
 
 -- No response headers come back in the response table: the few that are
@@ -292,6 +321,7 @@ local function backoff(conf, attempt)
     local cap = min(conf.backoff_max, conf.backoff_base * 2 ^ (attempt - 1))
     return _M.runtime.random() * cap
 end
+_M.backoff = backoff
 
 -- The attempts loop: the token or nil and a raw error table, and the
 -- number of attempts made.
@@ -315,14 +345,14 @@ local function exchange(conf, request, session)
         local timeout, connect_timeout = conf.timeout, conf.connect_timeout
         request.timeout = timeout < remaining and timeout or remaining
         request.connect_timeout = connect_timeout < remaining and connect_timeout or remaining
-        local sent_at = time()
+        local sent_at, sent_mono = time(), now()
         local res
         res, err = session:request(request)
         local token
         if res then
             local status = res.status
             if status >= 200 and status < 300 then
-                token, err = token_from(res, sent_at)
+                token, err = token_from(res, sent_at, sent_mono)
                 if token then return token, nil, attempt end
             else
                 err = http_error(res, session)

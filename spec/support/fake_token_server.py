@@ -49,6 +49,8 @@ class State:
         self.issued = {}  # access token -> expiry (time.time())
         self.api_requests = 0
         self.api_unauthorized = 0
+        self.api_script = []  # answers to API requests before behaving normally
+        self.api_log = []  # method, path, query, body, headers of each API request
 
     def stats(self):
         return {
@@ -57,6 +59,7 @@ class State:
             "requests": self.requests[-20:],
             "api_requests": self.api_requests,
             "api_unauthorized": self.api_unauthorized,
+            "api_log": self.api_log[-20:],
         }
 
 
@@ -151,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/v7/ping":
             self.send(200, {"Content-Type": "application/json"}, '{"ok":true}')
         elif self.path.startswith("/v7/"):
-            self.api()
+            self.api(b"")
         else:
             self.send(*problem(404, "Not Found", "no such resource"))
 
@@ -162,23 +165,67 @@ class Handler(BaseHTTPRequestHandler):
             self.control(body)
         elif self.path == TOKEN_PATH:
             self.token(body)
+        elif self.path.startswith("/v7/"):
+            self.api(body)
         else:
             self.send(*problem(404, "Not Found", "no such resource"))
 
-    def api(self):
-        """A protected API resource: 200 with a valid bearer token, else 401."""
+    def do_other(self):
+        self.parse_target()
+        body = self.read_body()
+        if self.path.startswith("/v7/"):
+            self.api(body)
+        else:
+            self.send(*problem(404, "Not Found", "no such resource"))
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_other
+
+    def do_HEAD(self):
+        self.parse_target()
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def api(self, body):
+        """A protected API resource: a scripted answer if one is queued, else
+        200 with a valid bearer token (GET /v7/tests pages through three
+        pages of tests; other paths echo the request), else 401."""
+        path, _, query = self.path.partition("?")
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
         with STATE.lock:
             STATE.api_requests += 1
+            STATE.api_log.append({
+                "method": self.command, "path": path, "query": query,
+                "body": body.decode("utf-8", "replace"),
+                "headers": {k.lower(): v for k, v in self.headers.items()
+                            if k.lower() != "authorization"}})
             expiry = STATE.issued.get(token) if scheme.lower() == "bearer" else None
             valid = expiry is not None and expiry > time.time()
+            scripted = STATE.api_script.pop(0) if STATE.api_script and valid else None
             if not valid:
                 STATE.api_unauthorized += 1
-        if valid:
-            self.send(200, {"Content-Type": "application/json"},
-                      json.dumps({"ok": True, "path": self.path}))
-        else:
+        if scripted is not None:
+            self.send_scripted(scripted)
+        elif not valid:
             self.send(*oauth_error(401, "invalid_token", "Missing, invalid or expired token"))
+        elif self.command == "GET" and path == "/v7/tests":
+            self.tests_page(query)
+        else:
+            self.send(200, {"Content-Type": "application/json"},
+                      json.dumps({"ok": True, "method": self.command, "path": path,
+                                  "query": query, "body": body.decode("utf-8", "replace")}))
+
+    def tests_page(self, query):
+        """Three pages of two tests each, linked as the API links them."""
+        page = int((urllib.parse.parse_qs(query).get("cursor") or ["1"])[0])
+        base = "http://%s/v7/tests" % (self.headers.get("Host") or "127.0.0.1")
+        tests = [{"testId": str(page * 10 + i), "testName": "test %d-%d" % (page, i)}
+                 for i in (1, 2)]
+        links = {"self": {"href": "%s?cursor=%d" % (base, page)}}
+        if page < 3:
+            links["next"] = {"href": "%s?cursor=%d" % (base, page + 1)}
+        self.send(200, {"Content-Type": "application/hal+json"},
+                  json.dumps({"tests": tests, "_links": links}))
 
     def control(self, body):
         form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
@@ -190,6 +237,8 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.clients = dict(config["clients"])
             if "script" in config:
                 STATE.script = list(config["script"])
+            if "api_script" in config:
+                STATE.api_script = list(config["api_script"])
             if "delay" in config:
                 STATE.delay = float(config["delay"])
             if "expires_in" in config:

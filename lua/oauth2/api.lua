@@ -1,0 +1,328 @@
+-- oauth2.api: authenticated ThousandEyes API requests with a client's token.
+--
+--   local res, err = client:request("GET", "/v7/tests", { query = { aid = "1" } })
+--   for page, err in client:pages("/v7/tests") do ... end
+--
+-- A request goes through the same C core as the token (transport, TLS,
+-- proxy and timeout options of the client), with the client's token in
+-- Authorization.  A 401 drops that token (client:invalidate(), with its
+-- cool-down and its store) and retries once with a fresh one; a 429 waits
+-- for Retry-After or X-Organization-Rate-Limit-Reset when that fits in the
+-- deadline; 5xx answers and network failures are retried with backoff for
+-- idempotent methods only, unless the caller says the request is safe to
+-- repeat.  Any HTTP answer is returned as res (the caller reads
+-- res.status); nil and an error come when there is no answer (network,
+-- TLS, deadline) or no token.
+
+local core = require "oauth2.core"
+local cjson = require "cjson.safe"
+local options = require "oauth2.options"
+local exchange = require "oauth2.exchange"
+local errors = require "oauth2.error"
+local transport = require "oauth2.transport"
+
+local type, pairs, ipairs, tostring, tonumber, error, pcall =
+      type, pairs, ipairs, tostring, tonumber, error, pcall
+local max, min, floor = math.max, math.min, math.floor
+local concat, sort = table.concat, table.sort
+local find, lower, upper, format, gsub, match =
+      string.find, string.lower, string.upper, string.format, string.gsub, string.match
+local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
+
+local _M = { _VERSION = core._VERSION }
+
+-- Methods a retry cannot repeat the effect of (RFC 9110 9.2.2).
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
+
+-- Statuses worth another attempt.
+local RETRY_STATUS = { [500] = true, [502] = true, [503] = true, [504] = true }
+
+-- The options of one request, beside the client's.
+local REQUEST_OPTIONS = {
+    query = true, json = true, body = true, content_type = true, headers = true,
+    idempotent = true, allow_other_host = true, deadline = true, timeout = true,
+    max_body = true, retries = true, max_pages = true,
+}
+_M.REQUEST_OPTIONS = REQUEST_OPTIONS
+
+-- The longest answer kept by default: 16 MiB (listings can be large).
+local MAX_BODY = 16 * 1024 * 1024
+
+-- Whether a content type is JSON (application/json, problem+json, hal+json...).
+local function is_json(content_type)
+    if type(content_type) ~= "string" then return false end
+    local media = lower(match(content_type, "^%s*([^;%s]+)") or "")
+    return media == "application/json" or find(media, "^application/[%w.%-]+%+json$") ~= nil
+end
+_M.is_json = is_json
+
+-- "a=1&b=x%20y" from { a = 1, b = "x y", c = { "p", "q" } }, in name order.
+local function encode_query(query)
+    local names = {}
+    for name in pairs(query) do
+        if type(name) ~= "string" then return nil, "query names must be strings" end
+        names[#names + 1] = name
+    end
+    sort(names)
+    local parts = {}
+    for _, name in ipairs(names) do
+        local value = query[name]
+        local list = type(value) == "table" and value or { value }
+        for _, item in ipairs(list) do
+            local t = type(item)
+            if t ~= "string" and t ~= "number" and t ~= "boolean" then
+                return nil, format("query '%s' must be a string, number, boolean or a list "
+                    .. "of them", name)
+            end
+            parts[#parts + 1] = core.escape(name) .. "=" .. core.escape(tostring(item))
+        end
+    end
+    return concat(parts, "&")
+end
+
+-- The full URL of `target` for a client whose API lives at `origin`: a
+-- path ("/v7/tests" or "v7/tests") joins it; a full URL must be on it
+-- unless allowed.  The URL, or nil and why.
+local function target_url(origin, target, allow_other_host)
+    if type(target) ~= "string" or target == "" then
+        return nil, "the path or URL must be a non-empty string"
+    end
+    if find(target, "[%z\r\n ]") then return nil, "the path or URL contains a space or control" end
+    if find(target, "^%a[%w+.-]*://") then
+        if options.url_origin(target) ~= origin and not allow_other_host then
+            return nil, format("%s is not on the API's host %s (set allow_other_host to "
+                .. "send the token there)", options.url_origin(target), origin)
+        end
+        return target
+    end
+    return origin .. "/" .. gsub(target, "^/+", "")
+end
+
+-- The request table for the C core: the client's transport options, the
+-- method, URL, headers and body of this call.  Or nil and why.
+local function build(conf, method, url, opts)
+    local headers = {
+        ["Accept"] = "application/hal+json, application/json, application/problem+json",
+    }
+    if conf.x_tenant_id then headers["x-tenant-id"] = conf.x_tenant_id end
+    if opts.headers ~= nil then
+        if type(opts.headers) ~= "table" then return nil, "option 'headers' must be a table" end
+        for name, value in pairs(opts.headers) do
+            if type(name) ~= "string" or type(value) ~= "string" then
+                return nil, "option 'headers' must map names to strings"
+            end
+            if lower(name) == "authorization" then
+                return nil, "option 'headers' must not set Authorization: the client does"
+            end
+            headers[name] = value
+        end
+    end
+    local body
+    if opts.json ~= nil and opts.body ~= nil then
+        return nil, "options 'json' and 'body' exclude each other"
+    end
+    if opts.json ~= nil then
+        local text, why = cjson.encode(opts.json)
+        if not text then return nil, "option 'json' cannot be encoded: " .. tostring(why) end
+        body = text
+        headers["Content-Type"] = "application/json"
+    elseif opts.body ~= nil then
+        if type(opts.body) ~= "string" then return nil, "option 'body' must be a string" end
+        if type(opts.content_type) ~= "string" then
+            return nil, "option 'body' needs 'content_type'"
+        end
+        body = opts.body
+        headers["Content-Type"] = opts.content_type
+    end
+    if opts.query ~= nil then
+        if type(opts.query) ~= "table" then return nil, "option 'query' must be a table" end
+        local query, why = encode_query(opts.query)
+        if not query then return nil, "option " .. why end
+        if query ~= "" then url = url .. (find(url, "?", 1, true) and "&" or "?") .. query end
+    end
+    return {
+        url = url, method = method, headers = headers, body = body,
+        verify = conf.verify, ca_file = conf.ca_file, ca_path = conf.ca_path,
+        cert = conf.cert, key = conf.key, proxy = conf.proxy,
+        no_proxy = options.url_origin(url) == options.url_origin(conf.url) and conf.no_proxy
+            or nil,
+        user_agent = conf.user_agent, max_body = opts.max_body or MAX_BODY,
+    }
+end
+
+-- The response as the caller gets it: status, headers (lower-case names),
+-- body, and json when the answer is JSON.
+local function response(res)
+    local headers = {}
+    for name, value in pairs(res.headers or {}) do headers[lower(name)] = value end
+    local out = { status = res.status, headers = headers, body = res.body or "" }
+    if is_json(headers["content-type"]) and out.body ~= "" then
+        out.json = cjson.decode(out.body)
+    end
+    return out
+end
+
+-- Seconds a 429 asks to wait: Retry-After, else the organization's reset
+-- (a UTC time), or nil.
+local function rate_limit_wait(res)
+    local after = tonumber(res.headers["retry-after"] or "")
+    if after and after >= 0 then return min(after, 86400) end
+    local reset = tonumber(res.headers["x-organization-rate-limit-reset"] or "")
+    if not reset then return nil end
+    if reset > 1e9 then reset = reset - core.time() end
+    return min(max(0, reset), 86400)
+end
+
+-- The error of an answer that is given up on, for pages() and the CLI.
+function _M.status_error(res)
+    local data = type(res.json) == "table" and res.json or {}
+    local message = type(data.detail) == "string" and data.detail
+        or type(data.title) == "string" and data.title
+        or type(data.message) == "string" and data.message
+        or type(data.error_description) == "string" and data.error_description
+        or format("the API answered HTTP %d", res.status)
+    return errors.new { kind = "http", status = res.status, retryable = false,
+        code = type(data.error) == "string" and data.error or nil,
+        message = exchange.server_text(message), detail = nil }
+end
+
+--- client:request(method, path_or_url, opts): see the module's header.
+-- opts: query, json | body + content_type, headers, idempotent (retry a
+-- non-idempotent method too), allow_other_host, deadline, timeout,
+-- retries, max_body.  Returns res {status, headers, body, json} or nil
+-- and an error.  Raises on misuse (bad method, path or options).
+function _M.request(client, method, target, opts, level)
+    level = (level or 1) + 1
+    opts = opts or {}
+    if type(opts) ~= "table" then error("oauth2: request options must be a table", level) end
+    for name in pairs(opts) do
+        if not REQUEST_OPTIONS[name] then
+            error("oauth2: unknown request option '" .. tostring(name) .. "'", level)
+        end
+    end
+    if type(method) ~= "string" or not find(method, "^%a+$") then
+        error("oauth2: the method must be an HTTP method such as \"GET\"", level)
+    end
+    method = upper(method)
+    local conf = client.conf
+    local url, why = target_url(options.url_origin(conf.url), target, opts.allow_other_host)
+    if not url then error("oauth2: " .. why, level) end
+    local req
+    req, why = build(conf, method, url, opts)
+    if not req then error("oauth2: " .. why, level) end
+    for _, name in ipairs { "deadline", "timeout" } do
+        local value = opts[name]
+        if value ~= nil and (type(value) ~= "number" or not (value > 0) or value > 86400) then
+            error("oauth2: request option '" .. name .. "' must be a positive number of "
+                .. "seconds, at most 86400", level)
+        end
+    end
+    local retries = opts.retries or conf.retries
+    if type(retries) ~= "number" or retries < 0 or retries > 100 or retries ~= floor(retries) then
+        error("oauth2: request option 'retries' must be an integer from 0 to 100", level)
+    end
+    local repeatable = IDEMPOTENT[method] or opts.idempotent == true
+
+    local now, sleep = transport.now, transport.sleep
+    local deadline = opts.deadline or conf.deadline
+    local deadline_at = now() + deadline
+    local timeout = opts.timeout or conf.timeout
+    local session = client:api_session()
+    local attempt, renewed = 0, false
+    local function finish(...)
+        client:api_session_done(session)
+        return ...
+    end
+    while true do
+        attempt = attempt + 1
+        local left = deadline_at - now()
+        if left < 0.001 then
+            return finish(nil, errors.new { kind = "timeout", retryable = true,
+                message = format("the %g s deadline passed before the request was answered",
+                    deadline) })
+        end
+        local header, token_err = client:header()
+        if not header then return finish(nil, token_err) end
+        req.headers.Authorization = header
+        req.timeout = min(timeout, left)
+        req.connect_timeout = min(conf.connect_timeout, req.timeout)
+        local ok, res, err = pcall(session.request, session, req)
+        req.headers.Authorization = nil
+        if not ok then
+            client:api_session_done(session, true)
+            error(res, 0)
+        end
+        local wait
+        if res then
+            res = response(res)
+            if res.status == 401 and not renewed then
+                -- the token was rejected: drop it (for every holder of the
+                -- store) and try once more with a fresh one
+                renewed = true
+                client:invalidate()
+                client:emit("api_401", { status = 401, method = method })
+                attempt = attempt - 1
+                wait = 0
+            elseif res.status == 429 and attempt <= retries then
+                wait = rate_limit_wait(res) or exchange.backoff(conf, attempt)
+                client:emit("api_429", { status = 429, method = method, wait = wait })
+            elseif RETRY_STATUS[res.status] and repeatable and attempt <= retries then
+                wait = exchange.backoff(conf, attempt)
+            else
+                return finish(res)
+            end
+            if now() + wait >= deadline_at then return finish(res) end
+        else
+            err = errors.new(err, options.secrets(conf))
+            err.attempts = attempt
+            if not (err.kind == "network" or err.kind == "timeout") or not repeatable
+                    or attempt > retries then
+                return finish(nil, err)
+            end
+            wait = exchange.backoff(conf, attempt)
+            if now() + wait >= deadline_at then return finish(nil, err) end
+        end
+        if wait > 0 then sleep(wait) end
+    end
+end
+
+--- client:pages(path, opts): an iterator over the pages of a listing,
+-- following _links.next.href, at most opts.max_pages (100) pages.  Each
+-- step gives the page's decoded JSON and the response; on a failure it
+-- gives false and the error once, then ends.
+function _M.pages(client, target, opts)
+    opts = opts or {}
+    local max_pages = opts.max_pages or 100
+    if type(max_pages) ~= "number" or max_pages < 1 or max_pages ~= floor(max_pages) then
+        error("oauth2: request option 'max_pages' must be a positive integer", 2)
+    end
+    local first = {}
+    for name, value in pairs(opts) do
+        if name ~= "max_pages" then first[name] = value end
+    end
+    -- the next pages carry their own query
+    local later = {}
+    for name, value in pairs(first) do
+        if name ~= "query" then later[name] = value end
+    end
+    local next_target, count = target, 0
+    return function()
+        if next_target == nil or count >= max_pages then return nil end
+        count = count + 1
+        local res, err = _M.request(client, "GET", next_target, count == 1 and first or later, 1)
+        next_target = nil
+        if not res then return false, err end
+        if res.status < 200 or res.status >= 300 then return false, _M.status_error(res) end
+        local page = res.json
+        if type(page) ~= "table" then
+            return false, errors.new { kind = "protocol",
+                message = "the API answered a listing without a JSON object" }
+        end
+        local links = type(page._links) == "table" and page._links or {}
+        local nxt = type(links.next) == "table" and links.next.href or links.next
+        if type(nxt) == "string" and nxt ~= "" then next_target = nxt end
+        return page, res
+    end
+end
+
+return _M
