@@ -99,7 +99,7 @@ describe("oauth2.openresty in nginx", function()
         start_nginx {}
         local status, _, body = get("/v7/tests")
         assert.equals(200, status, body)
-        assert.matches('"ok": true', body)
+        assert.matches('"testId": "11"', body)
         local s = stats()
         assert.equals(1, s.token_requests)
         assert.equals(1, s.api_requests)
@@ -248,6 +248,16 @@ describe("oauth2.openresty in nginx", function()
         local statuses = burst("/client-token", 5)
         assert.same({ 200, 200, 200, 200, 200 }, statuses)
         assert.equals(1, stats().token_requests)
+    end)
+
+    it("makes API requests with client:request, many at once in one worker", function()
+        server:control { delay = 0.3 }
+        start_nginx { workers = 1 }
+        local statuses = burst("/api-request", 5)
+        assert.same({ 200, 200, 200, 200, 200 }, statuses)
+        assert.equals(1, stats().token_requests)
+        local _, _, body = get("/api-request")
+        assert.equals("200 21\n", body)
     end)
 
     it("shares one token among all workers through the shared-dict store", function()

@@ -1,0 +1,210 @@
+-- API requests with the token: client:request, client:pages and
+-- oauth2.request against the fake ThousandEyes API (token endpoint plus
+-- /v7/tests with three pages, 401 for a revoked token, scripted 429/503).
+
+local fake = require "server"
+local oauth2 = require "oauth2"
+local cjson = require "cjson"
+
+local SECRET = "sentinel-Secret-api-5d2b"
+
+describe("API requests", function()
+    local server, client, events
+
+    setup(function()
+        server = fake.start()
+    end)
+    teardown(function()
+        if server then server:stop() end
+    end)
+    before_each(function()
+        server:reset { clients = { ["api-id"] = SECRET } }
+        events = {}
+        -- a clock of its own: a client shares no cached token with the
+        -- clients of earlier tests (their tokens died with the reset)
+        local now = require("oauth2.core").now
+        client = oauth2.client { host = server.http_url, client_id = "api-id",
+            clock = function() return now() end,
+            client_secret = SECRET, retries = 2, backoff_base = 0.01, backoff_max = 0.02,
+            invalidate_cooldown = 0,
+            on_event = function(event, info) events[#events + 1] = { event, info } end }
+    end)
+    after_each(function()
+        client:close()
+    end)
+
+    local function last_api()
+        local log = server:stats().api_log
+        return log[#log]
+    end
+
+    it("gets the data of a GET, with the status, lower-case headers and decoded JSON", function()
+        local res = assert(client:request("GET", "/v7/tests"))
+        assert.equals(200, res.status)
+        assert.matches("^application/hal%+json", res.headers["content-type"])
+        assert.equals("11", res.json.tests[1].testId)
+        assert.is_string(res.body)
+        assert.equals(1, server:stats().token_requests)
+        -- a path without its slash works too, and the token is reused
+        res = assert(client:request("get", "v7/tests"))
+        assert.equals(200, res.status)
+        assert.equals(1, server:stats().token_requests)
+    end)
+
+    it("sends query parameters, a JSON body and extra headers", function()
+        local res = assert(client:request("POST", "/v7/tests/http-server", {
+            query = { aid = 1234, expand = { "a b", "c" } },
+            json = { testName = "probe", interval = 60 },
+            headers = { ["X-Extra"] = "yes" },
+        }))
+        assert.equals(200, res.status)
+        local seen = last_api()
+        assert.equals("POST", seen.method)
+        assert.equals("aid=1234&expand=a%20b&expand=c", seen.query)
+        assert.same({ testName = "probe", interval = 60 }, cjson.decode(seen.body))
+        assert.equals("application/json", seen.headers["content-type"])
+        assert.equals("yes", seen.headers["x-extra"])
+    end)
+
+    it("sends a raw body with its content type, and any method", function()
+        for _, method in ipairs { "PUT", "PATCH", "DELETE" } do
+            local res = assert(client:request(method, "/v7/tags/1", {
+                body = "a,b", content_type = "text/csv" }))
+            assert.equals(200, res.status)
+            assert.equals(method, res.json.method)
+            assert.equals("a,b", res.json.body)
+            assert.equals("text/csv", last_api().headers["content-type"])
+        end
+    end)
+
+    it("costs one token request and one retry for a revoked token", function()
+        assert(client:request("GET", "/v7/tests"))
+        server:control { revoke = true }
+        local before = server:stats().api_requests
+        local res = assert(client:request("GET", "/v7/tests"))
+        assert.equals(200, res.status)
+        local stats = server:stats()
+        assert.equals(2, stats.token_requests)
+        assert.equals(before + 2, stats.api_requests)
+        local seen = {}
+        for _, e in ipairs(events) do seen[#seen + 1] = e[1] end
+        assert.same({ "fetch", "invalidation", "api_401", "fetch" }, seen)
+    end)
+
+    it("gives the 401 back when a fresh token is refused too", function()
+        assert(client:request("GET", "/v7/tests"))
+        -- every token, the fresh one too, is refused
+        server:control { api_script = { { status = 401 }, { status = 401 } } }
+        local res = assert(client:request("GET", "/v7/tests"))
+        assert.equals(401, res.status)
+        assert.equals(2, server:stats().token_requests)
+    end)
+
+    it("waits out a 429 as told, within the deadline", function()
+        server:control { api_script = { { status = 429, headers = { ["Retry-After"] = "1" } } } }
+        local started = require("oauth2.core").now()
+        local res = assert(client:request("GET", "/v7/tests"))
+        assert.equals(200, res.status)
+        -- it waited (no upper bound on a busy machine)
+        assert.is_true(require("oauth2.core").now() - started >= 0.9)
+        local seen = {}
+        for _, e in ipairs(events) do seen[e[1]] = e[2] end
+        assert.equals(1, seen.api_429.wait)
+    end)
+
+    it("gives the 429 back when its wait would pass the deadline", function()
+        server:control { api_script = { { status = 429, headers = {
+            ["X-Organization-Rate-Limit-Reset"] = tostring(os.time() + 60) } } } }
+        local res = assert(client:request("GET", "/v7/tests", { deadline = 2 }))
+        assert.equals(429, res.status)
+        assert.equals(1, server:stats().api_requests)
+    end)
+
+    it("retries a GET on 503 but not a POST unless asked", function()
+        server:control { api_script = { { status = 503 } } }
+        local res = assert(client:request("GET", "/v7/tests"))
+        assert.equals(200, res.status)
+        server:control { api_script = { { status = 503 } } }
+        res = assert(client:request("POST", "/v7/tests/http-server", { json = {} }))
+        assert.equals(503, res.status)
+        server:control { api_script = { { status = 503 } } }
+        res = assert(client:request("POST", "/v7/tests/http-server", { json = {},
+            idempotent = true }))
+        assert.equals(200, res.status)
+    end)
+
+    it("walks the three pages of a listing", function()
+        local ids = {}
+        for page, res in client:pages("/v7/tests") do
+            assert.is_table(page, tostring(res))
+            assert.equals(200, res.status)
+            for _, test in ipairs(page.tests) do ids[#ids + 1] = test.testId end
+        end
+        assert.same({ "11", "12", "21", "22", "31", "32" }, ids)
+        assert.equals(1, server:stats().token_requests)
+        -- and stops at max_pages
+        local pages = 0
+        for _ in client:pages("/v7/tests", { max_pages = 2 }) do pages = pages + 1 end
+        assert.equals(2, pages)
+    end)
+
+    it("gives a failed page as false and the error, then ends", function()
+        server:control { api_script = { { status = 400, body = {
+            title = "Bad Request", detail = "unknown aid" } } } }
+        local steps = {}
+        for page, err in client:pages("/v7/tests", { retries = 0 }) do
+            steps[#steps + 1] = { page, err }
+        end
+        assert.equals(1, #steps)
+        assert.is_false(steps[1][1])
+        assert.matches("unknown aid", tostring(steps[1][2]))
+    end)
+
+    it("refuses a full URL on another host unless allowed, and misuse", function()
+        assert.has_error(function() client:request("GET", "https://example.com/v7/tests") end,
+            "oauth2: https://example.com is not on the API's host " .. server.http_url
+                .. " (set allow_other_host to send the token there)")
+        assert.has_error(function() client:request("GET", "/v7/tests", { bogus = 1 }) end,
+            "oauth2: unknown request option 'bogus'")
+        assert.has_error(function() client:request(42, "/v7/tests") end)
+        assert.has_error(function()
+            client:request("POST", "/v7/x", { json = {}, body = "x", content_type = "a/b" })
+        end, "oauth2: options 'json' and 'body' exclude each other")
+        assert.has_error(function()
+            client:request("GET", "/v7/x", { headers = { Authorization = "Bearer x" } })
+        end, "oauth2: option 'headers' must not set Authorization: the client does")
+        -- a full URL on the API's own host is fine
+        local res = assert(client:request("GET", server.http_url .. "/v7/tests"))
+        assert.equals(200, res.status)
+    end)
+
+    it("makes one call with oauth2.request", function()
+        local res = assert(oauth2.request("GET", "/v7/tests", { host = server.http_url,
+            client_id = "api-id", client_secret = SECRET, query = { cursor = 2 } }))
+        assert.equals("21", res.json.tests[1].testId)
+    end)
+
+    it("passes no secret or token to the event hook", function()
+        assert(client:request("GET", "/v7/tests"))
+        server:control { revoke = true }
+        assert(client:request("GET", "/v7/tests"))
+        local text = cjson.encode(events)
+        assert.is_nil(text:find(SECRET, 1, true))
+        assert.is_nil(text:find("te%-%x+"))
+    end)
+end)
+
+describe("a token", function()
+    it("says how long it has left, and whether it is still valid", function()
+        local server = fake.start()
+        finally(function() server:stop() end)
+        server:reset { clients = { ["api-id"] = SECRET }, expires_in = 100 }
+        local token = assert(oauth2.token { host = server.http_url, client_id = "api-id",
+                                            client_secret = SECRET })
+        local left = token:expires_in_now()
+        assert.is_true(left > 90 and left <= 100)
+        assert.is_true(token:valid())
+        assert.is_true(token:valid(60))
+        assert.is_false(token:valid(100))
+    end)
+end)
