@@ -61,7 +61,7 @@ $(MODULE): $(SOURCES) $(HEADERS)
 # The suite on Lua 5.4, LuaJIT and 5.1, on 5.4 under ASan and UBSan, and
 # on 5.4 under valgrind, summed up as one 'N passed, N failed'.
 test:
-	@sh spec/run 5.4 luajit 5.1 asan:5.4 valgrind:5.4
+	@sh spec/run lint 5.4 luajit 5.1 asan:5.4 valgrind:5.4
 
 # The suite on one Lua: make test-one LUA_VERSION=5.1
 test-one:
@@ -81,7 +81,7 @@ install: $(MODULE)
 
 # Static checks of the Lua code (Debian package lua-check).
 lint:
-	luacheck lua bin/thousandeyes-token spec bench examples .busted
+	@luacheck --no-color -q lua bin/thousandeyes-token spec bench examples .busted
 
 # lua-oauth2 side by side with peer clients (run bench/setup first: it
 # installs the peers; the tests never need them).

@@ -4,7 +4,8 @@
 -- memory store and with the file store (shared by processes; the hot path
 -- must not read the file), and the least any cache can do - a Lua table
 -- lookup plus an os.time() expiry check.  Prints ns/call for each (median
--- of interleaved rounds) and the ratios.  Run with `make bench-client` (Lua 5.4 and LuaJIT).  The token
+-- of interleaved rounds) and the ratios.  Run with `make bench-client`
+-- (Lua 5.4 and LuaJIT).  The token
 -- comes from an injected session, so nothing touches the network.
 
 local build = jit and "luajit" or _VERSION:match("%d+%.%d+")

@@ -148,7 +148,7 @@ local function simulate(kind)
         end
     end
     local heap, workers = {}, {}
-    for node = 1, NODES do
+    for _ = 1, NODES do
         local node_store = fleet_store
         if kind == "shm" then
             node_store = stores.memory(60)

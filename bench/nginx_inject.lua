@@ -146,7 +146,8 @@ local ok, failure = pcall(function()
                                       client_secret = "secret-x", retries = 0 })
                 times[i] = (now() - started) * 1000
             end
-            local step = tonumber(get(("%s/fetch-latency?ms=%d&n=%d&mode=step"):format(base, ms, n)))
+            local step = tonumber(get(("%s/fetch-latency?ms=%d&n=%d&mode=step")
+                :format(base, ms, n)))
             local thread = tonumber(get(("%s/fetch-latency?ms=%d&n=%d&mode=thread")
                 :format(base, ms, n)))
             print(("| %d ms | %.2f | %.2f | %.2f |"):format(ms, median(times), step, thread))

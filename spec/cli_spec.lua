@@ -196,6 +196,7 @@ describe("thousandeyes-token", function()
         local code, out, err = cli("--check-config " .. good, creds)
         assert.equals(0, code, err)
         assert.equals(good .. ": ok\n", out)
+        local _
         code, _, err = cli("--check-config " .. bad, creds)
         assert.equals(2, code)
         assert.matches("option 'cooldown' must be a number above 0", err)

@@ -3,7 +3,6 @@
 -- and the same session works again afterwards.
 
 local oauth2 = require "oauth2"
-local core = require "oauth2.core"
 local fake = require "server"
 
 local SECRET = "sentinel-Secret-fault-8c2d"

@@ -170,8 +170,8 @@ describe("a fleet on a Redis store", function()
         local seen = server:stats().api_unauthorized
         core.sleep(5)
         -- the other nodes dropped the rejected token without meeting a 401
-        local ok, bad, _, out = everyone(10, 0)
-        assert.equals(30, ok, out)
+        local ok, bad, _, text = everyone(10, 0)
+        assert.equals(30, ok, text)
         assert.equals(0, bad)
         assert.equals(seen, server:stats().api_unauthorized)
         assert.equals(2, server:stats().token_requests)

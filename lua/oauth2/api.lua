@@ -212,7 +212,8 @@ function _M.request(client, method, target, opts, level)
     if not req then error("oauth2: " .. why, level) end
     for _, name in ipairs { "deadline", "timeout" } do
         local value = opts[name]
-        if value ~= nil and (type(value) ~= "number" or not (value > 0) or value > 86400) then
+        if value ~= nil and (type(value) ~= "number" or value ~= value or value <= 0
+                or value > 86400) then
             error("oauth2: request option '" .. name .. "' must be a positive number of "
                 .. "seconds, at most 86400", level)
         end

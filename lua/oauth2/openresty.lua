@@ -691,7 +691,8 @@ local function check_own(opts)
             or own.status > 599 then
         return misuse("option 'status' must be an HTTP error status (400 to 599)")
     end
-    if own.thread_pool ~= false and (type(own.thread_pool) ~= "string" or own.thread_pool == "") then
+    if own.thread_pool ~= false
+            and (type(own.thread_pool) ~= "string" or own.thread_pool == "") then
         return misuse("option 'thread_pool' must name an nginx thread_pool")
     end
     if own.store ~= false then

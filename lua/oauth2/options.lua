@@ -8,12 +8,12 @@
 
 local core = require "oauth2.core"
 
-local type, pairs, ipairs, tostring, tonumber, error =
-      type, pairs, ipairs, tostring, tonumber, error
+local type, pairs, ipairs, tostring, tonumber =
+      type, pairs, ipairs, tostring, tonumber
 local getenv = os.getenv
 local concat, sort = table.concat, table.sort
 local find, match, gsub, lower = string.find, string.match, string.gsub, string.lower
-local floor, huge = math.floor, math.huge
+local floor = math.floor
 
 local _M = { _VERSION = core._VERSION }
 
