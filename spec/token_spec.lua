@@ -468,3 +468,42 @@ describe("oauth2.token", function()
         end)
     end)
 end)
+
+describe("oauth2.token params", function()
+    local server
+    setup(function() server = fake.start() end)
+    teardown(function() if server then server:stop() end end)
+    before_each(function() server:reset { clients = { ["params-id"] = "params-secret" } } end)
+
+    it("sends extra form fields, and refuses ones that collide with its own", function()
+        assert(oauth2.token { host = server.http_url, client_id = "params-id",
+            client_secret = "params-secret",
+            params = { resource = "https://api.example/v7", audience = "te" } })
+        local form = server:last_request().form
+        assert.equals("https://api.example/v7", form.resource)
+        assert.equals("te", form.audience)
+        assert.equals("client_credentials", form.grant_type)
+        assert.has_error(function()
+            oauth2.token { host = server.http_url, client_id = "params-id",
+                client_secret = "params-secret", params = { scope = "x" } }
+        end, "oauth2: option 'params' must not set 'scope': the request sets it (use the "
+            .. "option of that name)")
+        assert.has_error(function()
+            oauth2.token { host = server.http_url, client_id = "params-id",
+                client_secret = "params-secret", params = { ["a b"] = "x" } }
+        end)
+    end)
+
+    it("keeps tokens for other params apart in a client's cache", function()
+        local opts = { host = server.http_url, client_id = "params-id",
+            client_secret = "params-secret", params = { resource = "r1" } }
+        local one = oauth2.client(opts)
+        opts.params = { resource = "r2" }
+        local two = oauth2.client(opts)
+        assert(one:token())
+        assert(two:token())
+        assert.equals(2, server:stats().token_requests)
+        one:close()
+        two:close()
+    end)
+end)

@@ -11,8 +11,8 @@ local options = require "oauth2.options"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
-local type, tonumber, tostring, setmetatable, ipairs, pcall, error =
-      type, tonumber, tostring, setmetatable, ipairs, pcall, error
+local type, tonumber, tostring, setmetatable, ipairs, pairs, pcall, error =
+      type, tonumber, tostring, setmetatable, ipairs, pairs, pcall, error
 local floor, max, min, random = math.floor, math.max, math.min, math.random
 local time = os.time
 local sub, format, gsub, lower = string.sub, string.format, string.gsub, string.lower
@@ -277,6 +277,7 @@ local NO_HEADERS = {}
 -- (set before each attempt) ever change.
 function _M.build_request(conf)
     local form = { grant_type = conf.grant_type }
+    for name, value in pairs(conf.params or {}) do form[name] = value end
     form.scope = conf.scope
     form.thousandeyes_bearer_token = conf.thousandeyes_bearer_token
     local req = {

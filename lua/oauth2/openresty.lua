@@ -757,10 +757,11 @@ function _M.new(opts)
     end
     local thread_conf
     if own.thread_pool then
-        -- what a thread pool's Lua state gets: plain values only
+        -- what a thread pool's Lua state gets: plain values only (and
+        -- params, a table of strings)
         thread_conf = {}
         for name, value in pairs(conf) do
-            if type(value) ~= "table" and type(value) ~= "userdata" then
+            if name == "params" or type(value) ~= "table" and type(value) ~= "userdata" then
                 thread_conf[name] = value
             end
         end

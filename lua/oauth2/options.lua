@@ -149,6 +149,23 @@ function check.proxy(value)
     return v
 end
 
+-- params: extra form fields of the token request (RFC 8707 resource,
+-- audience), names to strings; a copy.
+function check.params(value)
+    if type(value) ~= "table" then return nil, "must be a table of form fields" end
+    local copy = {}
+    for name, field in pairs(value) do
+        if type(name) ~= "string" or not find(name, "^[%w_.~-]+$") then
+            return nil, "must map field names (letters, digits, _ . ~ -) to strings"
+        end
+        if type(field) ~= "string" or has_control(field) then
+            return nil, "must map field names to strings without CR, LF or NUL"
+        end
+        copy[name] = field
+    end
+    return copy
+end
+
 -- scope: "a b" or { "a", "b" }, sent space-separated.
 function check.scope(value)
     if type(value) == "table" then
@@ -212,6 +229,13 @@ _M.schema = {
     user_agent = check.header,
     max_body = integer(1, 1024 * 1024 * 1024),
     session = check.session,
+    params = check.params,
+}
+
+-- The token request's own form fields, which params may not set.
+local FORM_FIELDS = {
+    grant_type = "grant_type", scope = "scope", client_id = "client_id",
+    client_secret = "client_secret", thousandeyes_bearer_token = "thousandeyes_bearer_token",
 }
 
 local LOOPBACK = { localhost = true, ["::1"] = true, ["[::1]"] = true }
@@ -346,6 +370,19 @@ function _M.validate(opts)
         if conf.client_secret == nil then
             return misuse("auth_method 'client_secret_basic' needs 'client_secret'")
         end
+    end
+    if conf.params then
+        local names = {}
+        for name, value in pairs(conf.params) do
+            if FORM_FIELDS[name] then
+                return misuse("option 'params' must not set '%s': the request sets it (use "
+                    .. "the option of that name)", name)
+            end
+            names[#names + 1] = name .. "=" .. value
+        end
+        sort(names)
+        -- in the cache key: a token for another resource is another token
+        conf.params_key = concat(names, "\n")
     end
     if conf.connect_timeout > conf.timeout then conf.connect_timeout = conf.timeout end
     if conf.backoff_max < conf.backoff_base then conf.backoff_max = conf.backoff_base end

@@ -19,7 +19,7 @@ local _M = { _VERSION = core._VERSION }
 -- What a token depends on, in a fixed order (the cache key's inputs).
 local KEY_FIELDS = {
     "url", "client_id", "grant_type", "auth_method", "scope", "x_tenant_id",
-    "client_secret", "thousandeyes_bearer_token", "access_token",
+    "client_secret", "thousandeyes_bearer_token", "access_token", "params_key",
 }
 
 -- The policy options and their defaults.
