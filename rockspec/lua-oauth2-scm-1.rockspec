@@ -1,6 +1,7 @@
--- LuaRocks build of lua-oauth2: the C core (linked with libcurl and
--- libcrypto) and the Lua modules.  From a checkout: luarocks make (add --deps-mode=none when
--- lua-cjson comes from the system, e.g. Debian's lua-cjson package).
+-- LuaRocks build of lua-oauth2: the C core (linked with libcurl, libcrypto
+-- and hiredis) and the Lua modules.  From a checkout: luarocks make (add
+-- --deps-mode=none when lua-cjson and argparse come from the system, e.g.
+-- Debian's lua-cjson and lua-argparse packages).
 rockspec_format = "3.0"
 package = "lua-oauth2"
 version = "scm-1"
@@ -25,6 +26,8 @@ secret.
 dependencies = {
    "lua >= 5.1, < 5.5",
    "lua-cjson >= 2.1",
+   -- the command-line tool's arguments
+   "argparse >= 0.7",
 }
 
 -- Only the library is looked up: Debian and Ubuntu keep curl/curl.h in a
@@ -58,6 +61,7 @@ build = {
          libraries = { "curl", "crypto", "hiredis" },
       },
       ["oauth2"] = "lua/oauth2.lua",
+      ["oauth2.api"] = "lua/oauth2/api.lua",
       ["oauth2.client"] = "lua/oauth2/client.lua",
       ["oauth2.endpoint"] = "lua/oauth2/endpoint.lua",
       ["oauth2.error"] = "lua/oauth2/error.lua",
@@ -65,9 +69,11 @@ build = {
       ["oauth2.openresty"] = "lua/oauth2/openresty.lua",
       ["oauth2.options"] = "lua/oauth2/options.lua",
       ["oauth2.policy"] = "lua/oauth2/policy.lua",
+      ["oauth2.store"] = "lua/oauth2/store.lua",
       ["oauth2.transport"] = "lua/oauth2/transport.lua",
    },
    install = {
       bin = { ["thousandeyes-token"] = "bin/thousandeyes-token" },
    },
+   copy_directories = { "examples" },
 }

@@ -126,8 +126,67 @@ describe("thousandeyes-token", function()
         assert.matches("%-%-timeout needs a number", err)
         code, _, err = cli(host(), {})
         assert.equals(2, code)
-        assert.equals("thousandeyes-token: oauth2: option 'client_id' is required "
+        assert.equals("thousandeyes-token: oauth2: --client-id is required "
             .. "(or set THOUSANDEYES_CLIENT_ID)\n", err)
+    end)
+
+    it("names the flag in every usage mistake", function()
+        local cases = {
+            { "--header --json", "option '%-%-json' can not be used together with option "
+                .. "'%-%-header'" },
+            { "--host http://a --token-url http://b", "can not be used together" },
+            { "--insecure --ca-file x", "can not be used together" },
+            { "--timeout=-1", "%-%-timeout must be a positive number of seconds" },
+            { "--retries 1.5", "%-%-retries must be an integer from 0 to 100, got 1%.5" },
+            { "--host ftp://x", "%-%-host must be an http:// or https:// URL" },
+            { "--auth-method magic", "argument for option '%-%-auth%-method' must be one of" },
+            { "--client-id", "option '%-%-client%-id' requires an argument" },
+            { "--scope ' '", "%-%-scope needs a scope" },
+            { "api", "missing argument 'method'" },
+            { "api GET /v7/tests --query novalue", "%-%-query needs name=value" },
+            { "api POST /v7/tests --data '{not json'", "%-%-data must be JSON" },
+        }
+        for _, case in ipairs(cases) do
+            local code, out, err = cli(host() .. " " .. case[1], creds)
+            assert.equals(2, code, case[1] .. ": " .. err)
+            assert.equals("", out)
+            assert.matches(case[2], err, nil, false, case[1])
+        end
+    end)
+
+    it("takes the API's space-separated scopes, and arguments after --", function()
+        local code, out = cli(host() .. " --json --scope 'a:read b:read' --scope c:read", creds)
+        assert.equals(0, code)
+        assert.equals("a:read b:read c:read", cjson.decode(out).scope)
+        -- after --, what looks like a flag is an argument of api
+        code, out = cli(host() .. " api GET -- /v7/tests", creds)
+        assert.equals(0, code)
+        assert.equals("11", cjson.decode(out).tests[1].testId)
+    end)
+
+    it("hints at --ca-file when the server's certificate is not trusted", function()
+        local code, _, err = cli("--host " .. server.https_url .. " --retries 0", creds)
+        assert.equals(1, code)
+        assert.matches("^thousandeyes%-token: oauth2: tls error", err)
+        assert.matches("pass %-%-ca%-file or set THOUSANDEYES_CA_FILE", err)
+    end)
+
+    it("calls the API with api METHOD PATH and prints the JSON", function()
+        local code, out, err = cli(host() .. " api GET /v7/tests --query cursor=3", creds)
+        assert.equals(0, code, err)
+        local page = cjson.decode(out)
+        assert.equals("31", page.tests[1].testId)
+        code, out = cli(host() .. " api POST /v7/tags --data '{\"name\":\"x\"}'", creds)
+        assert.equals(0, code)
+        assert.equals('{"name":"x"}', cjson.decode(out).body)
+        -- the token is cached between runs: one token request for all
+        assert.equals(1, server:stats().token_requests)
+        -- an answer that is not 2xx: its body, and exit 1
+        server:control { api_script = { { status = 404, body = { title = "Not Found" } } } }
+        code, out, err = cli(host() .. " api GET /v7/nothing", creds)
+        assert.equals(1, code)
+        assert.equals("Not Found", cjson.decode(out).title)
+        assert.equals("thousandeyes-token: the API answered HTTP 404\n", err)
     end)
 
     it("makes one token request for 20 runs in a row, and --no-cache one each", function()

@@ -18,10 +18,21 @@ describe("the rockspec", function()
         p:close()
         tree = work .. "/tree"
         -- build from a copy, so the build leaves nothing in the checkout
-        assert(run(("cp -r src lua bin rockspec '%s'/"):format(work)))
+        assert(run(("cp -r src lua bin rockspec examples '%s'/"):format(work)))
     end)
     teardown(function()
         if work then os.execute(("rm -rf '%s'"):format(work)) end
+    end)
+
+    it("lists every Lua module in the rockspec", function()
+        local rockspec = assert(io.open("rockspec/lua-oauth2-scm-1.rockspec")):read("*a")
+        local p = io.popen("ls lua/oauth2/*.lua")
+        for path in p:lines() do
+            local name = "oauth2." .. path:match("([%w_]+)%.lua$")
+            assert.is_truthy(rockspec:find('["' .. name .. '"] = "' .. path .. '"', 1, true),
+                name .. " is missing from the rockspec")
+        end
+        p:close()
     end)
 
     it("installs the C core and the Lua modules with luarocks make", function()
