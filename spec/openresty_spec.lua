@@ -250,6 +250,18 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(1, stats().token_requests)
     end)
 
+    it("tells on_event of fetches and invalidations, for Prometheus", function()
+        start_nginx {}
+        assert.equals(200, (get("/v7/tests")))
+        assert.equals(200, (get("/invalidate")))
+        local status, headers, body = get("/metrics")
+        assert.equals(200, status)
+        assert.matches("^text/plain", headers["content-type"] or headers["Content-Type"])
+        assert.matches('# TYPE oauth2_token_events_total counter\n', body, 1, true)
+        assert.matches('oauth2_token_events_total{event="fetch"} 1\n', body, 1, true)
+        assert.matches('oauth2_token_events_total{event="invalidation"} 1\n', body, 1, true)
+    end)
+
     it("makes API requests with client:request, many at once in one worker", function()
         server:control { delay = 0.3 }
         start_nginx { workers = 1 }

@@ -52,6 +52,7 @@ _M.defaults = {
     status = 503,        -- what authorize() answers when it has no token
     thread_pool = false, -- name of an nginx thread_pool to run fetches in
     store = false,       -- a fleet store: "redis://..." or oauth2.store.redis's table
+    on_event = false,    -- function(event, info): fetch, failure, invalidation
 }
 
 -- Error kinds that say something about the token endpoint; only these are
@@ -158,6 +159,13 @@ end
 local function count(self, name)
     self.counters[name] = self.counters[name] + 1
     self.dict:incr(self.count_key .. name, 1, 0)
+end
+
+-- Tell the on_event hook, if any; it runs where it is called (a timer,
+-- a header filter: it must not yield) and its errors are not ours.
+local function emit(self, event, info)
+    local hook = self.on_event
+    if hook then pcall(hook, event, info) end
 end
 
 -- ---------------------------------------------------------------- fetches
@@ -324,6 +332,7 @@ local function obtain(self)
                            rejected = record.rejected }
                 fleet:set(key, secret, record, expire_at - wall_now())
                 count(self, "fetches")
+                emit(self, "fetch", { expires_in = token.expires_in, fleet = true })
                 lease:unlock()
                 return nil, nil, record
             end
@@ -365,8 +374,10 @@ local function fetch_locked(self, owner)
         store_token(self, token, sent_at)
         self.dict:delete(self.fail_key)
         count(self, "fetches")
+        emit(self, "fetch", { expires_in = token.expires_in })
     elseif err then
         count(self, "failures")
+        emit(self, "failure", { kind = err.kind, status = err.status, code = err.code })
         self.last_error = err
         if ENDPOINT_KINDS[err.kind] then
             local wait = policy_rules.failure_wait(self.policy, err)
@@ -606,6 +617,7 @@ function Token:invalidate(rejected)
     dict:delete(self.at_key)
     self.fallback = nil
     count(self, "invalidations")
+    emit(self, "invalidation", { cooldown = cooldown })
     local fleet = self.fleet
     if fleet and rejected then
         -- in the fleet's store too, only if it still holds that token (in a
@@ -695,6 +707,9 @@ local function check_own(opts)
             and (type(own.thread_pool) ~= "string" or own.thread_pool == "") then
         return misuse("option 'thread_pool' must name an nginx thread_pool")
     end
+    if own.on_event ~= false and type(own.on_event) ~= "function" then
+        return misuse("option 'on_event' must be a function (event, info)")
+    end
     if own.store ~= false then
         local fleet, why = stores.redis(own.store)
         if not fleet then return misuse("option 'store': %s", why) end
@@ -771,6 +786,7 @@ function _M.new(opts)
         conf = conf,
         request = exchange.build_request(conf),
         fleet = own.fleet,
+        on_event = own.on_event or nil,
         fleet_key = policy_rules.cache_key(conf),
         secret = conf.client_secret or conf.access_token,
         thread_conf = thread_conf,
