@@ -91,6 +91,18 @@ describe("API requests", function()
         assert.same({ "fetch", "invalidation", "api_401", "fetch" }, seen)
     end)
 
+    it("waits out the invalidation cool-down of a token rejected right after its fetch",
+        function()
+        local fresh = oauth2.client { host = server.http_url, client_id = "api-id",
+            client_secret = SECRET, invalidate_cooldown = 1, scope = "cooldown:test" }
+        finally(function() fresh:close() end)
+        assert(fresh:request("GET", "/v7/tests"))
+        server:control { revoke = true }
+        local res = assert(fresh:request("GET", "/v7/tests"))
+        assert.equals(200, res.status)
+        assert.equals(2, server:stats().token_requests)
+    end)
+
     it("gives the 401 back when a fresh token is refused too", function()
         assert(client:request("GET", "/v7/tests"))
         -- every token, the fresh one too, is refused

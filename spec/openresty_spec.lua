@@ -441,6 +441,10 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(200, status, body)
         local shared = require("cjson").decode(body).shared
         assert.equals(1, shared.fetches)
+        -- its Prometheus counters
+        status, _, body = get("/metrics")
+        assert.equals(200, status, body)
+        assert.matches('oauth2_token_events_total{event="fetch"} 1\n', body, 1, true)
         -- and its purge on 401
         server:control { revoke = true }
         assert.equals(401, (get("/v7/tests")))

@@ -6,7 +6,8 @@
 -- A request goes through the same C core as the token (transport, TLS,
 -- proxy and timeout options of the client), with the client's token in
 -- Authorization.  A 401 drops that token (client:invalidate(), with its
--- cool-down and its store) and retries once with a fresh one; a 429 waits
+-- store and its cool-down, which is waited out within the deadline) and
+-- retries once with a fresh one; a 429 waits
 -- for Retry-After or X-Organization-Rate-Limit-Reset when that fits in the
 -- deadline; 5xx answers and network failures are retried with backoff for
 -- idempotent methods only, unless the caller says the request is safe to
@@ -243,6 +244,12 @@ function _M.request(client, method, target, opts, level)
                     deadline) })
         end
         local header, token_err = client:header()
+        if not header and renewed and token_err.code == "invalidated"
+                and token_err.retry_after and now() + token_err.retry_after < deadline_at then
+            -- the token just dropped was fresh: its cool-down first
+            sleep(token_err.retry_after)
+            header, token_err = client:header()
+        end
         if not header then return finish(nil, token_err) end
         req.headers.Authorization = header
         req.timeout = min(timeout, left)

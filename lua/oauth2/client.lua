@@ -547,8 +547,8 @@ function _M.new(opts)
     local store_opt = policy_opts.store
     if store_opt ~= nil and store_opt ~= "memory" and store_opt ~= "file"
             and type(store_opt) ~= "string" and type(store_opt) ~= "table" then
-        return nil, "oauth2: option 'store' must be \"memory\", \"file\", a directory or "
-            .. "a store object"
+        return nil, "oauth2: option 'store' must be \"memory\", \"file\", a directory, a "
+            .. "redis:// URL (or its table) or a store object"
     end
     -- no connection kept between fetches an hour apart, unless the caller
     -- passes a session of theirs
@@ -579,9 +579,11 @@ function _M.new(opts)
         on_event = policy_opts.on_event,
         api_connection = nil, -- the kept connection of API requests
     }
-    if type(store_opt) == "table" then
+    if type(store_opt) == "table" and type(store_opt.get) == "function" then
         self.shared = store_opt
-    elseif type(store_opt) == "string" and store_opt:match("^redis://") then
+    elseif type(store_opt) == "table" or type(store_opt) == "string"
+            and store_opt:match("^redis://") then
+        -- a Redis URL, or the table of oauth2.store.redis
         local shared, problem = stores.redis(store_opt)
         if not shared then return nil, "oauth2: option 'store': " .. problem end
         self.shared = shared

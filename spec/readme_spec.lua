@@ -1,0 +1,155 @@
+-- The README's code blocks, run as they are written: they are read from
+-- README.md itself, so the two cannot drift.  Only addresses change: the
+-- ThousandEyes host becomes the fake API's, Redis's default port the
+-- spec's redis-server.  Credentials come from the environment, as the
+-- README says they do.
+--
+--   lua     run in a child interpreter; it must exit 0
+--   sh      run with sh -e in a copy of the checkout, with the CLI on PATH
+--           (apt-get lines only as root: they install what CI has)
+--   nginx   excerpts of examples/nginx.conf, which the OpenResty spec runs:
+--           each must be found there as it is
+-- The first block is the README's two commands: its demo runs here, its
+-- test command is what CI runs (this suite).
+
+local fake = require "server"
+local shell = require "shell"
+local redis_server = require "redis"
+
+local SECRET = "sentinel-Secret-readme-81fe"
+
+-- The fenced blocks of a markdown text: { lang =, code =, line = }, with
+-- the indentation of a block inside a list item removed.
+local function blocks(text)
+    local found, current, number = {}, nil, 0
+    for line in (text .. "\n"):gmatch("(.-)\n") do
+        number = number + 1
+        if current then
+            if line:match("^%s*```%s*$") then
+                found[#found + 1] = current
+                current = nil
+            else
+                current.lines[#current.lines + 1] = line:sub(#current.indent + 1)
+            end
+        else
+            local indent, lang = line:match("^(%s*)```(%w*)%s*$")
+            if indent then current = { lang = lang, indent = indent, lines = {}, line = number } end
+        end
+    end
+    for _, block in ipairs(found) do block.code = table.concat(block.lines, "\n") .. "\n" end
+    return found
+end
+
+local readme = assert(shell.read_file("README.md"))
+local all = blocks(readme)
+
+describe("the README's code blocks", function()
+    local server, redis, dir, work
+
+    setup(function()
+        server = fake.start()
+        redis = redis_server.start()
+        server:reset { clients = { ["readme-id"] = SECRET } }
+        dir = shell.temp_dir()
+        -- a copy of the checkout for the shell blocks (they build and install)
+        work = dir .. "/work"
+        local code, out = shell.run(("mkdir -p %s/home %s/run && chmod 700 %s/run && "
+            .. "tar --exclude=./build --exclude=./.git -cf - . | (mkdir %s && cd %s && tar -xf -)")
+            :format(shell.quote(dir), shell.quote(dir), shell.quote(dir), shell.quote(work),
+                shell.quote(work)))
+        assert.equals(0, code, out)
+    end)
+    teardown(function()
+        if redis then redis:stop() end
+        if server then server:stop() end
+        if dir then shell.run("rm -rf " .. shell.quote(dir)) end
+    end)
+
+
+    local env = function()
+        return { THOUSANDEYES_CLIENT_ID = "readme-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
+                 THOUSANDEYES_HOST = server.http_url, XDG_RUNTIME_DIR = dir .. "/run",
+                 HOME = dir .. "/home" }
+    end
+
+    -- the addresses of this machine's servers for the README's
+    local function localize(code)
+        code = code:gsub("https://api%.thousandeyes%.com", server.http_url)
+        code = code:gsub("127%.0%.0%.1:6379", "127.0.0.1:" .. redis.port)
+        return code
+    end
+
+    it("are found", function()
+        local kinds = {}
+        for _, block in ipairs(all) do kinds[block.lang] = (kinds[block.lang] or 0) + 1 end
+        assert.is_true((kinds.lua or 0) >= 8)
+        assert.is_true((kinds.sh or 0) >= 4)
+        assert.is_true((kinds.nginx or 0) >= 3)
+        for _, block in ipairs(all) do
+            assert.is_truthy(({ lua = true, sh = true, nginx = true })[block.lang],
+                "README.md line " .. block.line .. ": a block of unknown kind '" .. block.lang .. "'")
+        end
+    end)
+
+    local is_root = (select(2, shell.run("id -u")) or ""):match("^0") ~= nil
+
+    for index, block in ipairs(all) do
+        local name = ("block %d (README.md line %d, %s)"):format(index, block.line, block.lang)
+        if block.lang == "lua" then
+            it("runs " .. name, function()
+                local file = dir .. "/block" .. index .. ".lua"
+                local f = assert(io.open(file, "w"))
+                f:write(localize(block.code))
+                f:close()
+                local code, out = shell.run(shell.lua_command(env(), shell.quote(file)),
+                    { lua = true })
+                assert.equals(0, code, out)
+                assert.is_nil(out:find(SECRET, 1, true), "the secret shows")
+            end)
+        elseif block.lang == "nginx" then
+            it("finds " .. name .. " in examples/nginx.conf, which runs", function()
+                local example = assert(shell.read_file("examples/nginx.conf"))
+                assert.is_truthy(example:find(block.code, 1, true),
+                    "not in examples/nginx.conf:\n" .. block.code)
+            end)
+        elseif block.code:find("make test", 1, true) then
+            it("runs the demo of " .. name .. ", and CI runs its test command", function()
+                assert.matches("\nsh %.ci/deps && make demo", "\n" .. block.code)
+                assert.matches("\nsh %.ci/deps && make test", "\n" .. block.code)
+                assert.matches("\nmake test\n", "\n" .. assert(shell.read_file(".ci/run")))
+                local code, out = shell.run("cd " .. shell.quote(work) .. " && make -s demo")
+                assert.equals(0, code, out)
+                assert.matches("oauth2 token Bearer", out)
+            end)
+        elseif block.code:find("apt-get", 1, true) and not is_root then
+            pending(name .. ": installs packages, as root only")
+        else
+            it("runs " .. name, function()
+                -- the CLI of the copy, on PATH, on a build of its own (no
+                -- sanitizer: the suite's may be an ASan one)
+                local code, out = shell.run("cd " .. shell.quote(work) .. " && make -s build")
+                assert.equals(0, code, out)
+                local bin = dir .. "/bin"
+                local wrapper = ("#!/bin/sh\nLUA_PATH=%s LUA_CPATH=%s exec lua5.4 %s \"$@\"\n")
+                    :format(shell.quote(work .. "/lua/?.lua;;"),
+                        shell.quote(work .. "/build/5.4/?.so;;"),
+                        shell.quote(work .. "/bin/thousandeyes-token"))
+                shell.run("mkdir -p " .. shell.quote(bin))
+                local f = assert(io.open(bin .. "/thousandeyes-token", "w"))
+                f:write(wrapper)
+                f:close()
+                shell.run("chmod +x " .. shell.quote(bin .. "/thousandeyes-token"))
+                local file = dir .. "/block" .. index .. ".sh"
+                f = assert(io.open(file, "w"))
+                f:write(localize(block.code))
+                f:close()
+                local exports = { "PATH=" .. shell.quote(bin) .. ":$PATH" }
+                for k, v in pairs(env()) do exports[#exports + 1] = k .. "=" .. shell.quote(v) end
+                code, out = shell.run("cd " .. shell.quote(work) .. " && export "
+                    .. table.concat(exports, " ") .. " && sh -e " .. shell.quote(file))
+                assert.equals(0, code, out)
+                assert.is_nil(out:find(SECRET, 1, true), "the secret shows")
+            end)
+        end
+    end
+end)
