@@ -120,9 +120,11 @@ describe("a fleet on a Redis store", function()
                 .. shell.quote(dir) .. "/proc.* 2>/dev/null; rm -f " .. shell.quote(dir)
                 .. "/node.* " .. shell.quote(dir) .. "/proc.* " .. shell.quote(done))
             local good, bad = 0, 0
+            -- (a process says once on stderr that its store is away: not
+            -- an answer)
             for line in text:gmatch("[^\n]+") do
                 if line == "code=200" or line:match("^token te%-%x+$") then good = good + 1
-                else bad = bad + 1 end
+                elseif line:match("^code=") or line:match("^error ") then bad = bad + 1 end
             end
             return good, bad, text
         end
@@ -221,5 +223,31 @@ describe("a fleet on a Redis store", function()
         assert.equals(0, bad, out)
         assert.is_true(good > 0)
         assert.equals(1, server:stats().token_requests)
+    end)
+
+    long("keeps serving with Redis down at the refresh point, and fetches alone late", function()
+        -- 40 s tokens: counted as expired at 20 s (the margin), due at 16 s
+        -- (nginx: no jitter; the processes' 15.2 to 16 s), fetched alone
+        -- from a point in 18 to 20 s (processes: 17.6 to 20 s)
+        server:control { expires_in = 40 }
+        everyone(4, 0)
+        local started = server:stats().requests[1].at
+        local finish = traffic(26, 3)
+        core.sleep(2)
+        redis:halt()
+        local good, bad, out = finish()
+        redis:start_again()
+        assert.equals(0, bad, out)
+        assert.is_true(good > 0)
+        local requests = server:stats().requests
+        -- no fetch at the refresh point: each node and process waited for
+        -- its own point late in the token's life, then fetched alone
+        assert.is_true(#requests > 1, "no token was fetched alone")
+        for i = 2, #requests do
+            local at = requests[i].at - started
+            assert.is_true(at >= 17.5, ("a token request at %.1f s"):format(at))
+        end
+        -- at most one per node and process
+        assert.is_true(#requests <= 1 + 3 + 3, #requests .. " token requests")
     end)
 end)

@@ -259,7 +259,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.counted = True
             scripted = STATE.script.pop(0) if STATE.script else None
             delay = STATE.delay
-        record = {"headers": {k.lower(): v for k, v in self.headers.items()},
+        record = {"at": time.time(),
+                  "headers": {k.lower(): v for k, v in self.headers.items()},
                   "port": self.server.server_address[1]}
         if self.proxied_host:
             record["proxied_host"] = self.proxied_host
