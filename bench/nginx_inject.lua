@@ -78,6 +78,21 @@ local function get(url)
     return out
 end
 
+-- ROUNDS rounds of wrk over each of `paths` (under base), in turn and in
+-- reverse order on every other round, so drift hits them alike; the
+-- req/s of each path by round.
+local function interleaved(base, paths)
+    local rates = {}
+    for _, path in ipairs(paths) do rates[path] = {} end
+    for round = 1, ROUNDS do
+        for i = 1, #paths do
+            local path = paths[round % 2 == 1 and i or #paths + 1 - i]
+            rates[path][round] = rate(base .. path)
+        end
+    end
+    return rates
+end
+
 local server = fake.start()
 local faults = fake.start_faults()
 local redis = redis_server.start()
@@ -110,18 +125,8 @@ local ok, failure = pcall(function()
         with_nginx(workers, function(base)
             -- the first request fetches the token; after that it is in the dict
             get(base .. "/inject")
-            local inject, plain, empty = {}, {}, {}
-            for round = 1, ROUNDS do
-                if round % 2 == 1 then
-                    inject[round] = rate(base .. "/inject")
-                    plain[round] = rate(base .. "/plain")
-                    empty[round] = rate(base .. "/empty-lua")
-                else
-                    empty[round] = rate(base .. "/empty-lua")
-                    plain[round] = rate(base .. "/plain")
-                    inject[round] = rate(base .. "/inject")
-                end
-            end
+            local rates = interleaved(base, { "/inject", "/plain", "/empty-lua" })
+            local inject, plain, empty = rates["/inject"], rates["/plain"], rates["/empty-lua"]
             -- this machine's speed swings between rounds: the ratio of each
             -- round's pair, run back to back, is steadier than a ratio of medians
             local pairs_inject, pairs_empty = {}, {}
@@ -176,18 +181,9 @@ local ok, failure = pcall(function()
     with_nginx(2, function(base)
         get(base .. "/inject-redis")
         get(base .. "/inject")
-        local redis_rates, inject, plain = {}, {}, {}
-        for round = 1, ROUNDS do
-            if round % 2 == 1 then
-                redis_rates[round] = rate(base .. "/inject-redis")
-                inject[round] = rate(base .. "/inject")
-                plain[round] = rate(base .. "/plain")
-            else
-                plain[round] = rate(base .. "/plain")
-                inject[round] = rate(base .. "/inject")
-                redis_rates[round] = rate(base .. "/inject-redis")
-            end
-        end
+        local rates = interleaved(base, { "/inject-redis", "/inject", "/plain" })
+        local redis_rates, inject, plain = rates["/inject-redis"], rates["/inject"],
+            rates["/plain"]
         local to_plain, inject_plain, to_inject = {}, {}, {}
         for round = 1, ROUNDS do
             to_plain[round] = redis_rates[round] / plain[round]
