@@ -24,7 +24,7 @@ local transport = require "oauth2.transport"
 
 local type, pairs, error, pcall, setmetatable, tostring =
       type, pairs, error, pcall, setmetatable, tostring
-local max, min, floor, huge, random = math.max, math.min, math.floor, math.huge, math.random
+local max, min, floor, huge = math.max, math.min, math.floor, math.huge
 local concat, format = table.concat, string.format
 
 local _M = { _VERSION = core._VERSION }
@@ -281,8 +281,7 @@ local function fetch(self, entry, refreshing)
             if entry.token and now < entry.expire_after then
                 local alone_at = entry.alone_at
                 if not alone_at then
-                    alone_at = entry.refresh_after
-                        + (entry.expire_after - entry.refresh_after) * (0.5 + 0.5 * random())
+                    alone_at = policy_rules.alone_at(entry.refresh_after, entry.expire_after)
                     entry.alone_at = alone_at
                 end
                 if now < alone_at then return entry.token end

@@ -224,8 +224,7 @@ local function store_header(self, header, refresh_at, expire_at)
         -- from which this node fetches alone (late in the token's life)
         ok, why = dict:set(self.exp_key, expire_at, ttl)
         if ok then
-            ok, why = dict:set(self.alone_key,
-                refresh_at + (expire_at - refresh_at) * (0.5 + 0.5 * random()), ttl)
+            ok, why = dict:set(self.alone_key, policy_rules.alone_at(refresh_at, expire_at), ttl)
         end
     end
     if ok then ok, why = dict:set(self.key, header, ttl, floor(refresh_at)) end

@@ -123,4 +123,12 @@ function _M.failure_wait(policy, err)
     return wait
 end
 
+--- With the shared store unreachable past the refresh point: the point
+-- from which a holder of a token valid from refresh_at to expire_at
+-- fetches on its own, random in the second half of what is left, so a
+-- fleet cut off from its store does not fetch all at once.
+function _M.alone_at(refresh_at, expire_at)
+    return refresh_at + (expire_at - refresh_at) * (0.5 + 0.5 * random())
+end
+
 return _M
