@@ -9,7 +9,7 @@
 -- comes from an injected session, so nothing touches the network.
 
 local build = jit and "luajit" or _VERSION:match("%d+%.%d+")
-package.path = "lua/?.lua;" .. package.path
+package.path = "lua/?.lua;bench/?.lua;" .. package.path
 package.cpath = "build/" .. build .. "/?.so;" .. package.cpath
 
 local oauth2 = require "oauth2"
@@ -66,10 +66,7 @@ local function run_client(n, which)
     return clock() - started
 end
 
-local function median(list)
-    table.sort(list)
-    return list[math.floor((#list + 1) / 2)]
-end
+local median = require("stats").median
 
 -- warm up (and let LuaJIT compile the loops)
 run_baseline(CALLS / 10)

@@ -15,7 +15,7 @@
 --      and the latency of a cold start that finds the token in Redis
 --      against one that fetches it.
 
-package.path = "lua/?.lua;spec/support/?.lua;" .. package.path
+package.path = "lua/?.lua;spec/support/?.lua;bench/?.lua;" .. package.path
 package.cpath = "build/luajit/?.so;" .. package.cpath
 
 local fake = require "server"
@@ -43,12 +43,7 @@ local function slurp(path)
     return assert(shell.read_file(path))
 end
 
-local function median(list)
-    local copy = {}
-    for i, v in ipairs(list) do copy[i] = v end
-    table.sort(copy)
-    return copy[math.floor((#copy + 1) / 2)]
-end
+local median = require("stats").median
 
 -- wrk's output for one URL.
 local function wrk(url, args)

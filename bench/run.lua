@@ -9,7 +9,7 @@
 -- written to bench/results/.  Then the RSS growth of a Lua 5.4 process over
 -- 100,000 exchanges.
 
-package.path = "lua/?.lua;spec/support/?.lua;" .. package.path
+package.path = "lua/?.lua;spec/support/?.lua;bench/?.lua;" .. package.path
 package.cpath = "build/5.4/?.so;" .. package.cpath
 
 local core = require "oauth2.core"
@@ -42,12 +42,7 @@ local CLIENTS = {
     { "curl command line, a process per request", "sh bench/clients/curl_cli.sh", 200 },
 }
 
-local function median(list)
-    local copy = {}
-    for i, v in ipairs(list) do copy[i] = v end
-    table.sort(copy)
-    return copy[math.floor((#copy + 1) / 2)]
-end
+local median = require("stats").median
 
 -- The connections the endpoint has counted so far.
 local function connections(base)

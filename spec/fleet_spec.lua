@@ -32,9 +32,7 @@ describe("a fleet on a Redis store", function()
     end
 
     setup(function()
-        local code, out = shell.run("make -s -C " .. shell.quote(nginx.root)
-            .. " LUA_VERSION=luajit build")
-        assert(code == 0, out)
+        nginx.build_module()
         server = fake.start()
         redis = redis_server.start()
         dir = shell.temp_dir()

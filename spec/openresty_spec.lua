@@ -71,10 +71,7 @@ describe("oauth2.openresty in nginx", function()
     end
 
     setup(function()
-        -- the module nginx loads is the LuaJIT build
-        local code, out = shell.run("make -s -C " .. shell.quote(nginx.root)
-            .. " LUA_VERSION=luajit build")
-        assert(code == 0, out)
+        nginx.build_module()
         server = fake.start()
     end)
     teardown(function()

@@ -15,6 +15,13 @@ _M.root = here:match("^(.*)/spec/support$") or "."
 local read_file = shell.read_file
 
 -- A port nobody listens on now (the kernel's pick for a moment's socket).
+-- Build the C module nginx loads (its LuaJIT's build); raises on failure.
+function _M.build_module()
+    local code, out = shell.run("make -s -C " .. shell.quote(_M.root)
+        .. " LUA_VERSION=luajit build")
+    assert(code == 0, out)
+end
+
 function _M.free_port()
     local code, out = shell.run("python3 -c 'import socket; s = socket.socket(); "
         .. "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
