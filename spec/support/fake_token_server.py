@@ -373,6 +373,10 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # the standard library's 5 drops connections of a burst (50 at once
+    # through nginx) when the machine is busy, and nginx then waits out
+    # SYN retries into a 504: a real server's backlog
+    request_queue_size = 128
 
 
 class TLSServer(serverlib.TLSMixin, Server):
