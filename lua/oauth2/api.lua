@@ -174,7 +174,7 @@ local function rate_limit_wait(res)
     return min(max(0, reset), 86400)
 end
 
--- The error of an answer that is given up on, for pages() and the CLI.
+-- The error of a page that did not come (a non-2xx answer), for pages().
 function _M.status_error(res)
     local data = type(res.json) == "table" and res.json or {}
     local message = type(data.detail) == "string" and data.detail
@@ -184,7 +184,7 @@ function _M.status_error(res)
         or format("the API answered HTTP %d", res.status)
     return errors.new { kind = "http", status = res.status, retryable = false,
         code = type(data.error) == "string" and data.error or nil,
-        message = exchange.server_text(message), detail = nil }
+        message = exchange.server_text(message) }
 end
 
 --- client:request(method, path_or_url, opts): see the module's header.
