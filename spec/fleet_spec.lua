@@ -55,6 +55,24 @@ describe("a fleet on a Redis store", function()
         nodes = nil
     end)
 
+    -- What the nodes and the servers say, for a failure's message: each
+    -- node's stats (from a few requests, so both workers), the end of its
+    -- error.log, the fake server's counters.
+    local function diagnosis()
+        local parts = {}
+        for i, node in ipairs(nodes) do
+            local _, out = shell.run(("for i in 1 2 3 4; do LD_PRELOAD= curl -s "
+                .. "-H 'Connection: close' '%s/stats'; done"):format(node.base))
+            local log = node:error_log()
+            parts[#parts + 1] = ("\n-- node %d stats:\n%s-- node %d error.log:\n%s"):format(
+                i, out, i, log:sub(-2000))
+        end
+        local seen = server:stats()
+        parts[#parts + 1] = ("\n-- fake server: %d token requests, %d API 401s"):format(
+            seen.token_requests, seen.api_unauthorized or -1)
+        return table.concat(parts)
+    end
+
     -- Everyone at once: n requests to each node and `processes` plain Lua
     -- clients; the statuses of the requests and the clients' outputs.
     local function everyone(n, processes)
@@ -152,8 +170,8 @@ describe("a fleet on a Redis store", function()
         server:control { revoke = true }
         everyone(34, 0)
         core.sleep(0.2)
-        local ok, failed = everyone(10, 0)
-        assert.equals(30, ok)
+        local ok, failed, _, out = everyone(10, 0)
+        assert.equals(30, ok, out .. diagnosis())
         assert.equals(0, failed)
         assert.equals(2, server:stats().token_requests)
     end)

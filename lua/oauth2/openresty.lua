@@ -256,6 +256,18 @@ local function fresh(record, wall)
         and wall < record.refresh_at and wall < record.expire_at
 end
 
+-- A fleet record's cool-down (a failed fetch, a 429) as an error while it
+-- runs, or nil.
+local function fleet_failure(record, wall)
+    if not record or type(record.next_try) ~= "number" or wall >= record.next_try then
+        return nil
+    end
+    return errors.new { kind = record.kind or "http", code = record.code,
+        status = type(record.status) == "number" and floor(record.status) or nil,
+        message = record.message or "the last fetch failed", retryable = true,
+        retry_after = record.next_try - wall, cached = true }
+end
+
 -- With a fleet store (Redis): the token another node stored, or one
 -- fetched under the fleet's lease and stored for all; without one, or
 -- with the store unreachable, a fetch of this node's own.  Returns the
@@ -288,12 +300,8 @@ local function obtain(self)
             count(self, "fleet_hits")
             return nil, nil, record
         end
-        if record and type(record.next_try) == "number" and wall < record.next_try then
-            return nil, errors.new { kind = record.kind or "http", code = record.code,
-                status = type(record.status) == "number" and floor(record.status) or nil,
-                message = record.message or "the last fetch failed", retryable = true,
-                retry_after = record.next_try - wall, cached = true }
-        end
+        local failure = fleet_failure(record, wall)
+        if failure then return nil, failure end
         local lease = fleet:try_lock(key)
         if lease == nil then
             -- the fleet store is unreachable: serve the valid token while
@@ -313,10 +321,18 @@ local function obtain(self)
             return token, err
         end
         if lease then
+            -- the last holder may have stored a token, or a cool-down (a
+            -- 429), between our read and our lease
             record = read()
-            if fresh(record, wall_now()) then
+            wall = wall_now()
+            if fresh(record, wall) then
                 lease:unlock()
                 return nil, nil, record
+            end
+            failure = fleet_failure(record, wall)
+            if failure then
+                lease:unlock()
+                return nil, failure
             end
             local sent_at = wall_now()
             local token, err = run_exchange(self)

@@ -244,13 +244,19 @@ end
 return 0
 ]]
 
--- Drop a record's token only if its id is still ARGV[1]: the record and
--- its id go, and ARGV[2] (the record without its token, sealed) takes
--- its place with the record's time to live.
+-- A record's value in Redis: the id of the token it holds (64 hex
+-- digits, or 64 dashes for none), then the sealed record.  One key, so a
+-- reader or the compare-and-delete below never meets a record and an id
+-- from two different writes.
+local NO_TOKEN_ID = ("-"):rep(64)
+
+-- Drop a record's token only if its id is still ARGV[1]: ARGV[2] (the
+-- record without its token, sealed, with no id) takes its place, with the
+-- record's time to live.
 local DELETE_TOKEN_IF = [[
-if redis.call("GET", KEYS[2]) ~= ARGV[1] then return 0 end
+local value = redis.call("GET", KEYS[1])
+if not value or string.sub(value, 1, 64) ~= ARGV[1] then return 0 end
 local ttl = redis.call("PTTL", KEYS[1])
-redis.call("DEL", KEYS[2])
 if ttl > 0 then
     redis.call("SET", KEYS[1], ARGV[2], "PX", ttl)
 else
@@ -370,38 +376,38 @@ function Redis:command(...)
 end
 
 function Redis:get(key, secret)
-    local sealed = self:command("GET", self.prefix .. key)
-    if type(sealed) ~= "string" then
-        if sealed == false then self.misses = self.misses + 1 end
+    local value = self:command("GET", self.prefix .. key)
+    if type(value) ~= "string" then
+        if value == false then self.misses = self.misses + 1 end
         return nil
     end
-    local text = core.open(secret, sealed)
+    local text = core.open(secret, value:sub(65))
     local record = text and decode(text)
     if type(record) ~= "table" then return nil end
     self.hits = self.hits + 1
     return record
 end
 
-function Redis:set(key, secret, record, ttl)
+-- The value for a record: its token's id (a hash: no token), the sealed
+-- record.  Nil and why when the record cannot be encoded.
+local function redis_value(secret, record)
     local text = encode(record)
     if not text then return nil, "the record cannot be encoded" end
-    local name = self.prefix .. key
-    local sealed = core.seal(secret, text)
-    local ok, why
+    local token_id = type(record.access_token) == "string" and core.sha256(record.access_token)
+        or NO_TOKEN_ID
+    return token_id .. core.seal(secret, text)
+end
+
+function Redis:set(key, secret, record, ttl)
+    local value, why = redis_value(secret, record)
+    if not value then return nil, why end
+    local ok
     if ttl and ttl > 0 then
-        ok, why = self:command("SET", name, sealed, "PX", math.ceil(ttl * 1000))
+        ok, why = self:command("SET", self.prefix .. key, value, "PX", math.ceil(ttl * 1000))
     else
-        ok, why = self:command("SET", name, sealed)
+        ok, why = self:command("SET", self.prefix .. key, value)
     end
     if not ok then return nil, why end
-    -- the id of the token it holds, for delete_token_if (a hash: no token)
-    if type(record.access_token) == "string" then
-        ok, why = self:command("SET", name .. ":tid", core.sha256(record.access_token),
-            "PX", math.ceil((ttl and ttl > 0 and ttl or 86400) * 1000))
-    else
-        ok, why = self:command("DEL", name .. ":tid")
-    end
-    if ok == nil then return nil, why end
     return true
 end
 
@@ -429,10 +435,9 @@ end
 function Redis:delete_token_if(key, secret, token_id)
     local record = self:get(key, secret)
     if not record then return false end
-    local name = self.prefix .. key
-    local reply = self:command("EVAL", DELETE_TOKEN_IF, 2, name, name .. ":tid", token_id,
-        core.seal(secret, encode(without_token(record, token_id))))
-    return reply == 1
+    local value = redis_value(secret, without_token(record, token_id))
+    if not value then return false end
+    return self:command("EVAL", DELETE_TOKEN_IF, 1, self.prefix .. key, token_id, value) == 1
 end
 
 --- Counters: hits, misses, lease_wins, lease_losses, errors.
