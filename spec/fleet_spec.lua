@@ -195,6 +195,19 @@ describe("a fleet on a Redis store", function()
         assert.equals(2, server:stats().token_requests)
     end)
 
+    it("replaces the token for the whole fleet on an invalidate() without a value",
+            function()
+        everyone(10, 0)
+        assert.equals(1, server:stats().token_requests)
+        local _, out = shell.run(("LD_PRELOAD= curl -s '%s/invalidate'"):format(nodes[1].base))
+        assert.equals("invalidated\n", out)
+        -- the node fetches anew rather than read the same token back
+        local ok, failed, _, text = everyone(10, 0)
+        assert.equals(30, ok, text)
+        assert.equals(0, failed)
+        assert.equals(2, server:stats().token_requests)
+    end)
+
     it("fails no request with a valid token while Redis is down", function()
         everyone(10, 0)
         redis:halt()

@@ -616,14 +616,16 @@ function Token:authorize()
     return ngx.exit(self.status)
 end
 
---- Drop the token for all workers (the API answered 401 with it).  With
+--- Drop the token for all workers (the API answered 401 with it), and
+-- with a fleet store for every node (see look).  With
 -- `rejected` (the Authorization value that was refused), only if it is
 -- still the stored one, so a token fetched a moment ago survives.  At
 -- most once per invalidate_cooldown for all workers: a storm of 401s
 -- makes one token request.  Returns whether the token was dropped.
 function Token:invalidate(rejected)
     local dict = self.dict
-    if rejected ~= nil and dict:get(self.key) ~= rejected then return false end
+    local current = dict:get(self.key) or (self.fallback and self.fallback.header)
+    if rejected ~= nil and current ~= rejected then return false end
     local cooldown = self.policy.invalidate_cooldown
     if cooldown > 0 and not dict:safe_add(self.invalidated_key, true, cooldown) then
         return false
@@ -634,10 +636,10 @@ function Token:invalidate(rejected)
     count(self, "invalidations")
     emit(self, "invalidation", { cooldown = cooldown })
     local fleet = self.fleet
-    if fleet and rejected then
+    if fleet and current then
         -- in the fleet's store too, only if it still holds that token (in a
         -- timer: this may run where cosockets cannot)
-        local token_id = stores.token_id((rejected:gsub("^Bearer ", "")))
+        local token_id = stores.token_id((current:gsub("^Bearer ", "")))
         -- every worker of this node skips that token in the fleet's store
         dict:set(self.rejected_key, token_id, max(60, self.policy.invalidate_cooldown))
         ngx.timer.at(0, function(premature)
