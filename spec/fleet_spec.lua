@@ -218,8 +218,8 @@ describe("a fleet on a Redis store", function()
         assert.equals(1, server:stats().token_requests)
     end)
 
-    -- The long ones, in real time: a minute of refreshes, 20 s without
-    -- Redis.  Once per suite (spec/run sets SPEC_LONG on the plain runs):
+    -- The long ones, in real time: a minute of refreshes, a 429's 30 s,
+    -- 20 s without Redis.  Once per suite (spec/run sets SPEC_LONG on the plain runs):
     -- the nginx side is the same in every run.
     local long = os.getenv("SPEC_LONG") == "1" and it or pending
 
@@ -239,6 +239,21 @@ describe("a fleet on a Redis store", function()
         -- and tokens were refreshed all along
         assert.is_true(requests >= math.floor(elapsed / 8) - 1, requests .. " requests in "
             .. elapsed .. " s")
+    end)
+
+    long("waits out a 429's Retry-After of 30 s with one token request for the fleet",
+            function()
+        server:control { script = { { status = 429, headers = { ["Retry-After"] = "30" } } } }
+        local finish = traffic(36, 5)
+        local good, bad, out = finish()
+        local requests = server:stats().requests
+        -- the one that met the 429, then one for everyone once it was over
+        assert.equals(2, #requests, out)
+        local waited = requests[2].at - requests[1].at
+        assert.is_true(waited >= 30,
+            ("the second token request came %.1f s after the first"):format(waited))
+        assert.is_true(bad > 0, "no request failed while the 429 held")
+        assert.is_true(good > 0, "no request had a token after it")
     end)
 
     long("fails no request and makes no token request while Redis is down for 20 s", function()
