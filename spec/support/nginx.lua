@@ -36,13 +36,27 @@ function Nginx:error_log()
     return read_file(self.prefix .. "/logs/error.log") or ""
 end
 
+-- Stop gracefully (QUIT), then at once (TERM), then by force (KILL, the
+-- workers too): an nginx left behind could still write to a store the
+-- next spec uses.
 function Nginx:stop()
     if self.prefix then
-        local pid = read_file(self.prefix .. "/logs/nginx.pid")
-        if pid then shell.run("kill -QUIT " .. pid:match("%d+")) end
-        for _ = 1, 100 do
-            if not read_file(self.prefix .. "/logs/nginx.pid") then break end
-            core.sleep(0.05)
+        local pid_file = self.prefix .. "/logs/nginx.pid"
+        local pid = (read_file(pid_file) or ""):match("%d+")
+        for _, signal in ipairs { "QUIT", "TERM" } do
+            if not pid then break end
+            shell.run("kill -" .. signal .. " " .. pid)
+            for _ = 1, 100 do
+                if not read_file(pid_file) then pid = nil break end
+                core.sleep(0.05)
+            end
+        end
+        if pid then
+            -- the workers first (found in /proc: no procps needed; once
+            -- the master is gone they are init's children), then the master
+            shell.run("for stat in /proc/[0-9]*/stat; do "
+                .. "{ read -r child _ _ parent _ < \"$stat\"; } 2>/dev/null && [ \"$parent\" = "
+                .. pid .. " ] && kill -KILL \"$child\"; done; kill -KILL " .. pid)
         end
         shell.run("rm -rf " .. shell.quote(self.prefix))
         self.prefix = nil
