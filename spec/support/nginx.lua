@@ -90,6 +90,8 @@ function _M.start(config, env)
         server:stop()
         error("nginx did not start:\n" .. out .. log)
     end
+    local pid = (read_file(prefix .. "/logs/nginx.pid") or ""):match("%d+")
+    if pid then shell.run(shell.watchdog(pid, "QUIT")) end
     return server
 end
 

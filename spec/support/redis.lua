@@ -37,12 +37,10 @@ end
 
 -- Start it again on the same port, empty.
 function Redis:start_again()
-    local own = (shell.read_file("/proc/self/stat") or ""):match("^(%d+)")
     local code, out = shell.run("redis-server --port " .. self.port .. " --bind 127.0.0.1 "
         .. "--save '' --appendonly no --dir " .. shell.quote(self.dir) .. " --logfile "
         .. shell.quote(self.dir .. "/redis.log") .. " >/dev/null 2>&1 & pid=$!; "
-        .. "(while kill -0 " .. own .. " 2>/dev/null; do sleep 1; done; kill $pid) "
-        .. ">/dev/null 2>&1 & echo $pid")
+        .. shell.watchdog("$pid") .. " echo $pid")
     assert(code == 0, out)
     self.pid = out:match("%d+")
     for _ = 1, 100 do

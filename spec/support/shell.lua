@@ -40,6 +40,15 @@ function _M.lua_command(env, args)
     return table.concat(vars, " ") .. " " .. _M.lua .. " " .. args
 end
 
+-- The shell text that, run in the background, sends `signal` to process
+-- `pid` when the process running the specs is gone (a crash leaves no
+-- server behind), and ends quietly when `pid` ends first.
+function _M.watchdog(pid, signal)
+    local own = (_M.read_file("/proc/self/stat") or ""):match("^(%d+)")
+    return ("(while kill -0 %s 2>/dev/null; do kill -0 %s 2>/dev/null || exit 0; sleep 1; "
+        .. "done; kill -%s %s) >/dev/null 2>&1 &"):format(own, pid, signal or "TERM", pid)
+end
+
 -- A whole file's contents, or nil when it cannot be read.
 function _M.read_file(path)
     local f = io.open(path, "rb")
