@@ -15,20 +15,12 @@ describe("a fleet on a Redis store", function()
     local server, redis, nodes, dir
 
     local function start_node()
-        local port = nginx.free_port()
-        local template = shell.read_file(nginx.root .. "/spec/support/nginx_test.conf")
-        local proxy = nginx.start(nginx.fill(template, {
-            USER = nginx.user_line(), ROOT = nginx.root, PORT = port,
-            TOKEN_HOST = server.http_url, SECRET = SECRET,
-            API_ADDRESS = server.http_url:gsub("^http://", ""),
-            MARGIN = "false", REFRESH_RATIO = 0.8, COOLDOWN = 5, WORKERS = 2,
+        return nginx.start_test(server, SECRET, {
             -- Redis timeouts with room for a machine busy with sanitizers:
             -- a timeout sends a node to its own fetch, by design
-            DICT_SIZE = "1m", OPTIONS = ('store = { url = "%s", timeout = 5, '
-                .. 'connect_timeout = 5 },'):format(redis.url),
-        }))
-        proxy.base = "http://127.0.0.1:" .. port
-        return proxy
+            OPTIONS = ('store = { url = "%s", timeout = 5, connect_timeout = 5 },')
+                :format(redis.url),
+        })
     end
 
     setup(function()

@@ -18,17 +18,12 @@ describe("oauth2.openresty in nginx", function()
 
     -- Start nginx from the spec template with the given cache policy.
     local function start_nginx(policy)
-        local port = nginx.free_port()
-        base = "http://127.0.0.1:" .. port
-        local template = slurp(nginx.root .. "/spec/support/nginx_test.conf")
-        proxy = nginx.start(nginx.fill(template, {
-            USER = nginx.user_line(), ROOT = nginx.root, PORT = port,
-            TOKEN_HOST = server.http_url, SECRET = SECRET,
-            API_ADDRESS = server.http_url:gsub("^http://", ""),
-            MARGIN = policy.margin or "false", REFRESH_RATIO = policy.refresh_ratio or 0.8,
-            COOLDOWN = policy.cooldown or 5, WORKERS = policy.workers or 2,
-            DICT_SIZE = policy.dict_size or "1m", OPTIONS = policy.options or "",
-        }))
+        proxy = nginx.start_test(server, SECRET, {
+            MARGIN = policy.margin, REFRESH_RATIO = policy.refresh_ratio,
+            COOLDOWN = policy.cooldown, WORKERS = policy.workers,
+            DICT_SIZE = policy.dict_size, OPTIONS = policy.options,
+        })
+        base = proxy.base
     end
 
     -- This module's stats as one worker sees them (shared: all workers).

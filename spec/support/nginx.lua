@@ -101,4 +101,23 @@ function _M.user_line()
     return id:match("^0%s") and "user root;" or ""
 end
 
+-- Start spec/support/nginx_test.conf on a free port, against the fake
+-- server `server` (token endpoint and API) with client secret `secret`;
+-- `values` overrides the template's defaults (MARGIN, REFRESH_RATIO,
+-- COOLDOWN, WORKERS, DICT_SIZE, OPTIONS: Lua text added to configure's
+-- options).  The handle's `base` is its http://127.0.0.1:port.
+function _M.start_test(server, secret, values)
+    local port = _M.free_port()
+    local filled = { USER = _M.user_line(), ROOT = _M.root, PORT = port,
+        TOKEN_HOST = server.http_url, SECRET = secret,
+        API_ADDRESS = server.http_url:gsub("^http://", ""),
+        MARGIN = "false", REFRESH_RATIO = 0.8, COOLDOWN = 5, WORKERS = 2,
+        DICT_SIZE = "1m", OPTIONS = "" }
+    for name, value in pairs(values or {}) do filled[name] = value end
+    local proxy = _M.start(_M.fill(read_file(_M.root .. "/spec/support/nginx_test.conf"),
+        filled))
+    proxy.base = "http://127.0.0.1:" .. port
+    return proxy
+end
+
 return _M
