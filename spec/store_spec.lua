@@ -71,9 +71,9 @@ describe("the store contract", function()
 
             it("deletes a token only if it is still the one named", function()
                 store:set("k3", "s", { access_token = "new", next_try = 5 })
-                assert.is_false(store:delete_token_if("k3", "s", stores.token_id("old")))
+                assert.is_false(store:delete_token_if("k3", "s", stores.token_id("s", "old")))
                 assert.equals("new", store:get("k3", "s").access_token)
-                assert.truthy(store:delete_token_if("k3", "s", stores.token_id("new")))
+                assert.truthy(store:delete_token_if("k3", "s", stores.token_id("s", "new")))
                 local record = store:get("k3", "s")
                 assert.is_nil(record.access_token)
                 assert.equals(5, record.next_try)
@@ -325,7 +325,8 @@ describe("the redis store", function()
         assert.equals(1, server:stats().token_requests)
     end)
 
-    it("keeps neither the token, the client id nor the secret in clear", function()
+    it("keeps neither the token, its plain hash, the client id nor the secret in clear",
+            function()
         local token = at_once(1):match("token (%S+)")
         assert.is_string(token)
         local _, keys = redis:cli("--scan")
@@ -336,6 +337,9 @@ describe("the redis store", function()
             dump = dump .. value
         end
         assert.is_nil(dump:find(token, 1, true))
+        -- (a hash without the secret would let a holder of the token find
+        -- its entry)
+        assert.is_nil(dump:find(core.sha256(token), 1, true))
         assert.is_nil(dump:find("store-id", 1, true))
         assert.is_nil(dump:find(SECRET, 1, true))
     end)

@@ -169,7 +169,7 @@ local function adopt(self, entry, now)
     if not record then return nil end
     local wall = core.time()
     if record.rejected and entry.token
-            and stores.token_id(entry.token.access_token) == record.rejected then
+            and stores.token_id(self.secret, entry.token.access_token) == record.rejected then
         -- another process saw this token rejected: drop the copy here too
         drop_token(entry)
     end
@@ -422,7 +422,7 @@ function Client:invalidate()
         local shared, key = self.shared, self.shared_key
         local lock = shared:try_lock(key)
         if lock then
-            if shared:delete_token_if(key, self.secret, stores.token_id(rejected)) then
+            if shared:delete_token_if(key, self.secret, stores.token_id(self.secret, rejected)) then
                 -- and the cool-down, for every process of the store
                 publish(self, entry, self.clock(), shared:get(key, self.secret))
             end

@@ -287,7 +287,7 @@ local function obtain(self)
         local record = fleet:get(key, secret)
         local rejected = self.dict:get(self.rejected_key)
         if record and rejected and type(record.access_token) == "string"
-                and stores.token_id(record.access_token) == rejected then
+                and stores.token_id(secret, record.access_token) == rejected then
             fleet:delete_token_if(key, secret, rejected)
             record.access_token = nil
         end
@@ -546,7 +546,7 @@ local function look(premature, self)
             record.expire_at)
         count(self, "fleet_hits")
     elseif record.rejected
-            and stores.token_id((header:gsub("^Bearer ", ""))) == record.rejected then
+            and stores.token_id(self.secret, (header:gsub("^Bearer ", ""))) == record.rejected then
         dict:delete(self.key)
         dict:delete(self.at_key)
         self.fallback = nil
@@ -639,7 +639,7 @@ function Token:invalidate(rejected)
     if fleet and current then
         -- in the fleet's store too, only if it still holds that token (in a
         -- timer: this may run where cosockets cannot)
-        local token_id = stores.token_id((current:gsub("^Bearer ", "")))
+        local token_id = stores.token_id(self.secret, (current:gsub("^Bearer ", "")))
         -- every worker of this node skips that token in the fleet's store
         dict:set(self.rejected_key, token_id, max(60, self.policy.invalidate_cooldown))
         ngx.timer.at(0, function(premature)

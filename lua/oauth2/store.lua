@@ -63,7 +63,7 @@ end
 local function delete_token_if(self, key, secret, token_id)
     local record = self:get(key, secret)
     if not record or type(record.access_token) ~= "string"
-            or core.sha256(record.access_token) ~= token_id then
+            or _M.token_id(secret, record.access_token) ~= token_id then
         return false
     end
     return self:set(key, secret, without_token(record, token_id))
@@ -244,8 +244,8 @@ end
 return 0
 ]]
 
--- A record's value in Redis: the id of the token it holds (64 hex
--- digits, or 64 dashes for none), then the sealed record.  One key, so a
+-- A record's value in Redis: the id of the token it holds (token_id: 64
+-- hex digits, or 64 dashes for none), then the sealed record.  One key, so a
 -- reader or the compare-and-delete below never meets a record and an id
 -- from two different writes.
 local NO_TOKEN_ID = ("-"):rep(64)
@@ -393,8 +393,8 @@ end
 local function redis_value(secret, record)
     local text = encode(record)
     if not text then return nil, "the record cannot be encoded" end
-    local token_id = type(record.access_token) == "string" and core.sha256(record.access_token)
-        or NO_TOKEN_ID
+    local token_id = type(record.access_token) == "string"
+        and _M.token_id(secret, record.access_token) or NO_TOKEN_ID
     return token_id .. core.seal(secret, text)
 end
 
@@ -503,9 +503,11 @@ function _M.redis(spec)
     }, Redis)
 end
 
---- An identifier of a token that names it without showing it.
-function _M.token_id(access_token)
-    return core.sha256(access_token)
+--- An identifier of a token that names it without showing it: a keyed
+-- hash with the client secret, so that even someone who holds a token
+-- cannot tell which entry of a store holds it.
+function _M.token_id(secret, access_token)
+    return core.hmac_sha256(secret, "token id\n" .. access_token)
 end
 
 return _M
