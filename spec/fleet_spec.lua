@@ -163,7 +163,8 @@ describe("a fleet on a Redis store", function()
         everyone(34, 0)
         core.sleep(0.2)
         local ok, failed, _, out = everyone(10, 0)
-        assert.equals(30, ok, out .. diagnosis())
+        -- (what the nodes saw is gathered only when it fails)
+        assert.equals(30, ok, ok ~= 30 and out .. diagnosis() or nil)
         assert.equals(0, failed)
         assert.equals(2, server:stats().token_requests)
     end)
@@ -211,8 +212,8 @@ describe("a fleet on a Redis store", function()
     end)
 
     -- The long ones, in real time: a minute of refreshes, a 429's 30 s,
-    -- 20 s without Redis.  Once per suite (spec/run sets SPEC_LONG on the plain runs):
-    -- the nginx side is the same in every run.
+    -- 20 s without Redis.  Once per suite (spec/run sets SPEC_LONG on the
+    -- plain runs): the nginx side is the same in every run.
     local long = os.getenv("SPEC_LONG") == "1" and it or pending
 
     long("makes one token request per refresh period over a minute", function()
