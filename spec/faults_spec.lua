@@ -24,6 +24,10 @@ local CASES = {
     -- libcurl takes a head cut off at close as complete: an empty 200
     { "close-mid-headers", "protocol", message = "not a JSON object" },
     { "close-mid-body", "network" },
+    -- a reply without a valid status line is the server's fault, not ours
+    { "http09", "protocol", message = "HTTP/0.9" },
+    { "status-1000", "protocol", message = "response code" },
+    { "http-version-1-7", "protocol", message = "HTTP version" },
     { "huge-body", "protocol", message = "byte limit" },
     { "huge-body-no-length", "protocol", message = "byte limit" },
     { "invalid-json", "protocol", message = "not a JSON object" },

@@ -190,6 +190,36 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(200, (get("/v7/tests")))
     end)
 
+    it("remembers a reply no retry mends (HTTP/0.9, odd codes) for the cool-down", function()
+        local replies = {}
+        for i = 1, 30 do
+            replies[i] = { raw = i % 2 == 0 and "HTTP/1.1 1000 Odd\r\n\r\n"
+                or "no status line\r\n\r\n" }
+        end
+        server:control { script = replies }
+        start_nginx { cooldown = 30 }
+        for _ = 1, 3 do assert.equals(503, (get("/v7/tests"))) end
+        for _, code in ipairs(burst("/v7/tests", 20)) do assert.equals(503, code) end
+        -- one fetch (its attempts: a protocol error is not retried) for all
+        assert.equals(1, stats().token_requests)
+        local log = proxy:error_log()
+        assert.matches("protocol error", log)
+        local _, lines = log:gsub("no access token for the upstream", "")
+        assert.is_true(lines <= 2, "error.log lines: " .. lines)
+    end)
+
+    it("remembers a thread pool nginx.conf does not declare as a failure", function()
+        start_nginx { cooldown = 30, options = 'thread_pool = "no_such_pool",' }
+        for _ = 1, 3 do assert.equals(503, (get("/v7/tests"))) end
+        for _, code in ipairs(burst("/v7/tests", 20)) do assert.equals(503, code) end
+        local log = proxy:error_log()
+        assert.matches("thread pool 'no_such_pool'", log)
+        -- once per cool-down per worker (two workers)
+        local _, lines = log:gsub("thread pool 'no_such_pool'", "")
+        assert.is_true(lines <= 2, "error.log lines naming the pool: " .. lines)
+        assert.equals(1, token_stats().shared.failures)
+    end)
+
     it("remembers a 429 with an absurd reset, and tells a finite Retry-After", function()
         server:control { script = { { status = 429,
             headers = { ["X-Organization-Rate-Limit-Reset"] = "1e400" } } } }

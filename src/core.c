@@ -1005,6 +1005,11 @@ static int push_outcome(lua_State *L, session *s, CURLcode result)
             /* a proxy string libcurl cannot use is a mistake no retry mends */
             if (strncmp(s->errbuf, "Unsupported proxy", 17) == 0)
                 kind = "config";
+            /* the URL's scheme was checked before: an unsupported protocol
+             * now is the server's reply (HTTP/0.9, an odd version or code) */
+            else if (result == CURLE_UNSUPPORTED_PROTOCOL
+                     && strncmp(s->errbuf, "Protocol ", 9) != 0)
+                kind = "protocol";
         } else {
             snprintf(message, sizeof message, "%s", curl_easy_strerror(result));
         }

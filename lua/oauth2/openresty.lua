@@ -55,10 +55,14 @@ _M.defaults = {
     on_event = false,    -- function(event, info): fetch, failure, invalidation
 }
 
--- Error kinds that say something about the token endpoint; only these are
--- remembered as its failure (a refusal of our own is not).
-local ENDPOINT_KINDS = { network = true, timeout = true, tls = true, http = true,
-                         protocol = true }
+-- Every failed fetch is remembered for its cool-down, whatever its kind:
+-- a reply no retry mends (HTTP/0.9, a thread pool nginx.conf lacks) must
+-- not turn every request into a token request and an error-log line.
+-- Fleet-wide, through the store, only what the endpoint did: a `config`
+-- failure is this node's own and must not stop the other nodes.
+local function fleet_wide(err)
+    return err.kind ~= "config"
+end
 
 -- Seconds past the fetch's deadline that a lock's lease lasts.
 local LEASE_SLACK = 5
@@ -351,7 +355,7 @@ local function obtain(self)
                 lease:unlock()
                 return nil, nil, record
             end
-            if ENDPOINT_KINDS[err.kind] then
+            if fleet_wide(err) then
                 local wait = policy_rules.failure_wait(self.policy, err)
                 record.next_try = wall_now() + wait
                 record.kind, record.status, record.code = err.kind, err.status, err.code
@@ -394,16 +398,12 @@ local function fetch_locked(self, owner)
         count(self, "failures")
         emit(self, "failure", { kind = err.kind, status = err.status, code = err.code })
         self.last_error = err
-        if ENDPOINT_KINDS[err.kind] then
-            local wait = policy_rules.failure_wait(self.policy, err)
-            local stored, why = self.dict:set(self.fail_key, encode_error(err, sent_at + wait),
-                                              wait)
-            if not stored then
-                ngx.log(ngx.ERR, "oauth2: cannot remember the failure in lua_shared_dict '",
-                    self.dict_name, "': ", why)
-            end
-        else
-            ngx.log(ngx.ERR, "oauth2: token fetch failed: ", tostring(err))
+        local wait = policy_rules.failure_wait(self.policy, err)
+        local stored, why = self.dict:set(self.fail_key, encode_error(err, sent_at + wait),
+                                          wait)
+        if not stored then
+            ngx.log(ngx.ERR, "oauth2: cannot remember the failure in lua_shared_dict '",
+                self.dict_name, "': ", why)
         end
     end
     release_lock(self, owner)

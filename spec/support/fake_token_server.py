@@ -286,6 +286,12 @@ class Handler(BaseHTTPRequestHandler):
             STATE.requests.append(record)
 
     def send_scripted(self, scripted):
+        if scripted.get("raw") is not None:
+            # bytes as they are (no status line of ours), then hang up
+            self.wfile.write(scripted["raw"].encode("latin-1"))
+            self.wfile.flush()
+            self.close_connection = True
+            return
         status = int(scripted.get("status", 503))
         headers = dict(scripted.get("headers", {}))
         if status == 429 and "body" not in scripted:

@@ -93,6 +93,15 @@ def fault(mode, path, headers, conn, wfile):
         wfile.flush()
         stall(conn)
         return False
+    elif mode == "http09":
+        wfile.write(b"no status line at all\r\n\r\n")
+        return False
+    elif mode == "status-1000":
+        wfile.write(b"HTTP/1.1 1000 Odd\r\nContent-Length: 0\r\n\r\n")
+        return False
+    elif mode == "http-version-1-7":
+        wfile.write(b"HTTP/1.7 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return False
     elif mode == "close-mid-headers":
         wfile.write(b"HTTP/1.1 200 OK\r\nContent-Ty")
         return False
