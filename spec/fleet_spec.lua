@@ -147,6 +147,40 @@ describe("a fleet on a Redis store", function()
         assert.equals(1, server:stats().token_requests)
     end)
 
+    it("takes a Redis error reply (-OOM) for a store failure, not a held lease", function()
+        -- every write is refused with -OOM; reads still answer
+        assert.equals(0, (redis:cli("CONFIG SET maxmemory 1")))
+        finally(function() redis:cli("CONFIG SET maxmemory 0") end)
+        local _, write = redis:cli("SET probe 1")
+        assert.matches("OOM", write)
+        for i, node in ipairs(nodes) do
+            local _, out = shell.run("LD_PRELOAD= curl -s -o /dev/null -w '%{http_code}' '"
+                .. node.base .. "/v7/tests'")
+            assert.equals("200", out, "node " .. i .. diagnosis())
+        end
+        -- each node fetched alone, and said why once
+        assert.equals(3, server:stats().token_requests)
+        local log = nodes[1]:error_log()
+        assert.matches("oauth2.store redis 127.0.0.1:%d+/0 failed %(redis: OOM", log)
+        local _, lines = log:gsub("oauth2.store redis", "")
+        assert.equals(1, lines)
+    end)
+
+    it("keeps a connection to one Redis database from serving another", function()
+        local url = redis.url .. "/"
+        local _, out = shell.run(("LD_PRELOAD= curl -s '%s/redis-stores?url1=%s1&url2=%s2'")
+            :format(nodes[1].base, url, url))
+        assert.matches("url1 true nil\nurl2 true nil", out)
+        local _, one = redis:cli("-n 1 --raw KEYS 'oauth2:pool-check'")
+        local _, two = redis:cli("-n 2 --raw KEYS 'oauth2:pool-check'")
+        assert.equals("oauth2:pool-check", one:match("%S+"), "db 1: " .. one)
+        assert.equals("oauth2:pool-check", two:match("%S+"), "db 2: " .. two)
+        -- and each holds its own store's record, not the other's
+        local _, value_one = redis:cli("-n 1 --raw STRLEN oauth2:pool-check")
+        local _, value_two = redis:cli("-n 2 --raw STRLEN oauth2:pool-check")
+        assert.is_true(tonumber(value_one) > 64 and tonumber(value_two) > 64)
+    end)
+
     it("makes one request for the whole fleet after a 429", function()
         server:control { script = { { status = 429, headers = { ["Retry-After"] = "30" } } } }
         local ok, _, tokens, out = everyone(10, 5)

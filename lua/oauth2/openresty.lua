@@ -165,6 +165,16 @@ local function count(self, name)
     self.dict:incr(self.count_key .. name, 1, 0)
 end
 
+-- Log a failure of the fleet's store once per cool-down per worker: it
+-- names the store (never its password) and what it answered.
+local function warn_store(self, why)
+    local now = ngx.now()
+    if now < self.store_quiet_until then return end
+    self.store_quiet_until = now + self.policy.cooldown
+    ngx.log(ngx.ERR, "oauth2: ", tostring(self.fleet), " failed (", tostring(why),
+        "): this node serves the token it holds and fetches alone when it must")
+end
+
 -- Tell the on_event hook, if any; it runs where it is called (a timer,
 -- a header filter: it must not yield) and its errors are not ours.
 local function emit(self, event, info)
@@ -306,13 +316,15 @@ local function obtain(self)
         end
         local failure = fleet_failure(record, wall)
         if failure then return nil, failure end
-        local lease = fleet:try_lock(key)
+        local lease, why = fleet:try_lock(key)
         if lease == nil then
-            -- the fleet store is unreachable: serve the valid token while
-            -- the store may come back; fetch alone (own cool-down) only from
-            -- a point of this node's own near its end, so a fleet cut off
-            -- from its store does not fetch all at once
+            -- the fleet store is unreachable or failing (an error reply is
+            -- no held lease): serve the valid token while the store may
+            -- come back; fetch alone (own cool-down) only from a point of
+            -- this node's own near its end, so a fleet cut off from its
+            -- store does not fetch all at once
             count(self, "fleet_errors")
+            warn_store(self, why)
             local alone_at = self.dict:get(self.alone_key)
             local expire_at = self.dict:get(self.exp_key)
             if self.dict:get(self.key) and alone_at and expire_at
@@ -834,6 +846,7 @@ function _M.new(opts)
         fallback = nil,
         warned_size = false,
         log_quiet_until = 0,
+        store_quiet_until = 0,
         log_suppressed = 0,
         last_error = nil,
         counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0,

@@ -328,7 +328,9 @@ function Redis:cosocket_command(redis, name, ...)
     if at < self.retry_at then return nil, self.last_problem end
     local red = redis:new()
     red:set_timeout(math.ceil(self.timeout * 1000))
-    local ok, why = red:connect(self.host, self.port)
+    -- a pool of this store's own: AUTH and SELECT run on new connections
+    -- only, so a connection never serves another database or user
+    local ok, why = red:connect(self.host, self.port, { pool = self.pool })
     if ok and red:get_reused_times() == 0 then
         if self.password then
             if self.user then ok, why = red:auth(self.user, self.password)
@@ -344,7 +346,10 @@ function Redis:cosocket_command(redis, name, ...)
     end
     local reply
     reply, why = red[name:lower()](red, ...)
-    if reply == nil then
+    if not reply then
+        -- nil: the connection broke; false: an error reply (-READONLY
+        -- after a failover, -OOM, -NOAUTH), a store failure all the same,
+        -- never a held lease
         red:close()
         self.errors = self.errors + 1
         self.last_problem = "redis: " .. tostring(why)
@@ -491,9 +496,14 @@ function _M.redis(spec)
         if not user then password = userinfo end
         if user == "" then user = nil end
     end
+    port, db = tonumber(port), tonumber(db) or 0
     return setmetatable({
-        host = host, port = tonumber(port), db = tonumber(db) or 0,
+        host = host, port = port, db = db,
         user = user, password = password,
+        -- nginx's keepalive pool: one per address, database and
+        -- credentials (a keyed hash: no password in the name)
+        pool = ("oauth2:%s:%d/%d:%s"):format(host, port, db,
+            core.hmac_sha256("redis pool", (user or "") .. "\n" .. (password or "")):sub(1, 16)),
         prefix = spec.prefix or "oauth2:",
         connect_timeout = spec.connect_timeout or 1, timeout = spec.timeout or 1,
         lease = spec.lease or LEASE, pool_size = pool_size or 4,
