@@ -61,6 +61,27 @@ describe("the store contract", function()
                 end
             end)
 
+            if kind ~= "memory" then
+                it("refuses a record moved onto another key (another tenant's)", function()
+                    assert.is_true(store:set("tenant-a", "same-secret",
+                        { access_token = "token-of-a" }))
+                    -- whoever can write to the store copies A's record onto B's key
+                    if kind == "file" then
+                        assert.equals(0, (shell.run("cp -p " .. shell.quote(store:path("tenant-a"))
+                            .. " " .. shell.quote(store:path("tenant-b")))))
+                    else
+                        local value = assert(store:command("GET", store.prefix .. "tenant-a"))
+                        assert.truthy(store:command("SET", store.prefix .. "tenant-b", value))
+                    end
+                    assert.is_nil(store:get("tenant-b", "same-secret"))
+                    assert.equals("token-of-a", store:get("tenant-a", "same-secret").access_token)
+                    -- and B's own record replaces it
+                    assert.is_true(store:set("tenant-b", "same-secret",
+                        { access_token = "token-of-b" }))
+                    assert.equals("token-of-b", store:get("tenant-b", "same-secret").access_token)
+                end)
+            end
+
             it("locks for one holder at a time", function()
                 local lock = assert(store:try_lock("k2"))
                 assert.is_false(store:try_lock("k2"))

@@ -1,10 +1,13 @@
 /*
  * crypto.c - libcrypto for the stores (see crypto.h).
  *
- * Sealed values are "o2" 1, a 12-byte random nonce, the ciphertext and the
+ * Sealed values are "o2" 2, a 12-byte random nonce, the ciphertext and the
  * 16-byte GCM tag; the AES key is HMAC-SHA256(secret, "lua-oauth2 seal
- * v1"), never the secret itself.  Every buffer that holds a key or a
- * plaintext is wiped, and lives in a box (buffer.h) while Lua is called.
+ * v1"), never the secret itself.  The associated data is the three-byte
+ * header and the value's name (the record's key in its store), so a value
+ * moved to another key, or read as another format, does not open.  Every
+ * buffer that holds a key or a plaintext is wiped, and lives in a box
+ * (buffer.h) while Lua is called.
  */
 #include <limits.h>
 #include <string.h>
@@ -19,6 +22,7 @@
 #define NONCE_LEN 12
 #define TAG_LEN 16
 #define HEADER_LEN 3 /* "o2" and the format version */
+#define HEADER "o2\2"
 #define SEAL_LABEL "lua-oauth2 seal v1"
 
 /* Push the lower-case hex of n bytes. */
@@ -79,13 +83,14 @@ static int l_hmac_sha256(lua_State *L)
  * derived from secret; encrypt, or decrypt and check the tag.  0 on
  * success, -1 on a failure (for decryption: a value that is not ours).
  */
-static int gcm(int encrypt, const char *secret, size_t secret_len, const unsigned char *nonce,
-               const unsigned char *in, size_t len, unsigned char *out, unsigned char *tag)
+static int gcm(int encrypt, const char *secret, size_t secret_len, const char *name,
+               size_t name_len, const unsigned char *nonce, const unsigned char *in, size_t len,
+               unsigned char *out, unsigned char *tag)
 {
     unsigned char key[32];
     EVP_CIPHER_CTX *ctx;
     int n = 0, rc = -1;
-    if (len > INT_MAX || hmac_sha256(secret, secret_len, SEAL_LABEL, sizeof SEAL_LABEL - 1,
+    if (len > INT_MAX || name_len > INT_MAX || hmac_sha256(secret, secret_len, SEAL_LABEL, sizeof SEAL_LABEL - 1,
                                      key) != 0)
         return -1;
     ctx = EVP_CIPHER_CTX_new();
@@ -94,6 +99,11 @@ static int gcm(int encrypt, const char *secret, size_t secret_len, const unsigne
     if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, encrypt) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) != 1 ||
         EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, encrypt) != 1)
+        goto done;
+    /* associated data: authenticated, not encrypted */
+    if (EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *)HEADER, HEADER_LEN) != 1 ||
+        (name_len > 0 &&
+         EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *)name, (int)name_len) != 1))
         goto done;
     if (len > 0 && EVP_CipherUpdate(ctx, out, &n, in, (int)len) != 1)
         goto done;
@@ -110,12 +120,14 @@ done:
     return rc;
 }
 
-/* core.seal(secret, plaintext) -> sealed bytes (see the top of this file) */
+/* core.seal(secret, plaintext, name) -> sealed bytes (see the top of this
+ * file); name is where the value will be kept */
 static int l_seal(lua_State *L)
 {
-    size_t secret_len, len;
+    size_t secret_len, len, name_len;
     const char *secret = luaL_checklstring(L, 1, &secret_len);
     const unsigned char *plain = (const unsigned char *)luaL_checklstring(L, 2, &len);
+    const char *name = luaL_checklstring(L, 3, &name_len);
     oauth2_buffer *box;
     unsigned char *out;
     if (len > INT_MAX - HEADER_LEN - NONCE_LEN - TAG_LEN)
@@ -124,9 +136,9 @@ static int l_seal(lua_State *L)
     if (oauth2_buffer_reserve(box, HEADER_LEN + NONCE_LEN + len + TAG_LEN) != 0)
         return luaL_error(L, "oauth2.core: out of memory");
     out = (unsigned char *)box->data;
-    memcpy(out, "o2\1", HEADER_LEN);
+    memcpy(out, HEADER, HEADER_LEN);
     if (RAND_bytes(out + HEADER_LEN, NONCE_LEN) != 1 ||
-        gcm(1, secret, secret_len, out + HEADER_LEN, plain, len,
+        gcm(1, secret, secret_len, name, name_len, out + HEADER_LEN, plain, len,
             out + HEADER_LEN + NONCE_LEN, out + HEADER_LEN + NONCE_LEN + len) != 0) {
         oauth2_buffer_free(box);
         return luaL_error(L, "oauth2.core: AES-256-GCM sealing failed");
@@ -136,16 +148,17 @@ static int l_seal(lua_State *L)
     return 1;
 }
 
-/* core.open(secret, sealed) -> plaintext | nil, why (never our value,
- * another secret's, or changed on the way) */
+/* core.open(secret, sealed, name) -> plaintext | nil, why (never our value,
+ * another secret's, sealed for another name, or changed on the way) */
 static int l_open(lua_State *L)
 {
-    size_t secret_len, len, plain_len;
+    size_t secret_len, len, plain_len, name_len;
     const char *secret = luaL_checklstring(L, 1, &secret_len);
     const unsigned char *sealed = (const unsigned char *)luaL_checklstring(L, 2, &len);
+    const char *name = luaL_checklstring(L, 3, &name_len);
     unsigned char tag[TAG_LEN], *out;
     oauth2_buffer *box;
-    if (len < HEADER_LEN + NONCE_LEN + TAG_LEN || memcmp(sealed, "o2\1", HEADER_LEN) != 0) {
+    if (len < HEADER_LEN + NONCE_LEN + TAG_LEN || memcmp(sealed, HEADER, HEADER_LEN) != 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "not a sealed value");
         return 2;
@@ -156,11 +169,11 @@ static int l_open(lua_State *L)
     if (oauth2_buffer_reserve(box, plain_len) != 0)
         return luaL_error(L, "oauth2.core: out of memory");
     out = (unsigned char *)box->data;
-    if (gcm(0, secret, secret_len, sealed + HEADER_LEN, sealed + HEADER_LEN + NONCE_LEN,
+    if (gcm(0, secret, secret_len, name, name_len, sealed + HEADER_LEN, sealed + HEADER_LEN + NONCE_LEN,
             plain_len, out, tag) != 0) {
         oauth2_buffer_free(box);
         lua_pushnil(L);
-        lua_pushliteral(L, "the value does not authenticate (another key, or altered)");
+        lua_pushliteral(L, "the value does not authenticate (another key or name, or altered)");
         return 2;
     }
     lua_pushlstring(L, (const char *)out, plain_len);

@@ -33,9 +33,10 @@
 -- The file store keeps each record in a file of its own, named by the key
 -- (a keyed hash: no secret in a name), in a directory only this user can
 -- enter; the file is sealed with AES-256-GCM under a key derived from the
--- client secret, so it is useless to anyone without the secret, and a
--- file that does not open (corrupt, truncated, another secret's) counts as
--- missing and is replaced.  Single flight across processes is an flock on
+-- client secret, bound to its key (every store seals a record for the
+-- name it is kept under), so it is useless to anyone without the secret,
+-- and a file that does not open (corrupt, truncated, another secret's,
+-- moved from another key) counts as missing and is replaced.  Single flight across processes is an flock on
 -- a lock file beside it, which the kernel releases if its process dies.
 -- Mechanism (files, locks, sealing) is the C core's; this is the policy.
 
@@ -97,7 +98,7 @@ function File:get(key, secret)
         self.problem = why
         return nil
     end
-    local text = core.open(secret, sealed)
+    local text = core.open(secret, sealed, key)
     local record = text and decode(text)
     if type(record) ~= "table" then return nil end
     return record
@@ -106,7 +107,7 @@ end
 function File:set(key, secret, record)
     local text = encode(record)
     if not text then return nil, "the record cannot be encoded" end
-    return core.write_private(self:path(key), core.seal(secret, text))
+    return core.write_private(self:path(key), core.seal(secret, text, key))
 end
 
 function File:try_lock(key)
@@ -195,9 +196,10 @@ function ShmLock:unlock()
 end
 
 function Shm:get(key, secret)
-    local sealed = self.dict:get(self.prefix .. key)
+    local name = self.prefix .. key
+    local sealed = self.dict:get(name)
     if type(sealed) ~= "string" then return nil end
-    local text = core.open(secret, sealed)
+    local text = core.open(secret, sealed, name)
     local record = text and decode(text)
     if type(record) ~= "table" then return nil end
     return record
@@ -206,7 +208,8 @@ end
 function Shm:set(key, secret, record, ttl)
     local text = encode(record)
     if not text then return nil, "the record cannot be encoded" end
-    return self.dict:set(self.prefix .. key, core.seal(secret, text), ttl or 0)
+    local name = self.prefix .. key
+    return self.dict:set(name, core.seal(secret, text, name), ttl or 0)
 end
 
 function Shm:try_lock(key)
@@ -381,30 +384,32 @@ function Redis:command(...)
 end
 
 function Redis:get(key, secret)
-    local value = self:command("GET", self.prefix .. key)
+    local name = self.prefix .. key
+    local value = self:command("GET", name)
     if type(value) ~= "string" then
         if value == false then self.misses = self.misses + 1 end
         return nil
     end
-    local text = core.open(secret, value:sub(65))
+    local text = core.open(secret, value:sub(65), name)
     local record = text and decode(text)
     if type(record) ~= "table" then return nil end
     self.hits = self.hits + 1
     return record
 end
 
--- The value for a record: its token's id (a hash: no token), the sealed
--- record.  Nil and why when the record cannot be encoded.
-local function redis_value(secret, record)
+-- The value for a record kept at `name`: its token's id (a hash: no
+-- token), the record sealed for that name.  Nil and why when the record
+-- cannot be encoded.
+local function redis_value(secret, record, name)
     local text = encode(record)
     if not text then return nil, "the record cannot be encoded" end
     local token_id = type(record.access_token) == "string"
         and _M.token_id(secret, record.access_token) or NO_TOKEN_ID
-    return token_id .. core.seal(secret, text)
+    return token_id .. core.seal(secret, text, name)
 end
 
 function Redis:set(key, secret, record, ttl)
-    local value, why = redis_value(secret, record)
+    local value, why = redis_value(secret, record, self.prefix .. key)
     if not value then return nil, why end
     local ok
     if ttl and ttl > 0 then
@@ -440,7 +445,7 @@ end
 function Redis:delete_token_if(key, secret, token_id)
     local record = self:get(key, secret)
     if not record then return false end
-    local value = redis_value(secret, without_token(record, token_id))
+    local value = redis_value(secret, without_token(record, token_id), self.prefix .. key)
     if not value then return false end
     return self:command("EVAL", DELETE_TOKEN_IF, 1, self.prefix .. key, token_id, value) == 1
 end
