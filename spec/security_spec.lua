@@ -71,6 +71,44 @@ describe("security", function()
         return o
     end
 
+    describe("store names", function()
+        local PASSWORD = "sentinel-Store-Password-77"
+
+        it("refuses a store URL of a scheme it does not speak, never taking it for a directory",
+                function()
+            local _, before = shell.run("ls -A")
+            local cases = {
+                { "rediss://user:" .. PASSWORD .. "@127.0.0.1:6380", "TLS to Redis" },
+                { "unix://user:" .. PASSWORD .. "@/run/redis.sock", "unix socket" },
+                { "redis+socket:///run/redis.sock?password=" .. PASSWORD, "unix socket" },
+                { "http://user:" .. PASSWORD .. "@127.0.0.1:6379", "redis://" },
+            }
+            for _, case in ipairs(cases) do
+                local ok, message = pcall(oauth2.client, opts { store = case[1] })
+                assert.is_false(ok, case[2])
+                assert.matches(case[2], message, 1, true)
+                assert.is_nil(message:find(PASSWORD, 1, true), message)
+                -- and nothing was made of it in the working directory
+                local _, after = shell.run("ls -A")
+                assert.equals(before, after)
+            end
+            -- nginx takes the same rule
+            local stores = require "oauth2.store"
+            local store, why = stores.redis("rediss://user:" .. PASSWORD .. "@127.0.0.1")
+            assert.is_nil(store)
+            assert.matches("TLS to Redis", why, 1, true)
+            assert.is_nil(why:find(PASSWORD, 1, true))
+        end)
+
+        it("takes a scheme in any case and the default port", function()
+            local stores = require "oauth2.store"
+            local store = assert(stores.redis("Redis://user:" .. PASSWORD .. "@127.0.0.1/2"))
+            assert.equals(6379, store.port)
+            assert.equals(2, store.db)
+            assert.equals("oauth2.store redis 127.0.0.1:6379/2", tostring(store))
+        end)
+    end)
+
     describe("proxy credentials", function()
         local proxy = "htp://user:" .. PROXY_PASSWORD .. "@127.0.0.1:9"
 

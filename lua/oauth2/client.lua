@@ -581,8 +581,9 @@ function _M.new(opts)
     if type(store_opt) == "table" and type(store_opt.get) == "function" then
         self.shared = store_opt
     elseif type(store_opt) == "table" or type(store_opt) == "string"
-            and store_opt:match("^redis://") then
-        -- a Redis URL, or the table of oauth2.store.redis
+            and stores.url_scheme(store_opt) then
+        -- a Redis URL, or the table of oauth2.store.redis (a URL of
+        -- another scheme is refused there, never taken for a directory)
         local shared, problem = stores.redis(store_opt)
         if not shared then return nil, "oauth2: option 'store': " .. problem end
         self.shared = shared

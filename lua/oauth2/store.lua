@@ -460,8 +460,23 @@ function Redis:__tostring()
     return ("oauth2.store redis %s:%d/%d"):format(self.host, self.port, self.db or 0)
 end
 
+-- Store URLs of a scheme this library does not speak, and what to do.
+local UNSUPPORTED_SCHEMES = {
+    rediss = "TLS to Redis (rediss://) is not supported: reach Redis on a trusted "
+        .. "network, or through a TLS tunnel on loopback, with redis://",
+    unix = "a Redis unix socket is not supported: use redis://127.0.0.1:port",
+    ["redis+socket"] = "a Redis unix socket is not supported: use redis://127.0.0.1:port",
+}
+
+--- The scheme of a store given as a URL, in lower case ("redis"), or nil
+-- for a text that is no URL (a directory).
+function _M.url_scheme(text)
+    local scheme = text:match("^(%a[%w+.-]+):")
+    return scheme and scheme:lower()
+end
+
 --- A Redis store outside nginx (hiredis in the C core), from
--- "redis://[user:password@]host:port[/db]" or a table { url = ...,
+-- "redis://[user:password@]host[:port][/db]" or a table { url = ...,
 -- prefix =, connect_timeout =, timeout = (seconds, default 1), lease =,
 -- pool_size =, look_every = (seconds between two looks of a process or
 -- nginx node at the store while its own copy is fresh, default 4: how
@@ -472,12 +487,22 @@ function _M.redis(spec)
     if type(spec) ~= "table" or type(spec.url) ~= "string" then
         return nil, "a redis store needs a redis://host:port URL"
     end
-    local rest = spec.url:match("^redis://(.*)$") or ""
+    -- (no message repeats the URL: it may carry a password)
+    local scheme = _M.url_scheme(spec.url)
+    if scheme ~= "redis" then
+        return nil, UNSUPPORTED_SCHEMES[scheme] or "a redis store needs a "
+            .. "redis://[user:password@]host[:port][/db] URL"
+    end
+    local rest = spec.url:sub(#"redis://" + 1)
     local userinfo, hostport = rest:match("^(.*)@([^@]*)$")
     if not userinfo then hostport = rest end
     local host, port, db = hostport:match("^([^:/]+):(%d+)/?(%d*)$")
     if not host then
-        return nil, "a redis store needs a redis://[user:password@]host:port[/db] URL"
+        host, db = hostport:match("^([^:/]+)/?(%d*)$")
+        port = "6379"
+    end
+    if not host or tonumber(port) < 1 or tonumber(port) > 65535 then
+        return nil, "a redis store needs a redis://[user:password@]host[:port][/db] URL"
     end
     for _, name in ipairs { "connect_timeout", "timeout", "lease", "look_every" } do
         local value = spec[name]
