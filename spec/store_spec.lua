@@ -285,6 +285,30 @@ describe("the file store", function()
             assert.equals("600", mode:match("%d+"))
         end)
 
+        it("refuses a FIFO at a record's or a lock's path without blocking", function()
+            assert.equals(1, tokens(at_once(1, "token")))
+            local _, name = shell.run("ls " .. shell.quote(cache) .. " | grep -v lock")
+            local file = cache .. "/" .. name:match("%x+")
+            -- one process, ended by timeout (124) if an open blocks
+            local function one()
+                local code, out = shell.run("timeout 20 " .. command("token"), { lua = true })
+                assert.equals(0, code, out)
+                assert.equals(1, tokens(out), out)
+                assert.matches("not a regular file", out)
+            end
+            assert(os.execute("rm -f " .. shell.quote(file) .. " && mkfifo -m 600 "
+                .. shell.quote(file)))
+            one()
+            -- the record's FIFO was replaced by a file
+            local _, kind = shell.run("stat -c %F " .. shell.quote(file))
+            assert.matches("regular", kind)
+            -- a FIFO for the lock, and no record: the process must lock
+            assert(os.execute("rm -f " .. shell.quote(file) .. " " .. shell.quote(file .. ".lock")
+                .. " && mkfifo -m 600 " .. shell.quote(file .. ".lock")))
+            one()
+            assert.equals(3, server:stats().token_requests)
+        end)
+
         it("holds neither the secret nor the token in clear", function()
             local out = at_once(1, "token")
             local token = out:match("^token (%S+)")

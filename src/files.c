@@ -107,7 +107,8 @@ static int l_read_private(lua_State *L)
     const char *why;
     char chunk[4096];
     ssize_t n;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO put at the path must not hold the open */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {
             lua_pushboolean(L, 0);
@@ -241,7 +242,7 @@ static int l_try_lock(lua_State *L)
     lock->fd = -1;
     luaL_getmetatable(L, LOCK_MT);
     lua_setmetatable(L, -2);
-    lock->fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    lock->fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
     if (lock->fd < 0)
         return fail_errno(L, "cannot open the lock file");
     if (fstat(lock->fd, &st) != 0)
