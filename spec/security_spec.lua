@@ -250,7 +250,29 @@ describe("security", function()
             finally(function() session:close() end)
             assert.has_error(function()
                 session:request { url = faults.url("ok"), timeout = 0 }
-            end, "request.timeout must be a positive number of seconds")
+            end, "request.timeout must be a positive number of seconds, at most 86400")
+        end)
+
+        it("bounds every duration at a day, the same in Lua and in C", function()
+            assert.equals(86400, core.MAX_SECONDS)
+            local session = core.session()
+            finally(function() session:close() end)
+            -- past the bound, a milliseconds conversion would overflow
+            for _, huge in ipairs { 9223372036854776, 86400.5, math.huge } do
+                for _, name in ipairs { "timeout", "connect_timeout" } do
+                    assert.has_error(function()
+                        session:request { url = faults.url("ok"), [name] = huge }
+                    end, "request." .. name .. " must be a positive number of seconds, "
+                        .. "at most 86400")
+                    local ok, message = pcall(oauth2.token, opts { [name] = huge })
+                    assert.is_false(ok)
+                    assert.matches("option '" .. name .. "' must be a positive number of "
+                        .. "seconds, at most 86400", message, 1, true)
+                end
+            end
+            -- the bound itself is taken
+            local res = assert(session:request { url = faults.url("ok"), timeout = 86400 })
+            assert.equals(200, res.status)
         end)
     end)
 

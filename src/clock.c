@@ -25,15 +25,16 @@ static int l_now(lua_State *L)
     return 1;
 }
 
-/* core.sleep(seconds): a blocking wait (at most a day), outside event loops */
+/* core.sleep(seconds): a blocking wait (at most MAX_SECONDS), outside event
+ * loops */
 static int l_sleep(lua_State *L)
 {
     lua_Number seconds = luaL_checknumber(L, 1);
     struct timespec ts;
     if (!(seconds > 0))
         return 0;
-    if (seconds > 86400)
-        seconds = 86400;
+    if (seconds > OAUTH2_MAX_SECONDS)
+        seconds = OAUTH2_MAX_SECONDS;
     ts.tv_sec = (time_t)seconds;
     ts.tv_nsec = (long)((seconds - (lua_Number)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
@@ -50,4 +51,6 @@ static const luaL_Reg functions[] = {
 void oauth2_clock_open(lua_State *L)
 {
     oauth2_setfuncs(L, functions);
+    lua_pushinteger(L, OAUTH2_MAX_SECONDS);
+    lua_setfield(L, -2, "MAX_SECONDS");
 }

@@ -7,7 +7,15 @@
 
 #include "compat.h"
 
-/* Add now and sleep to the module table on top of the stack. */
+/*
+ * The longest duration the library takes anywhere (a timeout, a deadline,
+ * a wait), in seconds: a day.  Lua reads it as core.MAX_SECONDS, so the
+ * option checks and the C core refuse at the same bound, and a duration
+ * within it always fits a long of milliseconds.
+ */
+#define OAUTH2_MAX_SECONDS 86400
+
+/* Add now, sleep and MAX_SECONDS to the module table on top of the stack. */
 void oauth2_clock_open(lua_State *L);
 
 #endif

@@ -299,9 +299,11 @@ static long opt_millis(lua_State *L, const char *name)
         luaL_error(L, "request.%s must be a number of seconds", name);
     seconds = lua_tonumber(L, -1);
     lua_pop(L, 1);
-    /* 0 means "no limit" to libcurl: a timeout is always a positive bound */
-    if (!(seconds > 0) || seconds > (lua_Number)(LONG_MAX / 1000))
-        luaL_error(L, "request.%s must be a positive number of seconds", name);
+    /* 0 means "no limit" to libcurl: a timeout is always a positive bound,
+     * and the library's one upper bound keeps the milliseconds in range */
+    if (!(seconds > 0) || seconds > OAUTH2_MAX_SECONDS)
+        luaL_error(L, "request.%s must be a positive number of seconds, at most %d", name,
+                   OAUTH2_MAX_SECONDS);
     ms = (long)(seconds * 1000);
     return ms > 0 ? ms : 1;
 }

@@ -19,6 +19,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "clock.h"
 #include "redis.h"
 
 #define REDIS_MT "oauth2.core.redis"
@@ -52,8 +53,8 @@ static struct timeval to_timeval(lua_Number seconds)
     struct timeval tv;
     if (!(seconds > 0))
         seconds = 0.001;
-    if (seconds > 86400)
-        seconds = 86400;
+    if (seconds > OAUTH2_MAX_SECONDS)
+        seconds = OAUTH2_MAX_SECONDS;
     tv.tv_sec = (long)seconds;
     tv.tv_usec = (long)((seconds - (lua_Number)tv.tv_sec) * 1e6);
     return tv;

@@ -167,11 +167,11 @@ end
 -- (a UTC time), or nil.
 local function rate_limit_wait(res)
     local after = tonumber(res.headers["retry-after"] or "")
-    if after and after >= 0 then return min(after, 86400) end
+    if after and after >= 0 then return min(after, core.MAX_SECONDS) end
     local reset = tonumber(res.headers["x-organization-rate-limit-reset"] or "")
     if not reset then return nil end
     if reset > 1e9 then reset = reset - core.time() end
-    return min(max(0, reset), 86400)
+    return min(max(0, reset), core.MAX_SECONDS)
 end
 
 -- The error of a page that did not come (a non-2xx answer), for pages().
@@ -214,9 +214,9 @@ function _M.request(client, method, target, opts, level)
     for _, name in ipairs { "deadline", "timeout" } do
         local value = opts[name]
         if value ~= nil and (type(value) ~= "number" or value ~= value or value <= 0
-                or value > 86400) then
+                or value > core.MAX_SECONDS) then
             error("oauth2: request option '" .. name .. "' must be a positive number of "
-                .. "seconds, at most 86400", level)
+                .. "seconds, at most " .. core.MAX_SECONDS, level)
         end
     end
     local retries = opts.retries or conf.retries

@@ -79,7 +79,7 @@ local MAX_TEXT = 512
 -- The largest number a header may give (a timestamp far in the future).
 local MAX_NUMBER = 1e12
 -- The longest wait a server may ask for: a day.
-local MAX_WAIT = 86400
+local MAX_WAIT = core.MAX_SECONDS
 
 -- Server text as it may enter an error: control characters (which could
 -- drive a terminal or forge log lines) removed, and bounded in length.

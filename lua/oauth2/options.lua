@@ -108,7 +108,8 @@ function check.boolean(value)
     return value
 end
 
-local DAY = 86400
+-- The one bound of every duration, the C core's (a day).
+local DAY = core.MAX_SECONDS
 
 -- A positive number of seconds, at most `limit` (NaN and infinity refused).
 local function seconds(limit)

@@ -34,7 +34,7 @@ _M.defaults = {
 }
 
 -- The longest a failure is remembered, whatever the server asks: a day.
-_M.MAX_WAIT = 86400
+_M.MAX_WAIT = core.MAX_SECONDS
 
 -- A bound as people write it: 31536000, not 3.1536e+07.
 local function show(bound)
