@@ -208,6 +208,34 @@ describe("oauth2.openresty in nginx", function()
         assert.is_true(lines <= 2, "error.log lines: " .. lines)
     end)
 
+    it("draws different random points in every worker and every nginx", function()
+        local seen = {}
+        local function sample(node_base)
+            local _, out = shell.run(("for i in $(seq 12); do curl -s -H 'Connection: close' "
+                .. "'%s/jitter'; done"):format(node_base))
+            for pid, point in out:gmatch("(%d+) (%S+)") do
+                seen[#seen + 1] = { pid = pid, point = point }
+            end
+        end
+        start_nginx {}
+        sample(base)
+        local first = proxy
+        proxy = nil
+        start_nginx {}
+        sample(base)
+        first:stop()
+        local points, pids = {}, {}
+        for _, s in ipairs(seen) do
+            assert.is_nil(points[s.point], "the same point twice: " .. s.point)
+            points[s.point] = true
+            pids[s.pid] = true
+        end
+        local workers = 0
+        for _ in pairs(pids) do workers = workers + 1 end
+        assert.is_true(workers >= 3, "workers seen: " .. workers)
+        assert.equals(24, #seen)
+    end)
+
     it("remembers a thread pool nginx.conf does not declare as a failure", function()
         start_nginx { cooldown = 30, options = 'thread_pool = "no_such_pool",' }
         for _ = 1, 3 do assert.equals(503, (get("/v7/tests"))) end

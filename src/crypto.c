@@ -10,6 +10,7 @@
  * (buffer.h) while Lua is called.
  */
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -181,7 +182,28 @@ static int l_open(lua_State *L)
     return 1;
 }
 
+/*
+ * core.random() -> a number in [0, 1) from OpenSSL's generator: seeded
+ * from the system, and reseeded in a forked child, so every nginx worker
+ * and every process draws its own numbers (math.random is seeded by
+ * nobody in LuaJIT and Lua 5.1, and alike across forks everywhere).
+ */
+static int l_random(lua_State *L)
+{
+    unsigned char bytes[8];
+    uint64_t bits = 0;
+    int i;
+    if (RAND_bytes(bytes, sizeof bytes) != 1)
+        return luaL_error(L, "oauth2.core: the random generator failed");
+    for (i = 0; i < 8; i++)
+        bits = (bits << 8) | bytes[i];
+    /* 53 random bits: every double in [0, 1) of that spacing, uniformly */
+    lua_pushnumber(L, (lua_Number)(bits >> 11) / 9007199254740992.0);
+    return 1;
+}
+
 static const luaL_Reg functions[] = {
+    {"random", l_random},
     {"sha256", l_sha256},
     {"hmac_sha256", l_hmac_sha256},
     {"seal", l_seal},

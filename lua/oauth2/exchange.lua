@@ -13,7 +13,8 @@ local transport = require "oauth2.transport"
 
 local type, tonumber, tostring, setmetatable, ipairs, pairs, pcall, error =
       type, tonumber, tostring, setmetatable, ipairs, pairs, pcall, error
-local floor, max, min, random = math.floor, math.max, math.min, math.random
+local floor, max, min = math.floor, math.max, math.min
+local random = core.random
 local time = os.time
 local sub, format, gsub, lower = string.sub, string.format, string.gsub, string.lower
 local decode = cjson.decode

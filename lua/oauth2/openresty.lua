@@ -40,7 +40,8 @@ local cjson = require "cjson.safe"
 local ngx = ngx
 local type, pairs, error, pcall, tostring, setmetatable, tonumber =
       type, pairs, error, pcall, tostring, setmetatable, tonumber
-local floor, ceil, max, min, random = math.floor, math.ceil, math.max, math.min, math.random
+local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
+local random = core.random
 local format = string.format
 
 local _M = { _VERSION = core._VERSION }
@@ -130,7 +131,7 @@ end
 -- Take the fetch lock for this worker; the owner string, or nil.
 local function take_lock(self)
     self.nonce = self.nonce + 1
-    local owner = format("%d %d %d", ngx.worker.pid(), self.nonce, random(1e9))
+    local owner = format("%d %d %.0f", ngx.worker.pid(), self.nonce, random() * 2^53)
     -- safe_add: taking the lock never evicts a token or another lock
     local ok, why = self.dict:safe_add(self.lock_key, owner, self.lock_ttl)
     if ok then return owner end

@@ -11,7 +11,9 @@ local core = require "oauth2.core"
 local type, pairs, ipairs = type, pairs, ipairs
 local concat = table.concat
 local hmac_sha256 = core.hmac_sha256
-local max, min, floor, random = math.max, math.min, math.floor, math.random
+local max, min, floor = math.max, math.min, math.floor
+-- jitter from a generator every process seeds on its own (see core.random)
+local random = core.random
 local format = string.format
 
 local _M = { _VERSION = core._VERSION }

@@ -214,7 +214,7 @@ end
 
 function Shm:try_lock(key)
     self.nonce = self.nonce + 1
-    local owner = ("%d %d %d"):format(ngx.worker.pid(), self.nonce, math.random(1e9)) -- luacheck: ignore
+    local owner = ("%d %d %.0f"):format(ngx.worker.pid(), self.nonce, core.random() * 2^53) -- luacheck: ignore
     local lock_key = self.prefix .. key .. ":lock"
     local ok, why = self.dict:safe_add(lock_key, owner, self.lease)
     if ok then return setmetatable({ dict = self.dict, key = lock_key, owner = owner }, ShmLock) end
@@ -425,7 +425,7 @@ function Redis:try_lock(key)
     local name = self.prefix .. key .. ":lock"
     self.nonce = self.nonce + 1
     local owner = core.sha256(tostring(core.time()) .. " " .. self.nonce .. " "
-        .. tostring(math.random(1e9)) .. tostring(self))
+        .. ("%.0f"):format(core.random() * 2^53) .. tostring(self))
     local reply, why = self:command("SET", name, owner, "NX", "PX",
         math.ceil(self.lease * 1000))
     if reply == nil then return nil, why end
