@@ -101,6 +101,26 @@ describe("thousandeyes-token", function()
         assert.matches("^thousandeyes%-token: %-%-client%-secret would show the secret", err)
     end)
 
+    it("refuses a proxy password on the command line, and takes it from a file", function()
+        local password = "sentinel-ProxyPw-cli-5e"
+        for _, proxy in ipairs { "http://user:" .. password .. "@127.0.0.1:9",
+                                 "user:" .. password .. "@127.0.0.1:9" } do
+            local code, out, err = cli(host() .. " --client-id cli-id --proxy " .. proxy)
+            assert.equals(2, code)
+            assert.equals("", out)
+            assert.matches("^thousandeyes%-token: %-%-proxy with a password would show it", err)
+            assert.is_nil(err:find(password, 1, true))
+        end
+        -- from standard input the proxy is used (nobody listens there: a
+        -- network error, without the password)
+        local code, _, err = cli(host() .. " --client-id cli-id --retries 0 --no-cache --allow-http "
+            .. "--proxy-file -", { THOUSANDEYES_CLIENT_SECRET = SECRET },
+            "https://user:" .. password .. "@127.0.0.1:9\n")
+        assert.equals(1, code)
+        assert.matches("network error", err)
+        assert.is_nil(err:find(password, 1, true))
+    end)
+
     it("exits 1 with one line naming the failure", function()
         local code, out, err = cli(host() .. " --retries 0",
             { THOUSANDEYES_CLIENT_ID = "cli-id", THOUSANDEYES_CLIENT_SECRET = "wrong-" .. SECRET })

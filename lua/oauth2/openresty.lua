@@ -620,7 +620,8 @@ function Token:authorize()
     end
     log_failure(self, err)
     if err.retry_after then
-        ngx.header["Retry-After"] = format("%d", max(1, ceil(min(err.retry_after, core.MAX_SECONDS))))
+        ngx.header["Retry-After"] = format("%d",
+            max(1, ceil(min(err.retry_after, core.MAX_SECONDS))))
     end
     ngx.status = self.status
     ngx.header["Content-Type"] = "application/json"

@@ -36,8 +36,9 @@
 -- client secret, bound to its key (every store seals a record for the
 -- name it is kept under), so it is useless to anyone without the secret,
 -- and a file that does not open (corrupt, truncated, another secret's,
--- moved from another key) counts as missing and is replaced.  Single flight across processes is an flock on
--- a lock file beside it, which the kernel releases if its process dies.
+-- moved from another key) counts as missing and is replaced.  Single
+-- flight across processes is an flock on a lock file beside it, which the
+-- kernel releases if its process dies.
 -- Mechanism (files, locks, sealing) is the C core's; this is the policy.
 
 local core = require "oauth2.core"
@@ -214,7 +215,8 @@ end
 
 function Shm:try_lock(key)
     self.nonce = self.nonce + 1
-    local owner = ("%d %d %.0f"):format(ngx.worker.pid(), self.nonce, core.random() * 2^53) -- luacheck: ignore
+    local owner = ("%d %d %.0f"):format(ngx.worker.pid(), -- luacheck: ignore
+        self.nonce, core.random() * 2^53)
     local lock_key = self.prefix .. key .. ":lock"
     local ok, why = self.dict:safe_add(lock_key, owner, self.lease)
     if ok then return setmetatable({ dict = self.dict, key = lock_key, owner = owner }, ShmLock) end
