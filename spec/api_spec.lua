@@ -103,6 +103,41 @@ describe("API requests", function()
         assert.equals(2, server:stats().token_requests)
     end)
 
+    it("waits out the invalidation cool-down on the client's clock, though a sleep ends early",
+        function()
+        local transport = require "oauth2.transport"
+        local t, slept, real_sleep = 1000, 0, transport.sleep
+        -- each sleep ends 3 ms early on the client's (injected) clock
+        transport.sleep = function(seconds)
+            slept = slept + 1
+            t = t + seconds - 0.003
+        end
+        finally(function() transport.sleep = real_sleep end)
+        local fresh = oauth2.client { host = server.http_url, client_id = "api-id",
+            client_secret = SECRET, invalidate_cooldown = 5, scope = "cooldown:clock",
+            clock = function() return t end }
+        finally(function() fresh:close() end)
+        assert(fresh:request("GET", "/v7/tests"))
+        server:control { revoke = true }
+        local res, err = fresh:request("GET", "/v7/tests")
+        assert.is_nil(err)
+        assert.equals(200, res.status)
+        assert.equals(2, server:stats().token_requests)
+        assert.is_true(slept >= 1)
+        assert.is_true(t >= 1005, "the cool-down was not waited out: " .. t)
+    end)
+
+    it("waits for a Retry-After given as an HTTP date, as the token path does", function()
+        -- (a body of its own: no rate-limit headers, only the date)
+        server:control { api_script = { { status = 429, body = { title = "Too Many Requests" },
+            headers = { ["Retry-After"] = "Fri, 31 Dec 2099 23:59:59 GMT" } } } }
+        local res = assert(client:request("GET", "/v7/tests", { deadline = 2 }))
+        -- a wait past the deadline: the 429 comes back, with no second try
+        assert.equals(429, res.status)
+        assert.equals(1, server:stats().api_requests)
+        assert.equals(86400, res.retry_after)
+    end)
+
     it("gives the 401 back when a fresh token is refused too", function()
         assert(client:request("GET", "/v7/tests"))
         -- every token, the fresh one too, is refused

@@ -24,7 +24,7 @@ local transport = require "oauth2.transport"
 
 local type, pairs, ipairs, tostring, tonumber, error, pcall =
       type, pairs, ipairs, tostring, tonumber, error, pcall
-local max, min, floor = math.max, math.min, math.floor
+local min, floor = math.min, math.floor
 local concat, sort = table.concat, table.sort
 local find, lower, upper, format, gsub, match =
       string.find, string.lower, string.upper, string.format, string.gsub, string.match
@@ -156,22 +156,23 @@ end
 local function response(res)
     local headers = {}
     for name, value in pairs(res.headers or {}) do headers[lower(name)] = value end
-    local out = { status = res.status, headers = headers, body = res.body or "" }
+    local out = { status = res.status, headers = headers, body = res.body or "",
+                  retry_after = res.retry_after and min(res.retry_after, core.MAX_SECONDS) }
     if is_json(headers["content-type"]) and out.body ~= "" then
         out.json = cjson.decode(out.body)
     end
     return out
 end
 
--- Seconds a 429 asks to wait: Retry-After, else the organization's reset
--- (a UTC time), or nil.
+-- Seconds added to a wait for a cool-down to end, for a sleep that ends
+-- early on another clock.
+local WAIT_GRACE = 0.005
+
+-- Seconds a 429 asks to wait: Retry-After (seconds or a date), else the
+-- organization's reset, or nil; the token path's reader.
 local function rate_limit_wait(res)
-    local after = tonumber(res.headers["retry-after"] or "")
-    if after and after >= 0 then return min(after, core.MAX_SECONDS) end
-    local reset = tonumber(res.headers["x-organization-rate-limit-reset"] or "")
-    if not reset then return nil end
-    if reset > 1e9 then reset = reset - core.time() end
-    return min(max(0, reset), core.MAX_SECONDS)
+    return exchange.rate_limit_wait(res,
+        { reset = tonumber(res.headers["x-organization-rate-limit-reset"] or "") })
 end
 
 -- The error of a page that did not come (a non-2xx answer), for pages().
@@ -244,10 +245,17 @@ function _M.request(client, method, target, opts, level)
                     deadline) })
         end
         local header, token_err = client:header()
-        if not header and renewed and token_err.code == "invalidated"
-                and token_err.retry_after and now() + token_err.retry_after < deadline_at then
-            -- the token just dropped was fresh: its cool-down first
-            sleep(token_err.retry_after)
+        -- the token just dropped was fresh: its cool-down first.  The
+        -- cool-down runs on the client's clock, and a sleep may end a
+        -- little early on it (nginx's clock is coarse): a few ms more, and
+        -- what is left asked again after each wait, within the deadline
+        for _ = 1, 3 do
+            if header or not renewed or token_err.code ~= "invalidated"
+                    or not token_err.retry_after
+                    or now() + token_err.retry_after + WAIT_GRACE >= deadline_at then
+                break
+            end
+            sleep(token_err.retry_after + WAIT_GRACE)
             header, token_err = client:header()
         end
         if not header then return finish(nil, token_err) end

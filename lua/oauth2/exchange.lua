@@ -155,7 +155,9 @@ local function decode_object(body)
     return data
 end
 
--- Seconds to wait before retrying a 429: Retry-After, else the reset time.
+-- Seconds to wait before retrying a 429: Retry-After (libcurl reads both
+-- its forms, seconds and an HTTP date, into res.retry_after), else the
+-- reset time.  The API path reads it here too.
 local function rate_limit_wait(res, limit)
     if res.retry_after then return bounded_wait(res.retry_after) end
     local reset = limit and limit.reset
@@ -324,6 +326,7 @@ local function backoff(conf, attempt)
     return _M.runtime.random() * cap
 end
 _M.backoff = backoff
+_M.rate_limit_wait = rate_limit_wait
 
 -- The attempts loop: the token or nil and a raw error table, and the
 -- number of attempts made.
