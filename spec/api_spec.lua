@@ -206,10 +206,44 @@ describe("API requests", function()
         assert.matches("unknown aid", tostring(steps[1][2]))
     end)
 
+    it("never follows a next link off the API's origin, and never raises for one", function()
+        for _, link in ipairs { "https://evil.example/v7/tests?page=2",
+                                "http://evil.example/v7/tests?page=2",
+                                "ftp://" .. server.http_url:match("//(.*)") .. "/v7/tests" } do
+            local before = server:stats().api_requests
+            server:control { api_script = { { status = 200, body = {
+                tests = { { testId = "1" } }, _links = { next = { href = link } } } } } }
+            local steps = {}
+            -- allowing evil.example by name still keeps plain http:// out
+            for page, err in client:pages("/v7/tests", { allow_other_host = { "other.example" },
+                                                         retries = 0 }) do
+                steps[#steps + 1] = { page, err }
+            end
+            assert.equals(2, #steps, link)
+            assert.equals("1", steps[1][1].tests[1].testId)
+            assert.is_false(steps[2][1])
+            assert.equals("protocol", steps[2][2].kind)
+            assert.matches("next page's link was not followed", tostring(steps[2][2]))
+            assert.is_nil(tostring(steps[2][2]):find("allow_other_host", 1, true))
+            -- one API request: the link was never tried
+            assert.equals(before + 1, server:stats().api_requests)
+        end
+    end)
+
     it("refuses a full URL on another host unless allowed, and misuse", function()
         assert.has_error(function() client:request("GET", "https://example.com/v7/tests") end,
             "oauth2: https://example.com is not on the API's host " .. server.http_url
-                .. " (set allow_other_host to send the token there)")
+                .. "; the token goes nowhere else")
+        -- allow_other_host names hosts; "anywhere" is no option
+        assert.has_error(function()
+            client:request("GET", "https://example.com/v7/tests", { allow_other_host = true })
+        end, 'oauth2: request option \'allow_other_host\' must list host names, such as '
+            .. '{ "other.example.com" }')
+        -- a named host over plain http:// (not loopback) is still refused
+        assert.has_error(function()
+            client:request("GET", "http://example.com/v7/tests",
+                { allow_other_host = { "example.com" } })
+        end, "oauth2: http://example.com is plain http://: the token does not travel in clear")
         assert.has_error(function() client:request("GET", "/v7/tests", { bogus = 1 }) end,
             "oauth2: unknown request option 'bogus'")
         assert.has_error(function() client:request(42, "/v7/tests") end)

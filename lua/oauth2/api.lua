@@ -81,22 +81,52 @@ local function encode_query(query)
     return concat(parts, "&")
 end
 
--- The full URL of `target` for a client whose API lives at `origin`: a
--- path ("/v7/tests" or "v7/tests") joins it; a full URL must be on it
--- unless allowed.  The URL, or nil and why.
-local function target_url(origin, target, allow_other_host)
+-- The full URL of `target` for a client whose API is at conf.url: a path
+-- ("/v7/tests" or "v7/tests") joins its origin; a full URL must be on that
+-- origin, or on a host `allow_other_host` names, and plain http:// only
+-- where the client's own rule allows it (allow_http, or loopback), so
+-- the token never leaves for a place the caller did not name.  The URL,
+-- or nil and why.
+local function target_url(conf, target, allow_other_host)
+    local origin = options.url_origin(conf.url)
     if type(target) ~= "string" or target == "" then
         return nil, "the path or URL must be a non-empty string"
     end
     if find(target, "[%z\r\n ]") then return nil, "the path or URL contains a space or control" end
-    if find(target, "^%a[%w+.-]*://") then
-        if options.url_origin(target) ~= origin and not allow_other_host then
-            return nil, format("%s is not on the API's host %s (set allow_other_host to "
-                .. "send the token there)", options.url_origin(target), origin)
-        end
-        return target
+    if not find(target, "^%a[%w+.-]*://") then return origin .. "/" .. gsub(target, "^/+", "") end
+    local parts = core.parse_url(target)
+    local scheme = parts and lower(parts.scheme or "")
+    if not parts or not parts.host or (scheme ~= "https" and scheme ~= "http") then
+        return nil, "the URL is not an http(s) URL the token may go to"
     end
-    return origin .. "/" .. gsub(target, "^/+", "")
+    local there = options.url_origin(target)
+    if there ~= origin and not (allow_other_host and allow_other_host[lower(parts.host)]) then
+        return nil, format("%s is not on the API's host %s; the token goes nowhere else",
+            there, origin)
+    end
+    if scheme == "http" and not conf.allow_http and not options.is_loopback(parts.host) then
+        return nil, format("%s is plain http://: the token does not travel in clear", there)
+    end
+    return target
+end
+
+-- allow_other_host as a set of lower-case host names, or nil and why.
+local function other_hosts(value)
+    if value == nil then return {} end
+    if type(value) == "string" then value = { value } end
+    if type(value) ~= "table" then
+        return nil, "request option 'allow_other_host' must list host names, such as "
+            .. "{ \"other.example.com\" }"
+    end
+    local hosts = {}
+    for _, host in ipairs(value) do
+        if type(host) ~= "string" or not find(host, "^[%w.-]+$") then
+            return nil, "request option 'allow_other_host' must list host names, such as "
+                .. "{ \"other.example.com\" }"
+        end
+        hosts[lower(host)] = true
+    end
+    return hosts
 end
 
 -- The request table for the C core: the client's transport options, the
@@ -207,7 +237,10 @@ function _M.request(client, method, target, opts, level)
     end
     method = upper(method)
     local conf = client.conf
-    local url, why = target_url(options.url_origin(conf.url), target, opts.allow_other_host)
+    local hosts, why = other_hosts(opts.allow_other_host)
+    if not hosts then error("oauth2: " .. why, level) end
+    local url
+    url, why = target_url(conf, target, hosts)
     if not url then error("oauth2: " .. why, level) end
     local req
     req, why = build(conf, method, url, opts)
@@ -321,8 +354,17 @@ function _M.pages(client, target, opts)
     for name, value in pairs(first) do
         if name ~= "query" then later[name] = value end
     end
-    local next_target, count = target, 0
+    local hosts, why = other_hosts(opts.allow_other_host)
+    if not hosts then error("oauth2: " .. why, 2) end
+    local next_target, count, refused = target, 0, nil
     return function()
+        if refused then
+            -- a link the server chose that the token may not follow: an
+            -- error of the server's data, never a raise out of the loop
+            local err = refused
+            refused = nil
+            return false, err
+        end
         if next_target == nil or count >= max_pages then return nil end
         count = count + 1
         local res, err = _M.request(client, "GET", next_target, count == 1 and first or later, 1)
@@ -336,7 +378,15 @@ function _M.pages(client, target, opts)
         end
         local links = type(page._links) == "table" and page._links or {}
         local nxt = type(links.next) == "table" and links.next.href or links.next
-        if type(nxt) == "string" and nxt ~= "" then next_target = nxt end
+        if type(nxt) == "string" and nxt ~= "" then
+            local url, problem = target_url(client.conf, nxt, hosts)
+            if url then
+                next_target = url
+            else
+                refused = errors.new { kind = "protocol",
+                    message = "the next page's link was not followed: " .. problem }
+            end
+        end
         return page, res
     end
 end

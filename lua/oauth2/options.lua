@@ -246,6 +246,7 @@ local function is_loopback(host)
     return LOOPBACK[host] or match(host, "^127%.%d+%.%d+%.%d+$") ~= nil
         or match(host, "%.localhost$") ~= nil
 end
+_M.is_loopback = is_loopback
 
 -- The client secret from the environment: THOUSANDEYES_CLIENT_SECRET, or
 -- the contents of the file THOUSANDEYES_CLIENT_SECRET_FILE names (without
