@@ -24,6 +24,9 @@ local CASES = {
     -- libcurl takes a head cut off at close as complete: an empty 200
     { "close-mid-headers", "protocol", message = "not a JSON object" },
     { "close-mid-body", "network" },
+    -- a response head past the bound: a protocol error, within the deadline
+    { "many-headers", "protocol", message = "response head larger than" },
+    { "repeated-header", "protocol", message = "response head larger than" },
     -- a reply without a valid status line is the server's fault, not ours
     { "http09", "protocol", message = "HTTP/0.9" },
     { "status-1000", "protocol", message = "response code" },

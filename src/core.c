@@ -39,6 +39,10 @@
 #define BLOCKING_POLL_MS 1000
 /* libcurl sends "Expect: 100-continue" only for bodies this large or larger */
 #define EXPECT_MIN_BODY 1024
+/* The most a response head may hold (the status line counts as a field):
+ * real ones have a few dozen fields and a few KiB. */
+#define MAX_HEAD_FIELDS 200
+#define MAX_HEAD_BYTES (64 * 1024)
 /* request.response_headers: how many names, and how long each may be. */
 #define MAX_WANTED 8
 #define MAX_WANTED_LEN 64
@@ -57,6 +61,9 @@ typedef struct {
     oauth2_buffer line;                /* scratch for one "Name: value" header line */
     size_t max_body;
     int body_too_large;
+    size_t head_fields; /* header fields of the response head being read */
+    size_t head_bytes;  /* ... and its bytes */
+    int head_too_large;
     int out_of_memory;
     int running; /* the easy handle is attached to the multi handle */
     int closed;
@@ -91,6 +98,9 @@ static void release_transfer(session *s)
     /* libcurl's words: they may quote a proxy string with its password */
     oauth2_wipe(s->errbuf, sizeof s->errbuf);
     s->body_too_large = 0;
+    s->head_fields = 0;
+    s->head_bytes = 0;
+    s->head_too_large = 0;
     s->out_of_memory = 0;
 }
 
@@ -157,6 +167,29 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     }
     if (oauth2_buffer_append(&s->body, data, n) != 0) {
         s->out_of_memory = 1;
+        return 0;
+    }
+    return n;
+}
+
+/*
+ * libcurl header callback: count the fields and bytes of each response
+ * head (a status line starts a new one: a 1xx or a proxy's head before
+ * the final one) and stop the transfer past the bound, as on_body does,
+ * so a server cannot make the headers cost time after the transfer.
+ */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    session *s = userdata;
+    size_t n = size * nmemb;
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        s->head_fields = 0;
+        s->head_bytes = 0;
+    }
+    s->head_fields++;
+    s->head_bytes += n;
+    if (s->head_fields > MAX_HEAD_FIELDS || s->head_bytes > MAX_HEAD_BYTES) {
+        s->head_too_large = 1;
         return 0;
     }
     return n;
@@ -653,6 +686,8 @@ static void set_safe_defaults(session *s)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, DEFAULT_TIMEOUT_MS);
 }
 
@@ -995,7 +1030,12 @@ static int push_outcome(lua_State *L, session *s, CURLcode result)
     if (result != CURLE_OK) {
         char message[CURL_ERROR_SIZE + 128], clean[CURL_ERROR_SIZE + 128];
         const char *kind = curl_kind(result);
-        if (s->body_too_large || result == CURLE_FILESIZE_EXCEEDED) {
+        if (s->head_too_large) {
+            snprintf(message, sizeof message,
+                     "response head larger than %d header fields or %d bytes",
+                     MAX_HEAD_FIELDS, MAX_HEAD_BYTES);
+            kind = "protocol";
+        } else if (s->body_too_large || result == CURLE_FILESIZE_EXCEEDED) {
             snprintf(message, sizeof message,
                      "response body larger than the %lu byte limit",
                      (unsigned long)s->max_body);

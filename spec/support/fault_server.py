@@ -93,6 +93,20 @@ def fault(mode, path, headers, conn, wfile):
         wfile.flush()
         stall(conn)
         return False
+    elif mode == "many-headers":
+        # 30,000 small fields: reading them must not cost time after the
+        # transfer (libcurl's header walk is quadratic)
+        # (180 KB: under libcurl's own 300 KB cap on a head)
+        head = b"x: 1\r\n" * 30000
+        wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + head
+                    + b"Content-Length: 2\r\n\r\n{}")
+        return False
+    elif mode == "repeated-header":
+        # one field 3,000 times (each joined to the last: quadratic bytes)
+        head = b"X-Organization-Rate-Limit-Limit: 240\r\n" * 3000
+        wfile.write(b"HTTP/1.1 429 Too Many Requests\r\n" + head
+                    + b"Content-Length: 2\r\n\r\n{}")
+        return False
     elif mode == "http09":
         wfile.write(b"no status line at all\r\n\r\n")
         return False
