@@ -389,6 +389,37 @@ describe("the redis store", function()
         assert.is_nil(dump:find(SECRET, 1, true))
     end)
 
+    it("bounds a command by one deadline and its reply by a size", function()
+        -- a reply trickled a byte at a time, each in time for a per-read
+        -- timeout, fails as a whole past the command's timeout
+        local port = require("nginx").free_port()
+        local code, out = shell.run("python3 spec/support/trickle_server.py " .. port
+            .. " > " .. shell.quote(redis.dir .. "/trickle.out") .. " 2>&1 &")
+        assert.equals(0, code, out)
+        for _ = 1, 100 do
+            if (shell.read_file(redis.dir .. "/trickle.out") or ""):match("ready") then break end
+            core.sleep(0.05)
+        end
+        local conn = assert(core.redis("127.0.0.1", port, 2, 0.5))
+        local reply, why = conn:command("GET", "k")
+        assert.is_nil(reply)
+        assert.equals("redis: the command timed out", why)
+        assert.is_false(conn:is_open())
+        -- a value of 2 MiB planted in Redis
+        local big = redis.dir .. "/big"
+        assert(os.execute("head -c 2097152 /dev/zero | tr '\\0' a > " .. shell.quote(big)))
+        assert.equals(0, (redis:cli("-x SET oauth2:planted < " .. shell.quote(big))))
+        conn = assert(core.redis("127.0.0.1", redis.port, 2, 2))
+        reply, why = conn:command("GET", "oauth2:planted")
+        assert.is_nil(reply)
+        assert.equals("redis: the reply is larger than 1 MiB", why)
+        -- and the store never asks for it whole (nginx's client has no bound)
+        local stores = require "oauth2.store"
+        local store = assert(stores.redis(redis.url))
+        assert.is_nil(store:get("planted", SECRET))
+        assert.equals(1, store:stats().errors)
+    end)
+
     it("makes one request for all processes when the endpoint answers 429", function()
         server:control { script = { { status = 429, headers = { ["Retry-After"] = "30" } } } }
         local out = at_once(10)

@@ -12,10 +12,19 @@
  * broken connection gives nil and a message (then the connection is
  * closed: call core.redis again).  The reply being converted hangs off the
  * connection's userdata, so an out-of-memory error cannot leak it.
+ *
+ * A command has one deadline, the command timeout, for writing it and
+ * reading its whole reply (hiredis's own timeout is per read: a server
+ * that trickles its reply would hold the caller for ever), and a reply
+ * may hold at most MAX_REPLY bytes (records are a few KiB): past either,
+ * the command fails and the connection is closed.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 
@@ -24,10 +33,12 @@
 
 #define REDIS_MT "oauth2.core.redis"
 #define MAX_ARGS 16
+#define MAX_REPLY (1024 * 1024)
 
 typedef struct {
     redisContext *context;
     redisReply *reply; /* the reply being pushed, freed after (or by __gc) */
+    double timeout;    /* seconds a whole command may take */
 } connection;
 
 static void drop_reply(connection *conn)
@@ -82,6 +93,10 @@ static int l_redis(lua_State *L)
         close_connection(conn);
         return 2;
     }
+    {
+        struct timeval tv = to_timeval(command_timeout);
+        conn->timeout = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    }
     if (redisSetTimeout(conn->context, to_timeval(command_timeout)) != REDIS_OK) {
         close_connection(conn);
         lua_pushnil(L);
@@ -128,6 +143,74 @@ static void push_reply(lua_State *L, const redisReply *reply, int depth)
     }
 }
 
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Wait until the connection's socket is ready for `events`, at most until
+ * `deadline`; 0 when ready, -1 when the deadline passed or poll failed. */
+static int wait_ready(redisContext *c, short events, double deadline)
+{
+    struct pollfd p;
+    int rc;
+    for (;;) {
+        double left = deadline - monotonic_now();
+        if (left <= 0)
+            return -1;
+        p.fd = c->fd;
+        p.events = events;
+        p.revents = 0;
+        rc = poll(&p, 1, (int)(left * 1000) + 1);
+        if (rc > 0)
+            return 0;
+        if (rc < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+/*
+ * Send one command and read its whole reply within one deadline and the
+ * reply bound; the reply (owned by the caller), or NULL with *why set.
+ */
+static redisReply *run_command(connection *conn, int argc, const char **argv,
+                               const size_t *argvlen, const char **why)
+{
+    redisContext *c = conn->context;
+    double deadline = monotonic_now() + conn->timeout;
+    void *reply = NULL;
+    int done = 0;
+    *why = NULL;
+    if (redisAppendCommandArgv(c, argc, argv, argvlen) != REDIS_OK)
+        return NULL;
+    while (!done) {
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            return NULL;
+        if (!done && wait_ready(c, POLLOUT, deadline) != 0) {
+            *why = "the command timed out";
+            return NULL;
+        }
+    }
+    for (;;) {
+        if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
+            return NULL;
+        if (reply != NULL)
+            return reply;
+        if (c->reader->len - c->reader->pos > MAX_REPLY) {
+            *why = "the reply is larger than 1 MiB";
+            return NULL;
+        }
+        if (wait_ready(c, POLLIN, deadline) != 0) {
+            *why = "the command timed out";
+            return NULL;
+        }
+        if (redisBufferRead(c) != REDIS_OK)
+            return NULL;
+    }
+}
+
 /* conn:command(arg, ...) -> reply | nil, err */
 static int l_command(lua_State *L)
 {
@@ -135,6 +218,7 @@ static int l_command(lua_State *L)
     const char *argv[MAX_ARGS];
     size_t argvlen[MAX_ARGS];
     int argc = lua_gettop(L) - 1, i;
+    const char *why;
     if (argc < 1 || argc > MAX_ARGS)
         return luaL_error(L, "a redis command takes 1 to %d arguments", MAX_ARGS);
     for (i = 0; i < argc; i++) {
@@ -144,12 +228,13 @@ static int l_command(lua_State *L)
         argv[i] = lua_tolstring(L, i + 2, &argvlen[i]);
     }
     drop_reply(conn);
-    conn->reply = redisCommandArgv(conn->context, argc, argv, argvlen);
+    conn->reply = run_command(conn, argc, argv, argvlen, &why);
     if (conn->reply == NULL) {
-        /* a broken connection: no reply can follow on it */
+        /* a broken, late or flooded connection: no reply can follow on it */
         lua_pushnil(L);
-        lua_pushfstring(L, "redis: %s", conn->context->errstr[0] ? conn->context->errstr
-                                                                : "connection lost");
+        lua_pushfstring(L, "redis: %s", why ? why
+                                            : conn->context->errstr[0] ? conn->context->errstr
+                                                                       : "connection lost");
         close_connection(conn);
         return 2;
     }

@@ -270,6 +270,18 @@ end
 return 1
 ]]
 
+-- A record's value, read by Redis itself only while it is small: a value
+-- planted at a record's key never reaches a client whole (lua-resty-redis
+-- in nginx would read any size).  Records are a few KiB.
+local GET_BOUNDED = [[
+local value = redis.call("GET", KEYS[1])
+if value and #value > tonumber(ARGV[1]) then
+    return redis.error_reply("oauth2: the record is larger than the store takes")
+end
+return value
+]]
+local MAX_RECORD = 65536
+
 -- Seconds between attempts to reach a Redis that is down: no storm
 -- against one that restarts.
 local RECONNECT_PAUSE = 2
@@ -387,7 +399,7 @@ end
 
 function Redis:get(key, secret)
     local name = self.prefix .. key
-    local value = self:command("GET", name)
+    local value = self:command("EVAL", GET_BOUNDED, 1, name, MAX_RECORD)
     if type(value) ~= "string" then
         if value == false then self.misses = self.misses + 1 end
         return nil
