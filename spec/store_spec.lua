@@ -216,9 +216,45 @@ describe("the file store", function()
         assert.equals(1, server:stats().token_requests)
         assert.equals(0, (shell.run("kill -9 " .. pid:match("%d+"))))
         server:control { delay = 0 }
-        -- with a 3 s deadline: a lock still held would make it give up
-        local out = at_once(1, "token", { OAUTH2_SPEC_DEADLINE = "3" })
+        -- with a 60 s deadline a lock still held would keep it waiting past
+        -- the 20 s that `timeout` gives it
+        local out
+        code, out = shell.run("timeout 20 " .. command("token", { OAUTH2_SPEC_DEADLINE = "60" }),
+            { lua = true })
+        assert.equals(0, code, out)
         assert.equals(1, tokens(out), out)
+    end)
+
+    it("fetches alone past the deadline when a holder of the lock is stopped", function()
+        server:control { delay = 3 }
+        local code, pid = shell.run(command("token") .. " > /dev/null 2>&1 & echo $!",
+            { lua = true })
+        assert.equals(0, code)
+        pid = pid:match("%d+")
+        finally(function() shell.run("kill -9 " .. pid .. " 2>/dev/null") end)
+        core.sleep(0.5)
+        assert.equals(1, server:stats().token_requests)
+        -- Ctrl-Z, SIGSTOP, a frozen cgroup: the flock stays held
+        assert.equals(0, (shell.run("kill -STOP " .. pid)))
+        server:control { delay = 0 }
+        local out = at_once(1, "token", { OAUTH2_SPEC_DEADLINE = "1" })
+        assert.equals(1, tokens(out), out)
+        local newer = out:match("token (%S+)")
+        assert.equals(2, server:stats().token_requests)
+        -- it published its token: the next process takes it from the store
+        -- even while the holder still holds the lock
+        out = at_once(1, "token", { OAUTH2_SPEC_DEADLINE = "1" })
+        assert.equals("token " .. newer .. "\n", out)
+        -- the holder goes on and gets its (older) fetch's token: it must
+        -- not replace the newer one in the store
+        assert.equals(0, (shell.run("kill -CONT " .. pid)))
+        for _ = 1, 200 do
+            if shell.run("kill -0 " .. pid .. " 2>/dev/null") ~= 0 then break end
+            core.sleep(0.1)
+        end
+        out = at_once(1, "token", { OAUTH2_SPEC_DEADLINE = "1" })
+        assert.equals("token " .. newer .. "\n", out)
+        assert.equals(2, server:stats().token_requests)
     end)
 
     it("invalidates only the token that was rejected, with one cool-down for all", function()

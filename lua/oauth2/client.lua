@@ -233,6 +233,19 @@ local function publish(self, entry, now, record)
     if not ok then warn_store(self, why) end
 end
 
+-- Publish the entry's state after a fetch, unless the store already holds
+-- a token fetched later than the entry's: a holder whose lease lapsed, or
+-- a process that fetched alone, never undoes a newer token.
+local function publish_unless_newer(self, entry, now)
+    local record = self.shared:get(self.shared_key, self.secret)
+    if record and type(record.access_token) == "string"
+            and type(record.fetched_at) == "number" then
+        local ours = entry.token and core.time() - (now - entry.fetched_at) or -huge
+        if record.fetched_at > ours + 0.001 then return end
+    end
+    publish(self, entry, now, record)
+end
+
 -- Fetch a token now; stores it in the entry, or records the failure.
 local function fetch_here(self, entry, refreshing)
     local stats = self.counters
@@ -269,7 +282,9 @@ end
 local function fetch(self, entry, refreshing)
     if not self.shared then return fetch_here(self, entry, refreshing) end
     local clock = self.policy.clock
-    local give_up = clock() + self.conf.deadline
+    -- past this, the holder's own fetch is over (its deadline, and a
+    -- grace): a holder that cannot let go (stopped, frozen) holds nobody
+    local give_up = clock() + self.conf.deadline + FETCH_GRACE
     while true do
         local lock, why = self.shared:try_lock(self.shared_key)
         local now = clock()
@@ -290,7 +305,7 @@ local function fetch(self, entry, refreshing)
         end
         if lock then
             -- another process may have stored a token a moment ago
-            local record = adopt(self, entry, now)
+            adopt(self, entry, now)
             if now < entry.refresh_after then
                 lock:unlock()
                 return entry.token
@@ -300,15 +315,17 @@ local function fetch(self, entry, refreshing)
                 return nil, entry.last_error
             end
             local token, err = fetch_here(self, entry, refreshing)
-            publish(self, entry, clock(), record)
+            publish_unless_newer(self, entry, clock())
             lock:unlock()
             return token, err
         end
         -- another process is fetching: keep a valid token meanwhile
         if entry.token and now < entry.expire_after then return entry.token end
         if now >= give_up then
-            return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
-                message = "another process was fetching the token for the whole deadline" }
+            -- fetch alone, and publish only over an older record
+            local token, err = fetch_here(self, entry, refreshing)
+            publish_unless_newer(self, entry, clock())
+            return token, err
         end
         transport.sleep(SHARED_POLL)
         now = clock()
