@@ -439,7 +439,10 @@ describe("oauth2.openresty in nginx", function()
         server:control { revoke = true }
         local statuses = burst("/v7/tests", 100)
         assert.equals(100, #statuses)
-        assert.equals(2, stats().token_requests)
+        -- (on a busy machine all 100 may pass with the old token before
+        -- its first 401 purges it: then the fetch comes with the next)
+        local requests = stats().token_requests
+        assert.is_true(requests == 1 or requests == 2, "token requests: " .. requests)
         assert.is_true(stats().api_unauthorized >= 1)
         -- the new token serves; a 401 of the old one did not drop it
         for _, code in ipairs(burst("/v7/tests", 20)) do assert.equals(200, code) end
