@@ -234,14 +234,18 @@ local function publish(self, entry, now, record)
 end
 
 -- Publish the entry's state after a fetch, unless the store already holds
--- a token fetched later than the entry's: a holder whose lease lapsed, or
--- a process that fetched alone, never undoes a newer token.
+-- another token, fetched later than the entry's: a holder whose lease
+-- lapsed, or a process that fetched alone, never undoes a newer token.
+-- (The entry's own token is compared by value, not by times: an injected
+-- clock and the wall clock need not agree.)
 local function publish_unless_newer(self, entry, now)
     local record = self.shared:get(self.shared_key, self.secret)
+    local token = entry.token
     if record and type(record.access_token) == "string"
-            and type(record.fetched_at) == "number" then
-        local ours = entry.token and core.time() - (now - entry.fetched_at) or -huge
-        if record.fetched_at > ours + 0.001 then return end
+            and type(record.fetched_at) == "number"
+            and not (token and record.access_token == token.access_token) then
+        local ours = token and core.time() - (now - entry.fetched_at) or -huge
+        if record.fetched_at > ours then return end
     end
     publish(self, entry, now, record)
 end

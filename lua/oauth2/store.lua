@@ -507,7 +507,10 @@ function _M.redis(spec)
         return nil, UNSUPPORTED_SCHEMES[scheme] or "a redis store needs a "
             .. "redis://[user:password@]host[:port][/db] URL"
     end
-    local rest = spec.url:sub(#"redis://" + 1)
+    local rest = spec.url:match("^%a+://(.*)$")
+    if not rest then
+        return nil, "a redis store needs a redis://[user:password@]host[:port][/db] URL"
+    end
     local userinfo, hostport = rest:match("^(.*)@([^@]*)$")
     if not userinfo then hostport = rest end
     local host, port, db = hostport:match("^([^:/]+):(%d+)/?(%d*)$")
