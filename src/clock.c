@@ -16,6 +16,13 @@
 #define NOW_CLOCK CLOCK_MONOTONIC
 #endif
 
+double oauth2_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* core.now() -> seconds on a monotonic clock (for deadlines and lifetimes) */
 static int l_now(lua_State *L)
 {

@@ -15,6 +15,9 @@
  */
 #define OAUTH2_MAX_SECONDS 86400
 
+/* Seconds on the precise monotonic clock, for deadlines inside the core. */
+double oauth2_monotonic(void);
+
 /* Add now, sleep and MAX_SECONDS to the module table on top of the stack. */
 void oauth2_clock_open(lua_State *L);
 

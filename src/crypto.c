@@ -91,8 +91,8 @@ static int gcm(int encrypt, const char *secret, size_t secret_len, const char *n
     unsigned char key[32];
     EVP_CIPHER_CTX *ctx;
     int n = 0, rc = -1;
-    if (len > INT_MAX || name_len > INT_MAX || hmac_sha256(secret, secret_len, SEAL_LABEL, sizeof SEAL_LABEL - 1,
-                                     key) != 0)
+    if (len > INT_MAX || name_len > INT_MAX ||
+        hmac_sha256(secret, secret_len, SEAL_LABEL, sizeof SEAL_LABEL - 1, key) != 0)
         return -1;
     ctx = EVP_CIPHER_CTX_new();
     if (ctx == NULL)
@@ -170,8 +170,8 @@ static int l_open(lua_State *L)
     if (oauth2_buffer_reserve(box, plain_len) != 0)
         return luaL_error(L, "oauth2.core: out of memory");
     out = (unsigned char *)box->data;
-    if (gcm(0, secret, secret_len, name, name_len, sealed + HEADER_LEN, sealed + HEADER_LEN + NONCE_LEN,
-            plain_len, out, tag) != 0) {
+    if (gcm(0, secret, secret_len, name, name_len, sealed + HEADER_LEN,
+            sealed + HEADER_LEN + NONCE_LEN, plain_len, out, tag) != 0) {
         oauth2_buffer_free(box);
         lua_pushnil(L);
         lua_pushliteral(L, "the value does not authenticate (another key or name, or altered)");

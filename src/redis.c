@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
 
 #include <hiredis/hiredis.h>
 
@@ -143,13 +142,6 @@ static void push_reply(lua_State *L, const redisReply *reply, int depth)
     }
 }
 
-static double monotonic_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Wait until the connection's socket is ready for `events`, at most until
  * `deadline`; 0 when ready, -1 when the deadline passed or poll failed. */
 static int wait_ready(redisContext *c, short events, double deadline)
@@ -157,7 +149,7 @@ static int wait_ready(redisContext *c, short events, double deadline)
     struct pollfd p;
     int rc;
     for (;;) {
-        double left = deadline - monotonic_now();
+        double left = deadline - oauth2_monotonic();
         if (left <= 0)
             return -1;
         p.fd = c->fd;
@@ -179,7 +171,7 @@ static redisReply *run_command(connection *conn, int argc, const char **argv,
                                const size_t *argvlen, const char **why)
 {
     redisContext *c = conn->context;
-    double deadline = monotonic_now() + conn->timeout;
+    double deadline = oauth2_monotonic() + conn->timeout;
     void *reply = NULL;
     int done = 0;
     *why = NULL;
