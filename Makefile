@@ -71,10 +71,11 @@ demo: $(MODULE)
 	$(LUA) examples/demo.lua
 
 install: $(MODULE)
-	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2
+	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store
 	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/core.so
 	install -m 0644 lua/oauth2.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua
 	install -m 0644 lua/oauth2/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/
+	install -m 0644 lua/oauth2/store/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store/
 	install -d $(DESTDIR)$(PREFIX)/bin
 	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/thousandeyes-token > $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
 	chmod 0755 $(DESTDIR)$(PREFIX)/bin/thousandeyes-token

@@ -62,6 +62,7 @@ build = {
       },
       ["oauth2"] = "lua/oauth2.lua",
       ["oauth2.api"] = "lua/oauth2/api.lua",
+      ["oauth2.cache"] = "lua/oauth2/cache.lua",
       ["oauth2.client"] = "lua/oauth2/client.lua",
       ["oauth2.endpoint"] = "lua/oauth2/endpoint.lua",
       ["oauth2.error"] = "lua/oauth2/error.lua",
@@ -70,6 +71,10 @@ build = {
       ["oauth2.options"] = "lua/oauth2/options.lua",
       ["oauth2.policy"] = "lua/oauth2/policy.lua",
       ["oauth2.store"] = "lua/oauth2/store.lua",
+      ["oauth2.store.file"] = "lua/oauth2/store/file.lua",
+      ["oauth2.store.memory"] = "lua/oauth2/store/memory.lua",
+      ["oauth2.store.redis"] = "lua/oauth2/store/redis.lua",
+      ["oauth2.store.shm"] = "lua/oauth2/store/shm.lua",
       ["oauth2.transport"] = "lua/oauth2/transport.lua",
    },
    install = {

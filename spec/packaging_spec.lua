@@ -26,9 +26,9 @@ describe("the rockspec", function()
 
     it("lists every Lua module in the rockspec", function()
         local rockspec = assert(io.open("rockspec/lua-oauth2-scm-1.rockspec")):read("*a")
-        local p = io.popen("ls lua/oauth2/*.lua")
+        local p = io.popen("ls lua/oauth2/*.lua lua/oauth2/*/*.lua")
         for path in p:lines() do
-            local name = "oauth2." .. path:match("([%w_]+)%.lua$")
+            local name = path:match("^lua/(.*)%.lua$"):gsub("/", ".")
             assert.is_truthy(rockspec:find('["' .. name .. '"] = "' .. path .. '"', 1, true),
                 name .. " is missing from the rockspec")
         end

@@ -18,6 +18,7 @@ local options = require "oauth2.options"
 local endpoint = require "oauth2.endpoint"
 local exchange = require "oauth2.exchange"
 local stores = require "oauth2.store"
+local cache = require "oauth2.cache"
 local policy_rules = require "oauth2.policy"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
@@ -90,6 +91,9 @@ local function new_entry()
                                 -- comes back (a killed light thread) lapses
         alone_at = nil,        -- with the shared store unreachable, the point
                                -- from which this process fetches on its own
+        failures = 0,          -- failed fetches in a row
+        quiet_until = -huge,   -- another process fetches (or the store is
+                               -- away): no look at the store before then
     }
 end
 
@@ -133,16 +137,16 @@ local FETCH_GRACE = 1
 -- nodes look as often).
 local LOOK_EVERY = 4
 
--- How often a process waiting for another's fetch looks at the store.
-local SHARED_POLL = 0.05
-
--- Say a problem with the shared store once per client, on stderr (or in
--- nginx's error.log): the client goes on with its own memory.
+-- Say a problem with the shared store once per cool-down, on stderr (or
+-- in nginx's error.log), naming the store (never its password); the
+-- client goes on as without a store (oauth2.cache) meanwhile.
 local function warn_store(self, why)
-    if self.store_warned then return end
-    self.store_warned = true
-    local text = "oauth2: the token cache is not shared (" .. tostring(why)
-        .. "); this process keeps its own"
+    self.counters.store_errors = self.counters.store_errors + 1
+    local now = self.clock()
+    if now < self.store_quiet_until then return end
+    self.store_quiet_until = now + self.policy.cooldown
+    local text = "oauth2: " .. tostring(self.shared) .. " failed (" .. tostring(why)
+        .. "): this process serves the token it holds and fetches alone when it must"
     if ngx and ngx.log then -- luacheck: ignore
         ngx.log(ngx.WARN, text) -- luacheck: ignore
     else
@@ -156,25 +160,25 @@ local function drop_token(entry)
     entry.refresh_after, entry.expire_after = -huge, -huge
 end
 
--- Take what the shared store holds into the entry when it is newer than
--- the entry's token, and its cool-down when one runs.  Store times are
--- the wall clock's (processes share no other); the entry's are the
--- client's clock, so each time moves over as a distance from now.
-local function adopt(self, entry, now)
-    local record = self.shared:get(self.shared_key, self.secret)
-    if self.shared.problem then
-        warn_store(self, self.shared.problem)
-        self.shared.problem = nil
-    end
-    if not record then return nil end
+-- Remember a failure (or a cool-down) until `wait` seconds from `now`.
+local function remember(entry, err, now, wait)
+    entry.last_error = err
+    if now + wait > entry.next_try then entry.next_try = now + wait end
+    if err.failures then entry.failures = err.failures end
+end
+
+-- Take a shared record into the entry: its token when newer than the
+-- entry's, its cool-down when one runs, and the rejection of the entry's
+-- token when another process saw it rejected.  Record times are the wall
+-- clock's (processes share no other); the entry's are the client's
+-- clock, so each time moves over as a distance from now.
+local function take_record(self, entry, record, now)
     local wall = core.time()
     if record.rejected and entry.token
             and stores.token_id(self.secret, entry.token.access_token) == record.rejected then
-        -- another process saw this token rejected: drop the copy here too
         drop_token(entry)
     end
-    if type(record.access_token) == "string" and type(record.expire_at) == "number"
-            and wall < record.expire_at and type(record.fetched_at) == "number"
+    if cache.usable(record, wall) and type(record.fetched_at) == "number"
             and record.fetched_at > entry.shared_fetched_at then
         entry.token = exchange.new_token {
             access_token = record.access_token, token_type = record.token_type,
@@ -189,82 +193,29 @@ local function adopt(self, entry, now)
         entry.expire_after = now + (record.expire_at - wall)
         entry.shared_fetched_at = record.fetched_at
         entry.last_error, entry.next_try, entry.alone_at = nil, -huge, nil
+        entry.failures = 0
     end
-    if type(record.next_try) == "number" and wall < record.next_try then
-        local next_try = now + (record.next_try - wall)
-        if next_try > entry.next_try then
-            entry.next_try = next_try
-            entry.last_error = errors.new {
-                kind = record.kind or "http", code = record.code,
-                status = type(record.status) == "number" and floor(record.status) or nil,
-                message = record.message or "the last fetch failed", retryable = true,
-                cached = true,
-            }
-        end
-    end
-    return record
+    local failure = cache.cooling(record, wall)
+    if failure then remember(entry, failure, now, failure.retry_after) end
 end
 
--- Write the entry's state to the shared store for the other processes:
--- its token and times (wall clock), and a cool-down if one runs.
-local function publish(self, entry, now, record)
-    local wall = core.time()
-    record = record or {}
-    local token = entry.token
-    if token then
-        record.access_token, record.token_type = token.access_token, token.token_type
-        record.scope, record.expires_in = token.scope, token.expires_in
-        record.fetched_at = wall - (now - entry.fetched_at)
-        record.lifetime = entry.lifetime
-        record.refresh_at = wall + (entry.refresh_after - now)
-        record.expire_at = wall + (entry.expire_after - now)
-        entry.shared_fetched_at = record.fetched_at
-    end
-    if entry.next_try > now and entry.last_error then
-        local err = entry.last_error
-        record.next_try = wall + (entry.next_try - now)
-        record.kind, record.status, record.code = err.kind, err.status, err.code
-        record.message = exchange.server_text(err.message)
-    else
-        record.next_try, record.kind, record.status, record.code = nil, nil, nil, nil
-        record.message = nil
-    end
-    local ok, why = self.shared:set(self.shared_key, self.secret, record)
-    if not ok then warn_store(self, why) end
+-- Look at the shared store (the hot path's periodic look).
+local function adopt(self, entry, now)
+    local record, why = cache.look(self.ctx)
+    if why then warn_store(self, why) end
+    if record then take_record(self, entry, record, now) end
 end
 
--- Publish the entry's state after a fetch, unless the store already holds
--- another token, fetched later than the entry's: a holder whose lease
--- lapsed, or a process that fetched alone, never undoes a newer token.
--- (The entry's own token is compared by value, not by times: an injected
--- clock and the wall clock need not agree.)
-local function publish_unless_newer(self, entry, now)
-    local record = self.shared:get(self.shared_key, self.secret)
-    local token = entry.token
-    if record and type(record.access_token) == "string"
-            and type(record.fetched_at) == "number"
-            and not (token and record.access_token == token.access_token) then
-        local ours = token and core.time() - (now - entry.fetched_at) or -huge
-        if record.fetched_at > ours then return end
-    end
-    publish(self, entry, now, record)
-end
-
--- Fetch a token now; stores it in the entry, or records the failure.
-local function fetch_here(self, entry, refreshing)
+-- One fetch through the endpoint, within `deadline` seconds (or the
+-- configured one), counted and told: the token, or nil and the error.
+local function run_fetch(self, deadline, refreshing)
     local stats = self.counters
-    local clock = self.policy.clock
-    local sent_at = clock() -- before the first attempt: never too fresh
-    entry.fetching_until = sent_at + self.conf.deadline + FETCH_GRACE
-    -- through the caller's session, or a connection of the fetch's own
-    local ok, token, err, attempts = pcall(self.endpoint.token, self.endpoint)
-    entry.fetching_until = -huge
+    local ok, token, err, attempts = pcall(self.endpoint.token, self.endpoint, deadline)
     if not ok then error(token, 0) end
     stats.fetches = stats.fetches + 1
     stats.retries = stats.retries + (attempts or 1) - 1
     if (attempts or 1) > 1 then self:emit("retry", { attempts = attempts }) end
     if token then
-        store_token(entry, token, sent_at, self.policy)
         if refreshing then stats.refreshes = stats.refreshes + 1 end
         self:emit(refreshing and "refresh" or "fetch", { attempts = attempts or 1,
             expires_in = token.expires_in })
@@ -272,71 +223,85 @@ local function fetch_here(self, entry, refreshing)
     end
     stats.failures = stats.failures + 1
     self.last_error = err
-    entry.last_error = err
-    -- remembered for the cool-down, or as long as the server asked
-    local wait = policy_rules.failure_wait(self.policy, err)
-    entry.next_try = clock() + wait
-    self:emit("failure", { kind = err.kind, status = err.status, code = err.code,
-        attempts = attempts or 1, retry_after = wait })
     return nil, err
 end
 
--- Fetch under the shared store's lock, so one process of all fetches; the
--- others wait for its token (or serve theirs while it is valid).
+-- Seconds a refresh may hold a caller whose token is valid: the policy's
+-- refresh_timeout, and never past the token's expiry.
+local function refresh_deadline(self, entry, now)
+    if entry.token and now < entry.expire_after then
+        return min(self.policy.refresh_timeout, entry.expire_after - now)
+    end
+    return nil
+end
+
+-- Fetch here, without a store; stores the token in the entry, or
+-- remembers the failure (consecutive failures lengthen the cool-down).
+local function fetch_here(self, entry, refreshing)
+    local clock = self.policy.clock
+    local sent_at = clock() -- before the first attempt: never too fresh
+    local deadline = refresh_deadline(self, entry, sent_at)
+    entry.fetching_until = sent_at + (deadline or self.conf.deadline) + FETCH_GRACE
+    local ok, token, err = pcall(run_fetch, self, deadline, refreshing)
+    entry.fetching_until = -huge
+    if not ok then error(token, 0) end
+    if token then
+        store_token(entry, token, sent_at, self.policy)
+        entry.failures = 0
+        return token
+    end
+    local failures = entry.failures + 1
+    local wait = policy_rules.failure_wait(self.policy, err, failures)
+    err.failures = failures
+    remember(entry, err, clock(), wait)
+    self:emit("failure", { kind = err.kind, status = err.status, code = err.code,
+        attempts = err.attempts or 1, retry_after = wait })
+    return nil, err
+end
+
+-- Fetch through the shared store (oauth2.cache): one process of all
+-- fetches; the others take its token, or serve theirs while it is valid.
 local function fetch(self, entry, refreshing)
     if not self.shared then return fetch_here(self, entry, refreshing) end
-    local clock = self.policy.clock
-    -- past this, the holder's own fetch is over (its deadline, and a
-    -- grace): a holder that cannot let go (stopped, frozen) holds nobody
-    local give_up = clock() + self.conf.deadline + FETCH_GRACE
-    while true do
-        local lock, why = self.shared:try_lock(self.shared_key)
-        local now = clock()
-        if lock == nil then
-            -- the store is unreachable: keep serving a valid token, and
-            -- fetch alone only at a point of this process's own near its
-            -- end, so a fleet cut off from its store does not fetch at once
-            warn_store(self, why)
-            if entry.token and now < entry.expire_after then
-                local alone_at = entry.alone_at
-                if not alone_at then
-                    alone_at = policy_rules.alone_at(entry.refresh_after, entry.expire_after)
-                    entry.alone_at = alone_at
-                end
-                if now < alone_at then return entry.token end
-            end
-            return fetch_here(self, entry, refreshing)
+    local clock = self.clock
+    local now = clock()
+    local wall = core.time()
+    local held
+    if entry.token and now < entry.expire_after then
+        local alone_at = entry.alone_at
+        if not alone_at then
+            alone_at = policy_rules.alone_at(entry.refresh_after, entry.expire_after)
+            entry.alone_at = alone_at
         end
-        if lock then
-            -- another process may have stored a token a moment ago
-            adopt(self, entry, now)
-            if now < entry.refresh_after then
-                lock:unlock()
-                return entry.token
-            end
-            if now < entry.next_try and entry.last_error then
-                lock:unlock()
-                return nil, entry.last_error
-            end
-            local token, err = fetch_here(self, entry, refreshing)
-            publish_unless_newer(self, entry, clock())
-            lock:unlock()
-            return token, err
-        end
-        -- another process is fetching: keep a valid token meanwhile
-        if entry.token and now < entry.expire_after then return entry.token end
-        if now >= give_up then
-            -- fetch alone, and publish only over an older record
-            local token, err = fetch_here(self, entry, refreshing)
-            publish_unless_newer(self, entry, clock())
-            return token, err
-        end
-        transport.sleep(SHARED_POLL)
-        now = clock()
-        adopt(self, entry, now)
-        if now < entry.expire_after and entry.token then return entry.token end
-        if now < entry.next_try and entry.last_error then return nil, entry.last_error end
+        held = { expire_at = wall + (entry.expire_after - now),
+                 alone_at = wall + (alone_at - now),
+                 deadline = refresh_deadline(self, entry, now) }
     end
+    local ctx = self.ctx
+    ctx.failures, ctx.refreshing = entry.failures, refreshing
+    entry.fetching_until = now + self.conf.deadline + FETCH_GRACE
+    local ok, record, err, how = pcall(cache.obtain, ctx, held)
+    entry.fetching_until = -huge
+    if not ok then error(record, 0) end
+    now = clock()
+    if record then
+        take_record(self, entry, record, now)
+        if how ~= "fetched" and entry.token then self.counters.hits = self.counters.hits + 1 end
+        if entry.token and now < entry.expire_after then return entry.token end
+        return nil, entry.last_error or errors.new { kind = "timeout", retryable = true,
+            retry_after = 1, message = "the shared token expired while it was taken" }
+    end
+    if record == false then
+        -- another process fetches, or the store is away: serve ours
+        entry.quiet_until = now + err
+        return entry.token
+    end
+    remember(entry, err, now, err.retry_after or self.policy.cooldown)
+    if how == nil and err.failures then
+        self:emit("failure", { kind = err.kind, status = err.status, code = err.code,
+            attempts = err.attempts or 1, retry_after = err.retry_after })
+    end
+    return nil, err
 end
 
 -- Wait (yielding) for the fetch another caller of this Lua state runs,
@@ -370,10 +335,17 @@ local function slow_token(self, now)
         end
     end
     if entry.token and now < entry.expire_after then
-        -- due for refresh but still valid: try, and serve the old one on failure
-        if now >= entry.next_try and now >= entry.fetching_until then
+        -- due for refresh but still valid: try (for at most refresh_timeout),
+        -- and serve the old one on failure while it is valid
+        if now >= entry.next_try and now >= entry.fetching_until
+                and now >= entry.quiet_until then
             local token = fetch(self, entry, true)
             if token then return token end
+            now = self.clock()
+            if not (entry.token and now < entry.expire_after) then
+                -- it lapsed during the refresh: never served past its expiry
+                return nil, entry.last_error
+            end
         end
         self.counters.hits = self.counters.hits + 1
         self.counters.stale = self.counters.stale + 1
@@ -438,17 +410,11 @@ function Client:invalidate()
     self.counters.invalidations = self.counters.invalidations + 1
     self:emit("invalidation", { cooldown = self.policy.invalidate_cooldown })
     if self.shared then
-        -- in the store too, but only the token that was rejected, and
-        -- never while another process writes (its token is new anyway)
-        local shared, key = self.shared, self.shared_key
-        local lock = shared:try_lock(key)
-        if lock then
-            if shared:delete_token_if(key, self.secret, stores.token_id(self.secret, rejected)) then
-                -- and the cool-down, for every process of the store
-                publish(self, entry, self.clock(), shared:get(key, self.secret))
-            end
-            lock:unlock()
-        end
+        -- in the store too, only if it still holds the rejected token, with
+        -- the cool-down for every process of the store (oauth2.cache)
+        local now = self.clock()
+        cache.invalidate(self.ctx, stores.token_id(self.secret, rejected),
+            core.time() + (not_before - now))
     end
     return true
 end
@@ -589,12 +555,12 @@ function _M.new(opts)
         clock = policy.clock,
         entry = entry,
         counters = { hits = 0, fetches = 0, refreshes = 0, retries = 0, failures = 0,
-                     stale = 0, invalidations = 0 },
+                     stale = 0, invalidations = 0, store_errors = 0 },
         last_error = nil,
         shared = nil,        -- a store shared with other processes (oauth2.store)
-        shared_key = policy_rules.cache_key(conf),
+        ctx = nil,           -- oauth2.cache's context for it
         secret = conf.client_secret or conf.access_token,
-        store_warned = false,
+        store_quiet_until = -huge, -- no word about a failing store before then
         next_look = huge,    -- when the hot path next looks at the shared store
         on_event = policy_opts.on_event,
         api_connection = nil, -- the kept connection of API requests
@@ -611,10 +577,29 @@ function _M.new(opts)
     elseif store_opt ~= nil and store_opt ~= "memory" then
         local shared, problem = stores.file(store_opt ~= "file" and store_opt or nil)
         -- a store that cannot be used never fails a token: memory, and a word
-        if not shared then warn_store(self, problem) end
+        if not shared then
+            local text = "oauth2: the token cache is not shared (" .. tostring(problem)
+                .. "); this process keeps its own"
+            if ngx and ngx.log then -- luacheck: ignore
+                ngx.log(ngx.WARN, text) -- luacheck: ignore
+            else
+                io.stderr:write(text, "\n")
+            end
+        end
         self.shared = shared
     end
-    if self.shared then self.next_look = -huge end
+    if self.shared then
+        self.next_look = -huge
+        self.ctx = {
+            store = self.shared, key = policy_rules.cache_key(conf), secret = self.secret,
+            policy = policy, lease = cache.lease_for(conf), deadline = conf.deadline,
+            wall = core.time, sleep = transport.sleep, failures = 0,
+            exchange = function(deadline)
+                return run_fetch(self, deadline, self.ctx.refreshing)
+            end,
+            store_failed = function(problem) warn_store(self, problem) end,
+        }
+    end
     return setmetatable(self, Client)
 end
 

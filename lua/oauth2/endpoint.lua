@@ -23,9 +23,10 @@ Endpoint.__index = Endpoint
 
 --- One token: attempts with retries inside the deadline.  Returns the
 -- token table, or nil and an error table; then the attempts made.
-function Endpoint:token()
+-- `deadline` (seconds) shortens the configured one for this call.
+function Endpoint:token(deadline)
     if self.closed then error("oauth2: use of a closed endpoint", 2) end
-    return exchange.fetch(self.conf, self.request, self.session)
+    return exchange.fetch(self.conf, self.request, self.session, deadline)
 end
 
 --- Close its connection (not one the caller passed as opts.session);

@@ -329,11 +329,11 @@ _M.backoff = backoff
 _M.rate_limit_wait = rate_limit_wait
 
 -- The attempts loop: the token or nil and a raw error table, and the
--- number of attempts made.
-local function exchange(conf, request, session)
+-- number of attempts made.  `deadline` (seconds) shortens conf.deadline.
+local function exchange(conf, request, session, deadline)
     local runtime = _M.runtime
     local now = runtime.now
-    local deadline = conf.deadline
+    if not deadline or deadline > conf.deadline then deadline = conf.deadline end
     local deadline_at = now() + deadline
     local attempt = 0
     local err
@@ -372,7 +372,7 @@ local function exchange(conf, request, session)
         if now() + wait >= deadline_at then
             err.message = err.message
                 .. format(" (not retried: waiting %.1f s would pass the %g s deadline)",
-                          wait, conf.deadline)
+                          wait, deadline)
             return nil, err, attempt
         end
         runtime.sleep(wait)
@@ -381,20 +381,21 @@ end
 
 --- One token for a validated configuration (see oauth2.options) and its
 -- request (build_request), through `session`, or a connection of its own
--- when nil.  Returns the token, or nil and the error (secrets scrubbed);
--- then the number of attempts made.
-function _M.fetch(conf, request, session)
+-- when nil, within `deadline` seconds when given (at most conf.deadline).
+-- Returns the token, or nil and the error (secrets scrubbed); then the
+-- number of attempts made.
+function _M.fetch(conf, request, session, deadline)
     local token, err, attempts
     if session == nil then
         -- a connection of its own, closed before returning whatever
         -- happens: dropped sessions would hold sockets until a collection
         session = transport.session()
         local ok
-        ok, token, err, attempts = pcall(exchange, conf, request, session)
+        ok, token, err, attempts = pcall(exchange, conf, request, session, deadline)
         session:close()
         if not ok then error(token, 0) end
     else
-        token, err, attempts = exchange(conf, request, session)
+        token, err, attempts = exchange(conf, request, session, deadline)
     end
     if token then return token, nil, attempts end
     return nil, errors.new(err, options.secrets(conf)), attempts

@@ -33,7 +33,12 @@ _M.defaults = {
     default_lifetime = 300,   -- seconds, when the endpoint sends no expires_in
     cooldown = 5,             -- seconds a failed fetch is remembered, at least
     invalidate_cooldown = 10, -- a fetch after invalidate() waits this long after the last
+    refresh_timeout = 5,      -- seconds a refresh may hold a caller who has a valid token
 }
+
+-- The longest cool-down that consecutive failures grow to (unless the
+-- cool-down itself, or the server, asks for longer).
+_M.MAX_BACKOFF = 300
 
 -- The longest a failure is remembered, whatever the server asks: a day.
 _M.MAX_WAIT = core.MAX_SECONDS
@@ -74,6 +79,7 @@ function _M.check(opts)
         -- 0 would remember no failure: a dead endpoint asked on every call
         or number(policy, "cooldown", 0, _M.MAX_WAIT, false)
         or number(policy, "invalidate_cooldown", 0, _M.MAX_WAIT, true)
+        or number(policy, "refresh_timeout", 0, _M.MAX_WAIT, false)
     if why then return nil, why end
     return policy
 end
@@ -114,10 +120,16 @@ function _M.schedule(policy, token, sent_at)
     return lifetime, refresh_at, expire_at
 end
 
---- Seconds a failure is remembered: the cool-down, or longer when the
+--- Seconds a failure is remembered when it is the `failures`-th in a
+-- row (1 when nil): the cool-down, doubled for each failure before it
+-- (jittered, so a fleet spreads out) up to MAX_BACKOFF, or longer when the
 -- server asked for longer (Retry-After, the rate-limit reset), up to a day.
-function _M.failure_wait(policy, err)
+function _M.failure_wait(policy, err, failures)
     local wait = policy.cooldown
+    if failures and failures > 1 then
+        local grown = min(max(_M.MAX_BACKOFF, wait), wait * 2 ^ min(failures - 1, 30))
+        wait = max(wait, grown * (0.75 + 0.25 * random()))
+    end
     local asked = err and err.retry_after
     if type(asked) == "number" and asked == asked and asked > wait then
         wait = min(asked, _M.MAX_WAIT)
@@ -127,10 +139,11 @@ end
 
 --- With the shared store unreachable past the refresh point: the point
 -- from which a holder of a token valid from refresh_at to expire_at
--- fetches on its own, random in the second half of what is left, so a
--- fleet cut off from its store does not fetch all at once.
+-- fetches on its own, uniform over the whole window from the refresh
+-- point to the expiry, so a fleet cut off from its store spreads its
+-- fetches evenly instead of making them all in its last minutes.
 function _M.alone_at(refresh_at, expire_at)
-    return refresh_at + (expire_at - refresh_at) * (0.5 + 0.5 * random())
+    return refresh_at + (expire_at - refresh_at) * random()
 end
 
 return _M
