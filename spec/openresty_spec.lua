@@ -279,7 +279,7 @@ describe("oauth2.openresty in nginx", function()
     end)
 
     it("invalidates the token for all workers", function()
-        start_nginx {}
+        start_nginx { options = "invalidate_cooldown = 0," }
         assert.equals(200, (get("/v7/tests")))
         assert.equals(1, stats().token_requests)
         local status = get("/invalidate")
@@ -432,7 +432,9 @@ describe("oauth2.openresty in nginx", function()
     end)
 
     it("makes at most one token request for 100 upstream 401s, with 4 workers", function()
-        start_nginx { workers = 4 }
+        -- without the cool-down, so it cannot hide a late 401 of the old
+        -- token dropping the new one
+        start_nginx { workers = 4, options = "invalidate_cooldown = 0," }
         for _, code in ipairs(burst("/v7/tests", 40)) do assert.equals(200, code) end
         assert.equals(1, stats().token_requests)
         -- the API rejects every token issued so far: 100 requests at once
@@ -498,10 +500,16 @@ describe("oauth2.openresty in nginx", function()
         status, _, body = get("/metrics")
         assert.equals(200, status, body)
         assert.matches('oauth2_token_events_total{event="fetch"} 1\n', body, 1, true)
-        -- and its purge on 401
+        -- and its purge on 401: the rejected token is never sent again,
+        -- and the next fetch waits for invalidate_cooldown (10 s) after
+        -- the last, so a token rejected this fresh means a 503 meanwhile
         server:control { revoke = true }
         assert.equals(401, (get("/v7/tests")))
-        assert.equals(200, (get("/v7/tests")))
-        assert.equals(2, stats().token_requests)
+        local headers
+        status, headers = get("/v7/tests")
+        assert.equals(503, status)
+        local wait = tonumber(headers["retry-after"])
+        assert.is_true(wait >= 1 and wait <= 10, tostring(wait))
+        assert.equals(1, stats().token_requests)
     end)
 end)

@@ -16,8 +16,10 @@
 --   window from the refresh point to the expiry.
 -- * A lease is short: one attempt's timeout and a little (lease_for).
 --   When it lapses another may fetch too: a duplicate fetch costs one
---   request, a fleet without a token costs every request.  A waiter
---   whose own token would lapse within a lease fetches alone.
+--   request, a fleet without a token costs every request.  A caller
+--   with a valid token never waits for a holder: it serves its token and
+--   looks again within a second; one without waits at most a lease (or
+--   its deadline), then fetches alone.
 -- * A waiter costs O(1) store commands per second: it looks again after
 --   50 ms, then doubling up to 1 s.
 -- * Every failed fetch is remembered for its cool-down (oauth2.policy.
@@ -255,11 +257,10 @@ function _M.obtain(ctx, held)
             lease:unlock()
             return result, err, how
         end
-        -- another holds the lease
-        if held and now < held.expire_at - ctx.lease then return false, LOOK_AGAIN end
+        -- another holds the lease: a caller with a valid token serves it
+        -- and looks again soon; one without waits, at most a lease
         if held and now < held.expire_at then
-            -- this caller's token would lapse within a lease: fetch alone
-            return fetch(ctx, record or nil, held, true)
+            return false, max(0.05, min(LOOK_AGAIN, held.expire_at - now))
         end
         if usable(record, now) then return record, nil, "store" end
         -- waited long enough: fetch alone (publishing over no newer token)
@@ -267,6 +268,12 @@ function _M.obtain(ctx, held)
         ctx.sleep(min(pause, give_up - now))
         pause = min(pause * 2, POLL_MAX)
     end
+end
+
+--- Fetch without a store (or with the store away): the token's record,
+-- or nil and the error, its cool-down grown by ctx.failures.
+function _M.fetch_alone(ctx, held)
+    return fetch(ctx, nil, held, false)
 end
 
 --- Spread the rejection of a token through the store: drop it from the

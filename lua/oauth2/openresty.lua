@@ -24,9 +24,10 @@
 -- asked, so a dead or rate-limited endpoint is not hammered.  The
 -- exchange itself runs in an nginx thread pool when one is named, else it
 -- is stepped without blocking (oauth2.transport).  With `store` (Redis),
--- a fetch first looks in the fleet's store and fetches only under the
--- fleet's lease, so many nginx nodes share one token.  Timing rules are
--- oauth2.policy's, as for oauth2.client.
+-- the fetch goes through oauth2.cache, the engine oauth2.client runs on
+-- too: it looks in the fleet's store and fetches only under the fleet's
+-- lease, so many nginx nodes share one token.  Timing rules are
+-- oauth2.policy's.
 
 local options = require "oauth2.options"
 local exchange = require "oauth2.exchange"
@@ -34,6 +35,8 @@ local errors = require "oauth2.error"
 local policy_rules = require "oauth2.policy"
 local transport = require "oauth2.transport"
 local stores = require "oauth2.store"
+local shm = require "oauth2.store.shm"
+local cache = require "oauth2.cache"
 local core = require "oauth2.core"
 local cjson = require "cjson.safe"
 
@@ -56,17 +59,10 @@ _M.defaults = {
     on_event = false,    -- function(event, info): fetch, failure, invalidation
 }
 
--- Every failed fetch is remembered for its cool-down, whatever its kind:
--- a reply no retry mends (HTTP/0.9, a thread pool nginx.conf lacks) must
--- not turn every request into a token request and an error-log line.
--- Fleet-wide, through the store, only what the endpoint did: a `config`
--- failure is this node's own and must not stop the other nodes.
-local function fleet_wide(err)
-    return err.kind ~= "config"
-end
-
--- Seconds past the fetch's deadline that a lock's lease lasts.
-local LEASE_SLACK = 5
+-- Seconds a node's lock outlives the longest a fetch may take (a wait
+-- for the fleet's lease, then the fetch): it frees itself should its
+-- owner stop without dying (a dead owner's is taken over at once).
+local LOCK_SLACK = 5
 
 -- A misuse message; configure() raises it at its caller's line.
 local function misuse(fmt, ...)
@@ -80,21 +76,6 @@ Token.__index = Token
 local function wall_now()
     ngx.update_time()
     return ngx.now()
-end
-
--- Whether process `pid` still exists (the owner of a lock).
-local process_alive
-do
-    local ok, ffi = pcall(require, "ffi")
-    if ok then
-        pcall(ffi.cdef, "int kill(int pid, int sig);")
-        process_alive = function(pid)
-            if ffi.C.kill(pid, 0) == 0 then return true end
-            return ffi.errno() ~= 3 -- ESRCH: no such process
-        end
-    else
-        process_alive = function() return true end
-    end
 end
 
 -- ---------------------------------------------------------------- failures
@@ -149,15 +130,7 @@ end
 
 -- Whether the lock is held by a live process (a gone owner frees it).
 local function lock_held(self)
-    local owner = self.dict:get(self.lock_key)
-    if owner == nil then return false end
-    local pid = tonumber(owner:match("^(%d+) "))
-    if pid and pid ~= ngx.worker.pid() and not process_alive(pid) then
-        -- its worker died mid-fetch (killed, crashed): take it over now
-        if self.dict:get(self.lock_key) == owner then self.dict:delete(self.lock_key) end
-        return false
-    end
-    return true
+    return shm.lock_held(self.dict, self.lock_key)
 end
 
 -- Add one to a counter in the dict, shared by every worker.
@@ -226,14 +199,15 @@ local function run_exchange(self)
     return exchange.fetch(self.conf, self.request)
 end
 
--- Store a header with its refresh point and expiry (wall clock) for every
--- worker; false when the dict cannot hold it.
-local function store_header(self, header, refresh_at, expire_at)
+-- Store a header with its fetch time, refresh point and expiry (wall
+-- clock) for every worker; false when the dict cannot hold it.
+local function store_header(self, header, fetched_at, refresh_at, expire_at)
     local dict = self.dict
     local ttl = expire_at - wall_now()
     if ttl <= 0.001 then return true end
     -- the exact refresh point first: the token's flags send readers to it
     local ok, why = dict:set(self.at_key, refresh_at, ttl)
+    if ok then ok, why = dict:set(self.fetched_key, fetched_at, ttl) end
     if ok and self.fleet then
         -- for a time without the fleet's store: the expiry, and the point
         -- from which this node fetches alone (late in the token's life)
@@ -248,7 +222,8 @@ local function store_header(self, header, refresh_at, expire_at)
         return true
     end
     -- this worker keeps it at least, so it does not fetch on every request
-    self.fallback = { header = header, refresh_at = refresh_at, expire_at = expire_at }
+    self.fallback = { header = header, fetched_at = fetched_at, refresh_at = refresh_at,
+                      expire_at = expire_at }
     if not self.warned_size then
         self.warned_size = true
         ngx.log(ngx.ERR, "oauth2: lua_shared_dict '", self.dict_name, "' cannot hold the ",
@@ -258,172 +233,79 @@ local function store_header(self, header, refresh_at, expire_at)
     return false
 end
 
--- Store a token for every worker; false when the dict cannot hold it.
-local function store_token(self, token, sent_at)
-    local _, refresh_at, expire_at = policy_rules.schedule(self.policy, token, sent_at)
-    return store_header(self, "Bearer " .. token.access_token, refresh_at, expire_at)
-end
-
--- A fleet record that serves: a token before its refresh point.
-local function fresh(record, wall)
-    return record ~= nil and type(record.access_token) == "string"
-        and type(record.refresh_at) == "number" and type(record.expire_at) == "number"
-        and wall < record.refresh_at and wall < record.expire_at
-end
-
--- A fleet record's cool-down (a failed fetch, a 429) as an error while it
--- runs, or nil.
-local function fleet_failure(record, wall)
-    if not record or type(record.next_try) ~= "number" or wall >= record.next_try then
-        return nil
+-- Remember a failure (or a cool-down) for every worker of this node, for
+-- err.retry_after seconds (the cool-down by default).
+local function remember(self, err)
+    local wait = err.retry_after or self.policy.cooldown
+    if wait <= 0 then return end
+    local stored, why = self.dict:set(self.fail_key, encode_error(err, wall_now() + wait), wait)
+    if not stored then
+        ngx.log(ngx.ERR, "oauth2: cannot remember the failure in lua_shared_dict '",
+            self.dict_name, "': ", why)
     end
-    return errors.new { kind = record.kind or "http", code = record.code,
-        status = type(record.status) == "number" and floor(record.status) or nil,
-        message = record.message or "the last fetch failed", retryable = true,
-        retry_after = record.next_try - wall, cached = true }
 end
 
--- With a fleet store (Redis): the token another node stored, or one
--- fetched under the fleet's lease and stored for all; without one, or
--- with the store unreachable, a fetch of this node's own.  Returns the
--- token (fetched alone), or nil, err, or nil, nil and the fleet's record,
--- or nothing when the store is away and the token in the dict still good.
+-- The token through oauth2.cache: with a fleet store, the fleet's record
+-- or a fetch under the fleet's lease; without one, a fetch of this node's
+-- own.  Returns what cache.obtain returns.
 local function obtain(self)
-    local fleet = self.fleet
-    if not fleet then
-        local token, err = run_exchange(self) -- not its attempts count
-        return token, err
+    local ctx, dict = self.ctx, self.dict
+    ctx.failures = dict:get(self.failures_key) or 0
+    if not self.fleet then return cache.fetch_alone(ctx) end
+    -- the fleet's record is not served while it holds the token this node
+    -- saw rejected (its purge in the fleet's store may not have run yet)
+    ctx.rejected = dict:get(self.rejected_key)
+    local held
+    local expire_at, alone_at = dict:get(self.exp_key), dict:get(self.alone_key)
+    if dict:get(self.key) and expire_at and alone_at then
+        held = { expire_at = expire_at, alone_at = alone_at }
     end
-    local key, secret = self.fleet_key, self.secret
-    local give_up = wall_now() + self.conf.deadline
-    -- the fleet's record, unless it holds the token this node saw rejected
-    -- (its purge in the fleet's store may not have run yet)
-    local function read()
-        local record = fleet:get(key, secret)
-        local rejected = self.dict:get(self.rejected_key)
-        if record and rejected and type(record.access_token) == "string"
-                and stores.token_id(secret, record.access_token) == rejected then
-            fleet:delete_token_if(key, secret, rejected)
-            record.access_token = nil
-        end
-        return record
-    end
-    while true do
-        local record = read()
-        local wall = wall_now()
-        if fresh(record, wall) then
-            count(self, "fleet_hits")
-            return nil, nil, record
-        end
-        local failure = fleet_failure(record, wall)
-        if failure then return nil, failure end
-        local lease, why = fleet:try_lock(key)
-        if lease == nil then
-            -- the fleet store is unreachable or failing (an error reply is
-            -- no held lease): serve the valid token while the store may
-            -- come back; fetch alone (own cool-down) only from a point of
-            -- this node's own near its end, so a fleet cut off from its
-            -- store does not fetch all at once
-            count(self, "fleet_errors")
-            warn_store(self, why)
-            local alone_at = self.dict:get(self.alone_key)
-            local expire_at = self.dict:get(self.exp_key)
-            if self.dict:get(self.key) and alone_at and expire_at
-                    and wall_now() < alone_at then
-                -- ask the store again in a while, not on every request
-                self.dict:set(self.defer_key, true, min(2, alone_at - wall_now()))
-                return nil, nil, nil
-            end
-            local token, err = run_exchange(self)
-            return token, err
-        end
-        if lease then
-            -- the last holder may have stored a token, or a cool-down (a
-            -- 429), between our read and our lease
-            record = read()
-            wall = wall_now()
-            if fresh(record, wall) then
-                lease:unlock()
-                return nil, nil, record
-            end
-            failure = fleet_failure(record, wall)
-            if failure then
-                lease:unlock()
-                return nil, failure
-            end
-            local sent_at = wall_now()
-            local token, err = run_exchange(self)
-            record = record or {}
-            if token then
-                local lifetime, refresh_at, expire_at =
-                    policy_rules.schedule(self.policy, token, sent_at)
-                record = { access_token = token.access_token, token_type = token.token_type,
-                           scope = token.scope, expires_in = token.expires_in,
-                           fetched_at = sent_at, lifetime = lifetime,
-                           refresh_at = refresh_at, expire_at = expire_at,
-                           rejected = record.rejected }
-                fleet:set(key, secret, record, expire_at - wall_now())
-                count(self, "fetches")
-                emit(self, "fetch", { expires_in = token.expires_in, fleet = true })
-                lease:unlock()
-                return nil, nil, record
-            end
-            if fleet_wide(err) then
-                local wait = policy_rules.failure_wait(self.policy, err)
-                record.next_try = wall_now() + wait
-                record.kind, record.status, record.code = err.kind, err.status, err.code
-                record.message = exchange.server_text(err.message)
-                fleet:set(key, secret, record, max(wait,
-                    (record.expire_at or 0) - wall_now()))
-            end
-            lease:unlock()
-            return nil, err
-        end
-        -- another node fetches: wait for what it stores
-        if wall_now() >= give_up then
-            return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
-                message = "another node was fetching the token for the whole deadline" }
-        end
-        ngx.sleep(0.05)
-    end
+    return cache.obtain(ctx, held)
 end
 
 -- Fetch holding the lock `owner`; store the outcome for every worker,
--- release the lock and wake this worker's waiters.
+-- release the lock and wake this worker's waiters.  The header, or nil
+-- and the error.
 local function fetch_locked(self, owner)
-    local sent_at = wall_now()
-    local ok, token, err, record = pcall(obtain, self)
+    local dict = self.dict
+    local ok, record, err, how = pcall(obtain, self)
     if not ok then
-        err = errors.new { kind = "config", message = "the fetch raised: " .. tostring(token) }
-        token = nil
+        record, err = nil, errors.new { kind = "config",
+            message = "the fetch raised: " .. tostring(record) }
     end
+    local header
     if record then
-        store_header(self, "Bearer " .. record.access_token, record.refresh_at,
-            record.expire_at)
-        self.dict:delete(self.fail_key)
-        token = record
-    elseif token then
-        store_token(self, token, sent_at)
-        self.dict:delete(self.fail_key)
-        count(self, "fetches")
-        emit(self, "fetch", { expires_in = token.expires_in })
-    elseif err then
-        count(self, "failures")
-        emit(self, "failure", { kind = err.kind, status = err.status, code = err.code })
-        self.last_error = err
-        local wait = policy_rules.failure_wait(self.policy, err)
-        local stored, why = self.dict:set(self.fail_key, encode_error(err, sent_at + wait),
-                                          wait)
-        if not stored then
-            ngx.log(ngx.ERR, "oauth2: cannot remember the failure in lua_shared_dict '",
-                self.dict_name, "': ", why)
+        header = "Bearer " .. record.access_token
+        store_header(self, header, record.fetched_at, record.refresh_at, record.expire_at)
+        dict:delete(self.failures_key)
+        local cooling = cache.cooling(record, wall_now())
+        if cooling then remember(self, cooling) else dict:delete(self.fail_key) end
+        if how == "fetched" then
+            count(self, "fetches")
+            emit(self, "fetch", { expires_in = record.expires_in, fleet = self.fleet and true })
+        else
+            count(self, "fleet_hits")
         end
+    elseif record == false then
+        -- the fleet's store is away or another node fetches: this node
+        -- serves its token and asks again in a while, not on every request
+        dict:set(self.defer_key, true, err)
+        err = nil
+    else
+        if err.failures then
+            -- a fetch of this node's that failed (not a fleet's cool-down)
+            count(self, "failures")
+            dict:set(self.failures_key, err.failures, core.MAX_SECONDS)
+            emit(self, "failure", { kind = err.kind, status = err.status, code = err.code })
+        end
+        self.last_error = err
+        remember(self, err)
     end
     release_lock(self, owner)
     self.fetching = false
     local semaphore = self.semaphore_pid == ngx.worker.pid() and self.semaphore
     if semaphore and semaphore:count() < 0 then semaphore:post(-semaphore:count()) end
-    return token, err
+    return header, err
 end
 
 -- Whether the exact refresh point of the current token has come.
@@ -552,11 +434,13 @@ local function look(premature, self)
     local dict = self.dict
     local header = dict:get(self.key)
     if not header or not dict:add(self.look_key, true, self.fleet.look_every) then return end
-    local record = self.fleet:get(self.fleet_key, self.secret)
+    self.ctx.rejected = dict:get(self.rejected_key)
+    local record, why = cache.look(self.ctx)
+    if why then self.ctx.store_failed(why) end
     if not record or dict:get(self.key) ~= header then return end
-    if fresh(record, wall_now()) and "Bearer " .. record.access_token ~= header then
-        store_header(self, "Bearer " .. record.access_token, record.refresh_at,
-            record.expire_at)
+    if cache.fresh(record, wall_now()) and "Bearer " .. record.access_token ~= header then
+        store_header(self, "Bearer " .. record.access_token, record.fetched_at,
+            record.refresh_at, record.expire_at)
         count(self, "fleet_hits")
     elseif record.rejected
             and stores.token_id(self.secret, (header:gsub("^Bearer ", ""))) == record.rejected then
@@ -631,33 +515,41 @@ function Token:authorize()
 end
 
 --- Drop the token for all workers (the API answered 401 with it), and
--- with a fleet store for every node (see look).  With
+-- with a fleet store for every node (oauth2.cache.invalidate).  With
 -- `rejected` (the Authorization value that was refused), only if it is
--- still the stored one, so a token fetched a moment ago survives.  At
--- most once per invalidate_cooldown for all workers: a storm of 401s
--- makes one token request.  Returns whether the token was dropped.
+-- still the stored one, so a token fetched a moment ago survives.  A
+-- rejected token is never served again; the next fetch waits until
+-- invalidate_cooldown has passed since the rejected token's fetch, for
+-- the whole fleet, so a storm of 401s makes one token request.  Returns
+-- whether the token was dropped.
 function Token:invalidate(rejected)
     local dict = self.dict
-    local current = dict:get(self.key) or (self.fallback and self.fallback.header)
-    if rejected ~= nil and current ~= rejected then return false end
-    local cooldown = self.policy.invalidate_cooldown
-    if cooldown > 0 and not dict:safe_add(self.invalidated_key, true, cooldown) then
-        return false
-    end
+    local fallback = self.fallback
+    local current = dict:get(self.key) or (fallback and fallback.header)
+    if current == nil or rejected ~= nil and current ~= rejected then return false end
+    local fetched_at = dict:get(self.fetched_key) or (fallback and fallback.fetched_at)
+        or wall_now()
     dict:delete(self.key)
     dict:delete(self.at_key)
     self.fallback = nil
     count(self, "invalidations")
+    local cooldown = self.policy.invalidate_cooldown
     emit(self, "invalidation", { cooldown = cooldown })
-    local fleet = self.fleet
-    if fleet and current then
-        -- in the fleet's store too, only if it still holds that token (in a
-        -- timer: this may run where cosockets cannot)
+    local not_before = fetched_at + cooldown
+    if not_before > wall_now() then
+        remember(self, errors.new { kind = "http", status = 401, code = "invalidated",
+            retryable = true, retry_after = not_before - wall_now(),
+            message = format("the token was invalidated; a new one is fetched no sooner "
+                .. "than %g s after the last", cooldown) })
+    end
+    if self.fleet then
         local token_id = stores.token_id(self.secret, (current:gsub("^Bearer ", "")))
         -- every worker of this node skips that token in the fleet's store
-        dict:set(self.rejected_key, token_id, max(60, self.policy.invalidate_cooldown))
+        dict:set(self.rejected_key, token_id, max(60, cooldown))
+        -- and the fleet's store drops it, in a timer: this may run where
+        -- cosockets cannot
         ngx.timer.at(0, function(premature)
-            if not premature then fleet:delete_token_if(self.fleet_key, self.secret, token_id) end
+            if not premature then cache.invalidate(self.ctx, token_id, not_before) end
         end)
     end
     return true
@@ -813,7 +705,7 @@ function _M.new(opts)
         end
     end
     local key = "oauth2:" .. policy_rules.cache_key(conf)
-    return setmetatable({
+    local self = setmetatable({
         conf = conf,
         request = exchange.build_request(conf),
         fleet = own.fleet,
@@ -831,7 +723,8 @@ function _M.new(opts)
         lock_key = key .. ":lock",
         fail_key = key .. ":fail",
         count_key = key .. ":n:",
-        invalidated_key = key .. ":inv",
+        fetched_key = key .. ":fetched",
+        failures_key = key .. ":failures",
         rejected_key = key .. ":rejected",
         look_key = key .. ":look",
         exp_key = key .. ":exp",
@@ -839,7 +732,7 @@ function _M.new(opts)
         defer_key = key .. ":defer",
         looking = false,     -- this worker looks at the fleet's store
         -- the lease: a lock outlives any fetch (deadline), then frees itself
-        lock_ttl = conf.deadline + LEASE_SLACK,
+        lock_ttl = cache.lease_for(conf) + conf.deadline + LOCK_SLACK,
         wait_timeout = own.wait_timeout,
         semaphore = false, -- this worker's, made on first use (never across fork)
         semaphore_pid = 0,
@@ -854,6 +747,18 @@ function _M.new(opts)
         counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0,
                      invalidations = 0, fleet_hits = 0, fleet_errors = 0, fleet_drops = 0 },
     }, Token)
+    -- oauth2.cache's context: the fleet's store (if any) and the hooks
+    self.ctx = {
+        store = own.fleet or nil, key = self.fleet_key, secret = self.secret, policy = policy,
+        lease = cache.lease_for(conf), deadline = conf.deadline, failures = 0,
+        wall = wall_now, sleep = transport.sleep,
+        exchange = function() return run_exchange(self) end,
+        store_failed = function(why)
+            count(self, "fleet_errors")
+            warn_store(self, why)
+        end,
+    }
+    return self
 end
 
 local registry = {}
