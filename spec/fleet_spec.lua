@@ -238,11 +238,17 @@ describe("a fleet on a Redis store", function()
         -- (the processes' 7.6 to 8 s): the cold start and one refresh
         server:control { expires_in = 20 }
         everyone(4, 0)
+        local started = core.now()
         local finish = traffic(12, 3)
         local good, bad, out = finish()
+        local elapsed = core.now() - started
         assert.equals(0, bad, out)
         assert.is_true(good > 0)
-        assert.equals(2, server:stats().token_requests, out)
+        -- (a busy machine stretches the 12 s of traffic: one refresh per
+        -- shortest refresh period it lasted, at most)
+        local requests = server:stats().token_requests
+        assert.is_true(requests >= 2 and requests <= 1 + math.ceil(elapsed / 7.6),
+            requests .. " token requests in " .. elapsed .. " s")
     end)
 
     it("goes on within a lease when the holder of the fleet's lease is killed", function()
