@@ -514,9 +514,9 @@ function Client:__tostring()
     return text
 end
 
---- A new client; opts are oauth2.token's options plus the cache policy.
--- Returns the client, or nil and a message for bad options.
-function _M.new(opts)
+-- The options split and checked, without side effects: oauth2.token's
+-- options, the checked policy and the client's own; or nil and a message.
+local function check_all(opts)
     if type(opts) ~= "table" then
         return nil, "oauth2: options must be a table, got " .. options.describe(opts)
     end
@@ -536,6 +536,40 @@ function _M.new(opts)
         return nil, "oauth2: option 'store' must be \"memory\", \"file\", a directory, a "
             .. "redis:// URL (or its table) or a store object"
     end
+    return token_opts, policy, policy_opts
+end
+
+-- Whether a store option names Redis (a URL, or oauth2.store.redis's
+-- table): a URL of another scheme is refused there, never taken for a
+-- directory.
+local function redis_store(store_opt)
+    return type(store_opt) == "table" and type(store_opt.get) ~= "function"
+        or type(store_opt) == "string" and stores.url_scheme(store_opt) ~= nil
+end
+
+--- Check a configuration without fetching or connecting: oauth2.token's
+-- options, the cache policy and the client's own (a Redis URL is parsed,
+-- not reached).  Raises at the caller's line on a mistake; returns true.
+-- For a check command.
+function _M.check(opts)
+    local token_opts, policy, policy_opts = check_all(opts)
+    if not token_opts then error(policy, 2) end
+    if redis_store(policy_opts.store) then
+        local _, problem = stores.redis(policy_opts.store)
+        if problem then error("oauth2: option 'store': " .. problem, 2) end
+    end
+    local _, why = options.validate(token_opts)
+    if why then error(why, 2) end
+    return true
+end
+
+--- A new client; opts are oauth2.token's options plus the cache policy.
+-- Returns the client, or nil and a message for bad options.
+function _M.new(opts)
+    local token_opts, policy, policy_opts = check_all(opts)
+    if not token_opts then return nil, policy end
+    local store_opt = policy_opts.store
+    local why
     -- no connection kept between fetches an hour apart, unless the caller
     -- passes a session of theirs
     local prepared
@@ -567,10 +601,7 @@ function _M.new(opts)
     }
     if type(store_opt) == "table" and type(store_opt.get) == "function" then
         self.shared = store_opt
-    elseif type(store_opt) == "table" or type(store_opt) == "string"
-            and stores.url_scheme(store_opt) then
-        -- a Redis URL, or the table of oauth2.store.redis (a URL of
-        -- another scheme is refused there, never taken for a directory)
+    elseif redis_store(store_opt) then
         local shared, problem = stores.redis(store_opt)
         if not shared then return nil, "oauth2: option 'store': " .. problem end
         self.shared = shared
