@@ -286,7 +286,7 @@ local function fetch(self, entry, refreshing)
     now = clock()
     if record then
         take_record(self, entry, record, now)
-        if how ~= "fetched" and entry.token then self.counters.hits = self.counters.hits + 1 end
+        if how ~= "fetched" and entry.token then self.hits = self.hits + 1 end
         if entry.token and now < entry.expire_after then return entry.token end
         return nil, entry.last_error or errors.new { kind = "timeout", retryable = true,
             retry_after = 1, message = "the shared token expired while it was taken" }
@@ -330,7 +330,7 @@ local function slow_token(self, now)
         self.next_look = now + (self.shared.look_every or LOOK_EVERY)
         adopt(self, entry, now)
         if now < entry.refresh_after then
-            self.counters.hits = self.counters.hits + 1
+            self.hits = self.hits + 1
             return entry.token
         end
     end
@@ -347,7 +347,7 @@ local function slow_token(self, now)
                 return nil, entry.last_error
             end
         end
-        self.counters.hits = self.counters.hits + 1
+        self.hits = self.hits + 1
         self.counters.stale = self.counters.stale + 1
         return entry.token
     end
@@ -373,8 +373,7 @@ function Client:token()
     local entry = self.entry
     local now = self.clock()
     if now < entry.refresh_after and now < self.next_look then
-        local counters = self.counters
-        counters.hits = counters.hits + 1
+        self.hits = self.hits + 1
         return entry.token
     end
     if entry == CLOSED then error("oauth2: use of a closed client", 2) end
@@ -427,6 +426,7 @@ end
 function Client:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
+    stats.hits = self.hits
     local entry = self.entry
     stats.last_error = self.last_error
     local shared = self.shared
@@ -588,7 +588,8 @@ function _M.new(opts)
         policy = policy,
         clock = policy.clock,
         entry = entry,
-        counters = { hits = 0, fetches = 0, refreshes = 0, retries = 0, failures = 0,
+        hits = 0,            -- calls served from the cache (a field: the hot path)
+        counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0,
                      stale = 0, invalidations = 0, store_errors = 0 },
         last_error = nil,
         shared = nil,        -- a store shared with other processes (oauth2.store)
