@@ -17,8 +17,8 @@
 --   redis, 10 min outage   the same with the store unreachable for the 10
 --           minutes around the fleet's first refresh point after mid-run
 --           (every call fails as when Redis is down): the nodes keep their
---           valid tokens, then fall back to fetches of their own late in
---           the tokens' lives
+--           valid tokens, then fall back to fetches of their own at points
+--           spread over the window from the refresh point to the expiry
 --
 -- Fetches take no virtual time, so no two workers race for a lease: the
 -- races are the fleet spec's (real processes, real Redis).  A worker asks
@@ -89,6 +89,9 @@ end
 
 -- ------------------------------------------------------------ a scenario
 
+-- The outage's start and end once it is known (seconds of the simulation).
+local outage_window
+
 -- A store that is unreachable for `length` seconds around the first
 -- refresh point after `after` (the time of the simulation): down from
 -- half of `length` before it.
@@ -103,9 +106,10 @@ local function with_outage(store, after, length)
         end
         return now >= from and now < to
     end
+    outage_window = function() return from, to end
     return setmetatable({
         get = function(_, ...)
-            if down() then return nil end
+            if down() then return nil, "unreachable" end
             return store:get(...)
         end,
         set = function(_, ...)
@@ -162,7 +166,7 @@ local function simulate(kind)
                 session = session, retries = 0, store = node_store,
                 clock = function() return now end,
             })
-            worker.store_warned = true -- one warning per worker is noise here
+            worker.store_quiet_until = math.huge -- a warning per worker is noise here
             workers[#workers + 1] = worker
             -- the fleet starts within its first minute
             heap_push(heap, math.random() * 60, worker)
@@ -198,6 +202,7 @@ print("")
 print("| store | requests | per hour: mean | per hour: max | worst minute | first minute "
     .. "| per token lifetime (after the first hour) |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
+local outage_line
 for _, kind in ipairs { "memory", "shm", "redis", "outage" } do
     local started = os.clock()
     local minutes = simulate(kind)
@@ -218,4 +223,19 @@ for _, kind in ipairs { "memory", "shm", "redis", "outage" } do
         total / HOURS, max_hour, worst, minutes[0],
         HOURS > 1 and later / (HOURS - 1) * LIFETIME / 3600 or 0))
     io.stderr:write(("  (%s: %.1f s of CPU)\n"):format(kind, os.clock() - started))
+    if kind == "outage" then
+        -- the fetches alone happen while the store is down: its minutes
+        local from, to = outage_window()
+        local first, last = math.floor(from / 60), math.ceil(to / 60) - 1
+        local sum, peak = 0, 0
+        for m = first, last do
+            sum = sum + minutes[m]
+            if minutes[m] > peak then peak = minutes[m] end
+        end
+        local span = last - first + 1
+        outage_line = ("Outage window: minutes %d to %d (%d min), %d token requests, "
+            .. "%.0f a minute on average, worst minute %d = %.2fx the average"):format(
+            first, last, span, sum, sum / span, peak, peak / (sum / span))
+    end
 end
+if outage_line then print("") print(outage_line) end

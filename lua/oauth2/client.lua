@@ -286,7 +286,7 @@ local function fetch(self, entry, refreshing)
     now = clock()
     if record then
         take_record(self, entry, record, now)
-        if how ~= "fetched" and entry.token then self.counters.hits = self.counters.hits + 1 end
+        if how ~= "fetched" and entry.token then self.hits = self.hits + 1 end
         if entry.token and now < entry.expire_after then return entry.token end
         return nil, entry.last_error or errors.new { kind = "timeout", retryable = true,
             retry_after = 1, message = "the shared token expired while it was taken" }
@@ -330,7 +330,7 @@ local function slow_token(self, now)
         self.next_look = now + (self.shared.look_every or LOOK_EVERY)
         adopt(self, entry, now)
         if now < entry.refresh_after then
-            self.counters.hits = self.counters.hits + 1
+            self.hits = self.hits + 1
             return entry.token
         end
     end
@@ -347,7 +347,7 @@ local function slow_token(self, now)
                 return nil, entry.last_error
             end
         end
-        self.counters.hits = self.counters.hits + 1
+        self.hits = self.hits + 1
         self.counters.stale = self.counters.stale + 1
         return entry.token
     end
@@ -373,8 +373,7 @@ function Client:token()
     local entry = self.entry
     local now = self.clock()
     if now < entry.refresh_after and now < self.next_look then
-        local counters = self.counters
-        counters.hits = counters.hits + 1
+        self.hits = self.hits + 1
         return entry.token
     end
     if entry == CLOSED then error("oauth2: use of a closed client", 2) end
@@ -427,6 +426,7 @@ end
 function Client:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
+    stats.hits = self.hits
     local entry = self.entry
     stats.last_error = self.last_error
     local shared = self.shared
@@ -514,9 +514,9 @@ function Client:__tostring()
     return text
 end
 
---- A new client; opts are oauth2.token's options plus the cache policy.
--- Returns the client, or nil and a message for bad options.
-function _M.new(opts)
+-- The options split and checked, without side effects: oauth2.token's
+-- options, the checked policy and the client's own; or nil and a message.
+local function check_all(opts)
     if type(opts) ~= "table" then
         return nil, "oauth2: options must be a table, got " .. options.describe(opts)
     end
@@ -536,6 +536,40 @@ function _M.new(opts)
         return nil, "oauth2: option 'store' must be \"memory\", \"file\", a directory, a "
             .. "redis:// URL (or its table) or a store object"
     end
+    return token_opts, policy, policy_opts
+end
+
+-- Whether a store option names Redis (a URL, or oauth2.store.redis's
+-- table): a URL of another scheme is refused there, never taken for a
+-- directory.
+local function redis_store(store_opt)
+    return type(store_opt) == "table" and type(store_opt.get) ~= "function"
+        or type(store_opt) == "string" and stores.url_scheme(store_opt) ~= nil
+end
+
+--- Check a configuration without fetching or connecting: oauth2.token's
+-- options, the cache policy and the client's own (a Redis URL is parsed,
+-- not reached).  Raises at the caller's line on a mistake; returns true.
+-- For a check command.
+function _M.check(opts)
+    local token_opts, policy, policy_opts = check_all(opts)
+    if not token_opts then error(policy, 2) end
+    if redis_store(policy_opts.store) then
+        local _, problem = stores.redis(policy_opts.store)
+        if problem then error("oauth2: option 'store': " .. problem, 2) end
+    end
+    local _, why = options.validate(token_opts)
+    if why then error(why, 2) end
+    return true
+end
+
+--- A new client; opts are oauth2.token's options plus the cache policy.
+-- Returns the client, or nil and a message for bad options.
+function _M.new(opts)
+    local token_opts, policy, policy_opts = check_all(opts)
+    if not token_opts then return nil, policy end
+    local store_opt = policy_opts.store
+    local why
     -- no connection kept between fetches an hour apart, unless the caller
     -- passes a session of theirs
     local prepared
@@ -554,7 +588,8 @@ function _M.new(opts)
         policy = policy,
         clock = policy.clock,
         entry = entry,
-        counters = { hits = 0, fetches = 0, refreshes = 0, retries = 0, failures = 0,
+        hits = 0,            -- calls served from the cache (a field: the hot path)
+        counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0,
                      stale = 0, invalidations = 0, store_errors = 0 },
         last_error = nil,
         shared = nil,        -- a store shared with other processes (oauth2.store)
@@ -567,10 +602,7 @@ function _M.new(opts)
     }
     if type(store_opt) == "table" and type(store_opt.get) == "function" then
         self.shared = store_opt
-    elseif type(store_opt) == "table" or type(store_opt) == "string"
-            and stores.url_scheme(store_opt) then
-        -- a Redis URL, or the table of oauth2.store.redis (a URL of
-        -- another scheme is refused there, never taken for a directory)
+    elseif redis_store(store_opt) then
         local shared, problem = stores.redis(store_opt)
         if not shared then return nil, "oauth2: option 'store': " .. problem end
         self.shared = shared
