@@ -137,21 +137,25 @@ local FETCH_GRACE = 1
 -- nodes look as often).
 local LOOK_EVERY = 4
 
--- Say a problem with the shared store once per cool-down, on stderr (or
--- in nginx's error.log), naming the store (never its password); the
--- client goes on as without a store (oauth2.cache) meanwhile.
-local function warn_store(self, why)
-    self.counters.store_errors = self.counters.store_errors + 1
-    local now = self.clock()
-    if now < self.store_quiet_until then return end
-    self.store_quiet_until = now + self.policy.cooldown
-    local text = "oauth2: " .. tostring(self.shared) .. " failed (" .. tostring(why)
-        .. "): this process serves the token it holds and fetches alone when it must"
+-- A warning on stderr, or in nginx's error.log.
+local function warn(text)
     if ngx and ngx.log then -- luacheck: ignore
         ngx.log(ngx.WARN, text) -- luacheck: ignore
     else
         io.stderr:write(text, "\n")
     end
+end
+
+-- Say a problem with the shared store once per cool-down, naming the
+-- store (never its password); the client goes on as without a store
+-- (oauth2.cache) meanwhile.
+local function warn_store(self, why)
+    self.counters.store_errors = self.counters.store_errors + 1
+    local now = self.clock()
+    if now < self.store_quiet_until then return end
+    self.store_quiet_until = now + self.policy.cooldown
+    warn("oauth2: " .. tostring(self.shared) .. " failed (" .. tostring(why)
+        .. "): this process serves the token it holds and fetches alone when it must")
 end
 
 -- Forget the entry's token (rejected by the API).
@@ -610,13 +614,8 @@ function _M.new(opts)
         local shared, problem = stores.file(store_opt ~= "file" and store_opt or nil)
         -- a store that cannot be used never fails a token: memory, and a word
         if not shared then
-            local text = "oauth2: the token cache is not shared (" .. tostring(problem)
-                .. "); this process keeps its own"
-            if ngx and ngx.log then -- luacheck: ignore
-                ngx.log(ngx.WARN, text) -- luacheck: ignore
-            else
-                io.stderr:write(text, "\n")
-            end
+            warn("oauth2: the token cache is not shared (" .. tostring(problem)
+                .. "); this process keeps its own")
         end
         self.shared = shared
     end
