@@ -267,14 +267,14 @@ local UNSUPPORTED_SCHEMES = {
     ["redis+socket"] = "a Redis unix socket is not supported: use redis://127.0.0.1:port",
 }
 
---- A Redis store outside nginx (hiredis in the C core), from
--- "redis://[user:password@]host[:port][/db]" or a table { url = ...,
--- prefix =, connect_timeout =, timeout = (seconds, default 1), lease = (of
--- a try_lock(key) that names none: oauth2.cache always names its own,
--- one attempt's timeout and 5 s), pool_size =, look_every = (seconds between two looks of a process or
--- nginx node at the store while its own copy is fresh, default 4: how
--- soon a token rejected elsewhere is dropped everywhere) }: the store, or
--- nil and why.  The password is never shown.
+--- A Redis store, from "redis://[user:password@]host[:port][/db]" or a
+-- table { url = ..., prefix =, connect_timeout =, timeout = (seconds,
+-- default 1), lease = (of a try_lock(key) that names none: oauth2.cache
+-- always names its own, one attempt's timeout and 5 s), pool_size =,
+-- look_every = (seconds between two looks of a process or nginx node at
+-- the store while its own copy is fresh, default 4: how soon a token
+-- rejected elsewhere is dropped everywhere) }: the store, or nil and why.
+-- The password is never shown.
 function _M.new(spec)
     if type(spec) == "string" then spec = { url = spec } end
     if type(spec) ~= "table" or type(spec.url) ~= "string" then
