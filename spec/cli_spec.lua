@@ -281,24 +281,25 @@ describe("thousandeyes-token", function()
         assert.matches("option 'cooldown' must be a number above 0", err)
         -- an oauth2.client configuration (no dict), with a Redis store
         local client = dir .. "/client.lua"
-        f = assert(io.open(client, "w"))
-        f:write('return { client_id = "cli-id", store = "redis://127.0.0.1:6390/2",\n'
+        -- check the options `text` returns, as a file of its own
+        local function check(text)
+            f = assert(io.open(client, "w"))
+            f:write(text)
+            f:close()
+            return cli("--check-config " .. client, creds)
+        end
+        code, out, err = check('return { client_id = "cli-id", '
+            .. 'store = "redis://127.0.0.1:6390/2",\n'
             .. '  client_secret = os.getenv("THOUSANDEYES_CLIENT_SECRET"),\n'
             .. '  host = "' .. server.http_url .. '", refresh_timeout = 2 }\n')
-        f:close()
-        code, out, err = cli("--check-config " .. client, creds)
         assert.equals(0, code, err)
         assert.equals(client .. ": ok (oauth2.client options)\n", out)
-        f = assert(io.open(client, "w"))
-        f:write('return { client_id = "cli-id", client_secret = "x", store = "rediss://h" }\n')
-        f:close()
-        code, _, err = cli("--check-config " .. client, creds)
+        code, _, err = check('return { client_id = "cli-id", client_secret = "x", '
+            .. 'store = "rediss://h" }\n')
         assert.equals(2, code)
         assert.matches("rediss://", err)
-        f = assert(io.open(client, "w"))
-        f:write('return { client_id = "cli-id", client_secret = "x", wait_timeout = 2 }\n')
-        f:close()
-        code, _, err = cli("--check-config " .. client, creds)
+        code, _, err = check('return { client_id = "cli-id", client_secret = "x", '
+            .. 'wait_timeout = 2 }\n')
         assert.equals(2, code)
         assert.matches("wait_timeout", err)
         code, _, err = cli("--check-config " .. dir .. "/missing.lua", creds)
