@@ -79,6 +79,9 @@ local function new_entry()
         token = nil,           -- the current token table
         header = nil,          -- "Bearer <access_token>", made once per token
         refresh_after = -huge, -- monotonic time from which a call refreshes
+        look_at = huge,        -- with a shared store: the next look at it
+        serve_until = -huge,   -- the hot path serves the token until then:
+                               -- the earlier of refresh_after and look_at
         expire_after = -huge,  -- ... and from which the token counts as expired
         fetched_at = -huge,    -- monotonic time the successful request was sent
         lifetime = 0,          -- seconds the token is valid from fetched_at
@@ -109,6 +112,11 @@ local function api()
     return require "oauth2.api"
 end
 
+-- The hot path's one bound, after a change of refresh_after or look_at.
+local function retime(entry)
+    entry.serve_until = min(entry.refresh_after, entry.look_at)
+end
+
 -- Store a new token in the entry, with its refresh and expiry points.
 local function store_token(entry, token, sent_at, policy)
     local lifetime, refresh_at, expire_at = policy_rules.schedule(policy, token, sent_at)
@@ -118,6 +126,7 @@ local function store_token(entry, token, sent_at, policy)
     entry.lifetime = lifetime
     entry.expire_after = expire_at
     entry.refresh_after = refresh_at
+    retime(entry)
     entry.last_error = nil
     entry.next_try = -huge
     entry.alone_at = nil
@@ -162,6 +171,7 @@ end
 local function drop_token(entry)
     entry.token, entry.header = nil, nil
     entry.refresh_after, entry.expire_after = -huge, -huge
+    retime(entry)
 end
 
 -- Remember a failure (or a cool-down) until `wait` seconds from `now`.
@@ -194,6 +204,7 @@ local function take_record(self, entry, record, now)
         entry.fetched_at = now - (wall - record.fetched_at)
         entry.lifetime = record.lifetime or 0
         entry.refresh_after = now + (record.refresh_at - wall)
+        retime(entry)
         entry.expire_after = now + (record.expire_at - wall)
         entry.shared_fetched_at = record.fetched_at
         entry.last_error, entry.next_try, entry.alone_at = nil, -huge, nil
@@ -328,15 +339,17 @@ end
 -- Everything but the fresh-token case: refresh, stale serving, cool-downs.
 local function slow_token(self, now)
     local entry = self.entry
-    if self.shared then
+    if now >= entry.look_at then
         -- another process may hold a fresher token, or a cool-down, or
         -- have seen this one rejected; looked at every LOOK_EVERY seconds
-        self.next_look = now + (self.shared.look_every or LOOK_EVERY)
-        adopt(self, entry, now)
-        if now < entry.refresh_after then
-            self.hits = self.hits + 1
-            return entry.token
-        end
+        -- (a refresh looks anyway: oauth2.cache reads the record first)
+        entry.look_at = now + (self.shared and self.shared.look_every or LOOK_EVERY)
+        retime(entry)
+        if self.shared then adopt(self, entry, now) end
+    end
+    if now < entry.refresh_after then
+        self.hits = self.hits + 1
+        return entry.token
     end
     if entry.token and now < entry.expire_after then
         -- due for refresh but still valid: try (for at most refresh_timeout),
@@ -376,7 +389,7 @@ end
 function Client:token()
     local entry = self.entry
     local now = self.clock()
-    if now < entry.refresh_after and now < self.next_look then
+    if now < entry.serve_until then
         self.hits = self.hits + 1
         return entry.token
     end
@@ -600,9 +613,11 @@ function _M.new(opts)
         ctx = nil,           -- oauth2.cache's context for it
         secret = conf.client_secret or conf.access_token,
         store_quiet_until = -huge, -- no word about a failing store before then
-        next_look = huge,    -- when the hot path next looks at the shared store
         on_event = policy_opts.on_event,
         api_connection = nil, -- the kept connection of API requests
+        -- the hot path's method in the object itself: one table lookup
+        -- fewer per call than through the metatable (about 10 ns on 5.4)
+        token = Client.token,
     }
     if type(store_opt) == "table" and type(store_opt.get) == "function" then
         self.shared = store_opt
@@ -620,7 +635,9 @@ function _M.new(opts)
         self.shared = shared
     end
     if self.shared then
-        self.next_look = -huge
+        -- the first call looks at the store (and so do the entry's next)
+        entry.look_at = -huge
+        retime(entry)
         self.ctx = {
             store = self.shared, key = policy_rules.cache_key(conf), secret = self.secret,
             policy = policy, lease = cache.lease_for(conf), deadline = conf.deadline,
