@@ -358,6 +358,79 @@ describe("oauth2.cache", function()
         assert.equals("token-1", slow.record.access_token)
     end)
 
+    describe("a layer over another (an nginx node over the fleet's store)", function()
+        -- a node's context: its own store, whose fetch is the fleet's obtain
+        local function layered(w, fleet)
+            local own = stores.memory(60, w.now)
+            local ctx = {}
+            for k, v in pairs(fleet.ctx) do ctx[k] = v end
+            ctx.store = own
+            ctx.exchange = function(_, held) return cache.obtain(fleet.ctx, held) end
+            return ctx, own
+        end
+
+        it("makes one request for the workers of many nodes, keeping the fleet's times", function()
+            local w = world()
+            local nodes, fns = {}, {}
+            for i = 1, 3 do
+                nodes[i] = { layered(w, node(w)) }
+                for _ = 1, 4 do
+                    fns[#fns + 1] = function() assert(cache.obtain(nodes[i][1])) end
+                end
+            end
+            run(w, fns)
+            -- and a node that comes later takes the fleet's record as it is
+            w.t = w.t + 100
+            nodes[4] = { layered(w, node(w)) }
+            assert(cache.obtain(nodes[4][1]))
+            assert.equals(1, #w.requests)
+            local fleet = assert(w.memory:get("key", SECRET))
+            for i = 1, 4 do
+                local record = assert(nodes[i][2]:get("key", SECRET))
+                assert.equals(fleet.access_token, record.access_token)
+                assert.equals(fleet.fetched_at, record.fetched_at)
+                assert.equals(fleet.refresh_at, record.refresh_at)
+            end
+        end)
+
+        it("keeps the fleet's cool-down, neither counted again nor lengthened", function()
+            local w = world()
+            local ctx, own = layered(w, node(w))
+            w.script = { { kind = "http", status = 503 } }
+            local _, err = cache.obtain(ctx)
+            assert.equals(1, err.failures)
+            local fleet = w.memory:get("key", SECRET)
+            assert.equals(fleet.next_try, own:get("key", SECRET).next_try)
+            -- another node, later, takes what is left of the fleet's cool-down
+            w.t = w.t + 2
+            local other, other_own = layered(w, node(w))
+            _, err = cache.obtain(other)
+            assert.equals(503, err.status)
+            local record = other_own:get("key", SECRET)
+            assert.equals(fleet.next_try, record.next_try)
+            assert.is_nil(record.failures)
+            -- the node's other workers get the cool-down without a request
+            _, err = cache.obtain(other)
+            assert.equals(503, err.status)
+            assert.equals(1, #w.requests)
+        end)
+
+        it("lets a node with a valid token serve it while another node fetches", function()
+            local w = world()
+            local ctx, own = layered(w, node(w))
+            assert(cache.obtain(ctx))
+            w.t = w.t + 3000 -- past the refresh point, before the expiry
+            local lease = assert(w.memory:try_lock("key", 15))
+            local record = own:get("key", SECRET)
+            local got, again = cache.obtain(ctx, { expire_at = record.expire_at,
+                alone_at = record.expire_at })
+            assert.is_false(got)
+            assert.is_true(again > 0 and again <= 1)
+            assert.equals(1, #w.requests)
+            lease:unlock()
+        end)
+    end)
+
     describe("invalidation", function()
         it("holds one cool-down for every node, and drops copies at their next look", function()
             local w = world()

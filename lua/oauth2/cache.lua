@@ -45,7 +45,8 @@
 --   ctx.lease, ctx.deadline          seconds: a lease, a waiter's patience
 --   ctx.wall()                       seconds since the epoch
 --   ctx.sleep(seconds)               wait (yielding where it can)
---   ctx.exchange(deadline)           one fetch: token, or nil and err
+--   ctx.exchange(deadline, held)     one fetch: token, or nil and err (or
+--                                    a layer below's answer, see fetch)
 --   ctx.store_failed(why)            the store failed (why names no secret)
 --   ctx.failures                     failures in a row this caller saw
 --   ctx.rejected                     id of a token this caller saw
@@ -181,17 +182,27 @@ end
 
 -- Fetch now: the token's record (published when `publish`), or nil and
 -- the error, its cool-down in retry_after and its count in failures.
+-- The exchange may be a layer below (nginx's node over the fleet's
+-- store): its record keeps its times, its failure its cool-down, and its
+-- `false, seconds` (serve your own token) passes up.
 local function fetch(ctx, prior, held, publish)
     local sent_at = ctx.wall()
-    local token, err = ctx.exchange(held and held.deadline)
+    local token, err, how = ctx.exchange(held and held.deadline, held)
     if token then
-        local record = _M.token_record(ctx.policy, token, sent_at, prior)
+        local record = token
+        if not token.refresh_at then
+            record = _M.token_record(ctx.policy, token, sent_at, prior)
+        end
         if publish then record = publish_token(ctx, record) end
-        return record, nil, "fetched"
+        return record, nil, how or "fetched"
     end
-    local failures = max(ctx.failures or 0, prior and tonumber(prior.failures) or 0) + 1
-    local wait = policy_rules.failure_wait(ctx.policy, err, failures)
-    err.retry_after, err.failures = wait, failures
+    if token == false then return false, err end
+    local failures, wait = err.failures, err.retry_after
+    if not (failures or err.cached) then
+        failures = max(ctx.failures or 0, prior and tonumber(prior.failures) or 0) + 1
+        wait = policy_rules.failure_wait(ctx.policy, err, failures)
+        err.retry_after, err.failures = wait, failures
+    end
     if publish and err.kind ~= "config" then publish_failure(ctx, err, wait, failures) end
     return nil, err
 end
@@ -269,6 +280,10 @@ function _M.obtain(ctx, held)
         pause = min(pause * 2, POLL_MAX)
     end
 end
+
+--- Publish a record (taken from another layer) unless the store holds a
+-- newer token; the record that stands.
+_M.publish = publish_token
 
 --- Fetch without a store (or with the store away): the token's record,
 -- or nil and the error, its cool-down grown by ctx.failures.

@@ -8,26 +8,25 @@
 --   }
 --   access_by_lua_block { require("oauth2.openresty").authorize("thousandeyes") }
 --
--- The token lives in a lua_shared_dict that all workers read: the value is
--- the ready-made "Bearer ..." header, its flags the refresh point in whole
--- seconds (rounded down; the exact point is a key of its own, read only in
--- that last second) and the dict's expiry is the token's, margin deducted,
--- so the hot path is one dict read.
+-- An nginx adapter over oauth2.cache, the engine oauth2.client runs on
+-- too.  The node's first layer is its lua_shared_dict: a sealed record
+-- there (oauth2.store.shm: the node's record and its lock, taken over at
+-- once from a dead worker) is what the engine reads and writes; beside
+-- it, for the requests of every worker, the ready-made "Bearer ..."
+-- header, its flags the refresh point in whole seconds (the exact point
+-- is a key of its own, read only in that last second) and its expiry the
+-- token's, so the hot path is one dict read.
 --
--- Fetches run in the background, in an ngx.timer, under a lock that names
--- its owner (worker pid and a nonce): it is deleted only by its owner, and
--- taken over as soon as its owner process is gone or its lease ran out.
--- Requests without a token wait for the fetch at most `wait_timeout`
--- (woken by a semaphore in the fetching worker, by a short poll in the
--- others), then get 503 while the fetch goes on.  A failed fetch is
--- remembered in the dict for the cool-down, or as long as the server
--- asked, so a dead or rate-limited endpoint is not hammered.  The
--- exchange itself runs in an nginx thread pool when one is named, else it
--- is stepped without blocking (oauth2.transport).  With `store` (Redis),
--- the fetch goes through oauth2.cache, the engine oauth2.client runs on
--- too: it looks in the fleet's store and fetches only under the fleet's
--- lease, so many nginx nodes share one token.  Timing rules are
--- oauth2.policy's.
+-- The engine runs in an ngx.timer (inline in init_by_lua, where blocking
+-- is fine), never in a request: requests without a token wait for it at
+-- most `wait_timeout` (woken by a semaphore in the worker that runs it,
+-- by a short poll in the others), then get 503 while it goes on.  Its
+-- fetch is the fleet's store (`store`, Redis: one token for many nodes)
+-- or the endpoint, in an nginx thread pool when one is named, else
+-- stepped without blocking (oauth2.transport).
+-- A failure is remembered for every worker for its cool-down, so a dead
+-- or rate-limited endpoint is not hammered.  Timing rules are
+-- oauth2.policy's, sharing rules oauth2.cache's.
 
 local options = require "oauth2.options"
 local exchange = require "oauth2.exchange"
@@ -44,7 +43,6 @@ local ngx = ngx
 local type, pairs, error, pcall, tostring, setmetatable, tonumber =
       type, pairs, error, pcall, tostring, setmetatable, tonumber
 local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
-local random = core.random
 local format = string.format
 
 local _M = { _VERSION = core._VERSION }
@@ -107,31 +105,7 @@ local function decode_error(text)
     return errors.new(fields)
 end
 
--- ------------------------------------------------------------------ locks
-
--- Take the fetch lock for this worker; the owner string, or nil.
-local function take_lock(self)
-    self.nonce = self.nonce + 1
-    local owner = format("%d %d %.0f", ngx.worker.pid(), self.nonce, random() * 2^53)
-    -- safe_add: taking the lock never evicts a token or another lock
-    local ok, why = self.dict:safe_add(self.lock_key, owner, self.lock_ttl)
-    if ok then return owner end
-    if why == "exists" then return nil end
-    -- a dict too full for the lock: fetch without it (one per worker at
-    -- most, as self.fetching guards this worker) rather than never
-    return owner
-end
-
--- Delete the lock if `owner` still holds it (compare before delete).
-local function release_lock(self, owner)
-    local dict = self.dict
-    if dict:get(self.lock_key) == owner then dict:delete(self.lock_key) end
-end
-
--- Whether the lock is held by a live process (a gone owner frees it).
-local function lock_held(self)
-    return shm.lock_held(self.dict, self.lock_key)
-end
+-- ------------------------------------------------------------ the node
 
 -- Add one to a counter in the dict, shared by every worker.
 local function count(self, name)
@@ -139,13 +113,14 @@ local function count(self, name)
     self.dict:incr(self.count_key .. name, 1, 0)
 end
 
--- Log a failure of the fleet's store once per cool-down per worker: it
--- names the store (never its password) and what it answered.
-local function warn_store(self, why)
+-- Log a failure of a store once per cool-down per worker: it names the
+-- store (never its password) and what it answered.
+local function warn_store(self, store, why)
+    if store == self.fleet then count(self, "fleet_errors") end
     local now = ngx.now()
     if now < self.store_quiet_until then return end
     self.store_quiet_until = now + self.policy.cooldown
-    ngx.log(ngx.ERR, "oauth2: ", tostring(self.fleet), " failed (", tostring(why),
+    ngx.log(ngx.ERR, "oauth2: ", tostring(store), " failed (", tostring(why),
         "): this node serves the token it holds and fetches alone when it must")
 end
 
@@ -156,9 +131,7 @@ local function emit(self, event, info)
     if hook then pcall(hook, event, info) end
 end
 
--- ---------------------------------------------------------------- fetches
-
--- The exchange, run in a thread pool's own Lua state: blocking there is
+--- The exchange, run in a thread pool's own Lua state: blocking there is
 -- the point.  Plain tables go in and come out.
 function _M.fetch_in_thread(conf)
     local runtime = exchange.runtime
@@ -182,48 +155,65 @@ function _M.fetch_in_thread(conf)
     return nil, plain
 end
 
--- One exchange for this token: in the thread pool when one is named, else
--- stepped here.  Returns the token or nil and an error.
-local function run_exchange(self)
+-- One exchange with the token endpoint, within `deadline` seconds (or the
+-- configured one): in the thread pool when one is named, else stepped
+-- here.  Counted and told.  The token, or nil and an error.
+local function run_exchange(self, deadline)
+    local token, err
     if self.thread_pool and ngx.get_phase() ~= "init" then
-        local ok, token, err = ngx.run_worker_thread(self.thread_pool, "oauth2.openresty",
+        local ok
+        ok, token, err = ngx.run_worker_thread(self.thread_pool, "oauth2.openresty",
             "fetch_in_thread", self.thread_conf)
         if not ok then
-            return nil, errors.new { kind = "config",
+            token, err = nil, { kind = "config",
                 message = "thread pool '" .. self.thread_pool .. "': " .. tostring(token) }
         end
-        if token then return token end
-        return nil, errors.new(err, options.secrets(self.conf))
+        if not token then err = errors.new(err, options.secrets(self.conf)) end
+    else
+        -- a connection of the fetch's own: light threads never share one
+        token, err = exchange.fetch(self.conf, self.request, nil, deadline)
     end
-    -- a connection of the fetch's own: light threads never share one
-    return exchange.fetch(self.conf, self.request)
+    if token then
+        count(self, "fetches")
+        emit(self, "fetch", { expires_in = token.expires_in, fleet = self.fleet and true })
+        return token
+    end
+    count(self, "failures")
+    emit(self, "failure", { kind = err.kind, status = err.status, code = err.code })
+    return nil, err
 end
 
--- Store a header with its fetch time, refresh point and expiry (wall
--- clock) for every worker; false when the dict cannot hold it.
-local function store_header(self, header, fetched_at, refresh_at, expire_at)
+-- The token from the fleet's store (oauth2.cache), or a fetch under the
+-- fleet's lease: what cache.obtain returns, for the node's engine.
+local function from_fleet(self, held)
+    local record, err, how = cache.obtain(self.ctx, held)
+    if record and how == "store" then count(self, "fleet_hits") end
+    return record, err, how
+end
+
+-- Store a token's header and refresh point for the hot path of every
+-- worker; false when the dict cannot hold it.
+local function store_header(self, record)
     local dict = self.dict
-    local ttl = expire_at - wall_now()
+    local ttl = record.expire_at - wall_now()
     if ttl <= 0.001 then return true end
+    local header = "Bearer " .. record.access_token
     -- the exact refresh point first: the token's flags send readers to it
-    local ok, why = dict:set(self.at_key, refresh_at, ttl)
-    if ok then ok, why = dict:set(self.fetched_key, fetched_at, ttl) end
+    local ok, why = dict:set(self.at_key, record.refresh_at, ttl)
     if ok and self.fleet then
-        -- for a time without the fleet's store: the expiry, and the point
-        -- from which this node fetches alone (late in the token's life)
-        ok, why = dict:set(self.exp_key, expire_at, ttl)
-        if ok then
-            ok, why = dict:set(self.alone_key, policy_rules.alone_at(refresh_at, expire_at), ttl)
-        end
+        -- for a time without the fleet's store: the point from which this
+        -- node fetches alone (spread over the token's last part)
+        ok, why = dict:set(self.alone_key,
+            policy_rules.alone_at(record.refresh_at, record.expire_at), ttl)
     end
-    if ok then ok, why = dict:set(self.key, header, ttl, floor(refresh_at)) end
+    if ok then ok, why = dict:set(self.key, header, ttl, floor(record.refresh_at)) end
     if ok then
         self.fallback = nil
         return true
     end
     -- this worker keeps it at least, so it does not fetch on every request
-    self.fallback = { header = header, fetched_at = fetched_at, refresh_at = refresh_at,
-                      expire_at = expire_at }
+    self.fallback = { header = header, fetched_at = record.fetched_at,
+                      refresh_at = record.refresh_at, expire_at = record.expire_at }
     if not self.warned_size then
         self.warned_size = true
         ngx.log(ngx.ERR, "oauth2: lua_shared_dict '", self.dict_name, "' cannot hold the ",
@@ -233,7 +223,7 @@ local function store_header(self, header, fetched_at, refresh_at, expire_at)
     return false
 end
 
--- Remember a failure (or a cool-down) for every worker of this node, for
+-- Remember a failure (or a cool-down) for requests of every worker, for
 -- err.retry_after seconds (the cool-down by default).
 local function remember(self, err)
     local wait = err.retry_after or self.policy.cooldown
@@ -245,30 +235,27 @@ local function remember(self, err)
     end
 end
 
--- The token through oauth2.cache: with a fleet store, the fleet's record
--- or a fetch under the fleet's lease; without one, a fetch of this node's
--- own.  Returns what cache.obtain returns.
-local function obtain(self)
-    local ctx, dict = self.ctx, self.dict
-    ctx.failures = dict:get(self.failures_key) or 0
-    if not self.fleet then return cache.fetch_alone(ctx) end
-    -- the fleet's record is not served while it holds the token this node
-    -- saw rejected (its purge in the fleet's store may not have run yet)
-    ctx.rejected = dict:get(self.rejected_key)
-    local held
-    local expire_at, alone_at = dict:get(self.exp_key), dict:get(self.alone_key)
-    if dict:get(self.key) and expire_at and alone_at then
-        held = { expire_at = expire_at, alone_at = alone_at }
-    end
-    return cache.obtain(ctx, held)
+-- What this node holds, for oauth2.cache: its valid token's expiry and
+-- the point from which it fetches alone (wall times), or nil.
+local function held_of(self)
+    local dict = self.dict
+    local ttl = dict:get(self.key) and dict:ttl(self.key)
+    if not ttl or ttl <= 0 then return nil end
+    local now = wall_now()
+    return { expire_at = now + ttl, alone_at = dict:get(self.alone_key) or now + ttl,
+             deadline = min(self.policy.refresh_timeout, ttl) }
 end
 
--- Fetch holding the lock `owner`; store the outcome for every worker,
--- release the lock and wake this worker's waiters.  The header, or nil
--- and the error.
-local function fetch_locked(self, owner)
-    local dict = self.dict
-    local ok, record, err, how = pcall(obtain, self)
+-- One run of the node's engine: the node's record (another worker's
+-- fetch), or a fetch under the node's lock, from the fleet's store or
+-- the endpoint (oauth2.cache); its outcome for the requests of every
+-- worker, and this worker's waiters woken.  The header, or nil and the
+-- error.
+local function run_node(self)
+    local dict, node = self.dict, self.node_ctx
+    node.rejected = dict:get(self.rejected_key)
+    if self.ctx then self.ctx.rejected = node.rejected end
+    local ok, record, err = pcall(cache.obtain, node, held_of(self))
     if not ok then
         record, err = nil, errors.new { kind = "config",
             message = "the fetch raised: " .. tostring(record) }
@@ -276,36 +263,28 @@ local function fetch_locked(self, owner)
     local header
     if record then
         header = "Bearer " .. record.access_token
-        store_header(self, header, record.fetched_at, record.refresh_at, record.expire_at)
-        dict:delete(self.failures_key)
+        store_header(self, record)
         local cooling = cache.cooling(record, wall_now())
         if cooling then remember(self, cooling) else dict:delete(self.fail_key) end
-        if how == "fetched" then
-            count(self, "fetches")
-            emit(self, "fetch", { expires_in = record.expires_in, fleet = self.fleet and true })
-        else
-            count(self, "fleet_hits")
-        end
     elseif record == false then
-        -- the fleet's store is away or another node fetches: this node
-        -- serves its token and asks again in a while, not on every request
+        -- the fleet's store is away or another fetches: this node serves
+        -- its token and asks again in a while, not on every request
         dict:set(self.defer_key, true, err)
         err = nil
     else
-        if err.failures then
-            -- a fetch of this node's that failed (not a fleet's cool-down)
-            count(self, "failures")
-            dict:set(self.failures_key, err.failures, core.MAX_SECONDS)
-            emit(self, "failure", { kind = err.kind, status = err.status, code = err.code })
-        end
         self.last_error = err
         remember(self, err)
     end
-    release_lock(self, owner)
     self.fetching = false
     local semaphore = self.semaphore_pid == ngx.worker.pid() and self.semaphore
     if semaphore and semaphore:count() < 0 then semaphore:post(-semaphore:count()) end
     return header, err
+end
+
+-- Whether the node's lock is held by a live process (a gone owner's is
+-- freed).
+local function lock_held(self)
+    return shm.lock_held(self.dict, self.lock_key)
 end
 
 -- Whether the exact refresh point of the current token has come.
@@ -314,36 +293,29 @@ local function refresh_due(self)
     return at == nil or ngx.now() >= at
 end
 
--- Start a fetch in a timer unless one runs or a failure is remembered.
--- With `refreshing`, only while the stored token is still due.
-local function fetch_behind(self, refreshing)
+-- Run the node's engine in a timer, unless this worker runs it, another
+-- holds the node's lock, or a failure or a deferral is remembered.
+local function fetch_behind(self)
     local dict = self.dict
-    if self.fetching or dict:get(self.fail_key) or dict:get(self.defer_key) then return end
-    local owner = take_lock(self)
-    if not owner then return end
-    -- another worker may have just stored a new token: check again, locked
-    if refreshing and not refresh_due(self) then
-        release_lock(self, owner)
-        return
-    end
-    if not refreshing and dict:get(self.key) then
-        release_lock(self, owner)
+    if self.fetching or dict:get(self.fail_key) or dict:get(self.defer_key)
+            or lock_held(self) then
         return
     end
     self.fetching = true
+    -- requests log the failures of a fetch for a token; this, a refresh's
+    local refreshing = dict:get(self.key) ~= nil
     local ok, why = ngx.timer.at(0, function(premature)
         if premature then
             self.fetching = false
-            return release_lock(self, owner)
+            return
         end
-        local _, err = fetch_locked(self, owner)
+        local _, err = run_node(self)
         if err and refreshing then
             ngx.log(ngx.WARN, "oauth2: refresh ahead failed: ", tostring(err))
         end
     end)
     if not ok then
         self.fetching = false
-        release_lock(self, owner)
         ngx.log(ngx.ERR, "oauth2: cannot start the fetch timer: ", why)
     end
 end
@@ -368,7 +340,7 @@ local function fetch_and_wait(self)
     local dict = self.dict
     local fallback = self.fallback
     if fallback and ngx.now() < fallback.expire_at then
-        if ngx.now() >= fallback.refresh_at then fetch_behind(self, false) end
+        if ngx.now() >= fallback.refresh_at then fetch_behind(self) end
         return fallback.header
     end
     local failure = dict:get(self.fail_key)
@@ -376,12 +348,7 @@ local function fetch_and_wait(self)
     local phase = ngx.get_phase()
     if phase == "init" then
         -- before serving, in the master: fetch inline (blocking is fine)
-        local owner = take_lock(self)
-        if not owner then
-            return nil, errors.new { kind = "config",
-                message = "another process is fetching the token; init cannot wait for it" }
-        end
-        local token, err = fetch_locked(self, owner)
+        local token, err = run_node(self)
         if not token then return nil, err end
         return dict:get(self.key) or (self.fallback and self.fallback.header)
     end
@@ -391,7 +358,7 @@ local function fetch_and_wait(self)
             .. "'%s' yet, and nginx's %s phase can neither fetch nor wait (it cannot yield)",
             self.dict_name, phase) }
     end
-    if not lock_held(self) then fetch_behind(self, false) end
+    fetch_behind(self)
     count(self, "waits")
 
     local started = wall_now()
@@ -415,7 +382,7 @@ local function fetch_and_wait(self)
         failure = dict:get(self.fail_key)
         if failure then return nil, decode_error(failure) end
         -- the fetcher is gone without an outcome: fetch ourselves
-        if not self.fetching and not lock_held(self) then fetch_behind(self, false) end
+        fetch_behind(self)
     end
     count(self, "wait_timeouts")
     return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
@@ -439,13 +406,15 @@ local function look(premature, self)
     if why then self.ctx.store_failed(why) end
     if not record or dict:get(self.key) ~= header then return end
     if cache.fresh(record, wall_now()) and "Bearer " .. record.access_token ~= header then
-        store_header(self, "Bearer " .. record.access_token, record.fetched_at,
-            record.refresh_at, record.expire_at)
+        -- the node's record takes it too, unless it holds a newer one
+        store_header(self, cache.publish(self.node_ctx, record))
         count(self, "fleet_hits")
     elseif record.rejected
             and stores.token_id(self.secret, (header:gsub("^Bearer ", ""))) == record.rejected then
         dict:delete(self.key)
         dict:delete(self.at_key)
+        -- the node's record drops its copy at its next read
+        dict:set(self.rejected_key, record.rejected, max(60, self.policy.invalidate_cooldown))
         self.fallback = nil
         count(self, "fleet_drops")
     end
@@ -469,9 +438,7 @@ function Token:header()
     local header, refresh_floor = self.dict:get(self.key)
     if self.fleet and not self.looking then start_looking(self) end
     if header then
-        if ngx.now() >= refresh_floor and refresh_due(self) then
-            fetch_behind(self, true)
-        end
+        if ngx.now() >= refresh_floor and refresh_due(self) then fetch_behind(self) end
         return header
     end
     return fetch_and_wait(self)
@@ -515,7 +482,7 @@ function Token:authorize()
 end
 
 --- Drop the token for all workers (the API answered 401 with it), and
--- with a fleet store for every node (oauth2.cache.invalidate).  With
+-- with a fleet store for every node (oauth2.cache.invalidate on both).  With
 -- `rejected` (the Authorization value that was refused), only if it is
 -- still the stored one, so a token fetched a moment ago survives.  A
 -- rejected token is never served again; the next fetch waits until
@@ -527,8 +494,11 @@ function Token:invalidate(rejected)
     local fallback = self.fallback
     local current = dict:get(self.key) or (fallback and fallback.header)
     if current == nil or rejected ~= nil and current ~= rejected then return false end
-    local fetched_at = dict:get(self.fetched_key) or (fallback and fallback.fetched_at)
-        or wall_now()
+    local token_id = stores.token_id(self.secret, (current:gsub("^Bearer ", "")))
+    local record = self.node:get(self.fleet_key, self.secret)
+    local fetched_at = record and type(record.access_token) == "string"
+        and stores.token_id(self.secret, record.access_token) == token_id and record.fetched_at
+        or fallback and fallback.fetched_at or wall_now()
     dict:delete(self.key)
     dict:delete(self.at_key)
     self.fallback = nil
@@ -542,12 +512,12 @@ function Token:invalidate(rejected)
             message = format("the token was invalidated; a new one is fetched no sooner "
                 .. "than %g s after the last", cooldown) })
     end
+    -- every worker of this node skips that token in the stores, and the
+    -- node's record drops it (a shared dict never yields)
+    dict:set(self.rejected_key, token_id, max(60, cooldown))
+    cache.invalidate(self.node_ctx, token_id, not_before)
     if self.fleet then
-        local token_id = stores.token_id(self.secret, (current:gsub("^Bearer ", "")))
-        -- every worker of this node skips that token in the fleet's store
-        dict:set(self.rejected_key, token_id, max(60, cooldown))
-        -- and the fleet's store drops it, in a timer: this may run where
-        -- cosockets cannot
+        -- the fleet's store in a timer: this may run where cosockets cannot
         ngx.timer.at(0, function(premature)
             if not premature then cache.invalidate(self.ctx, token_id, not_before) end
         end)
@@ -568,13 +538,10 @@ end
 function Token:warm()
     if self.dict:get(self.key) then return true end
     return ngx.timer.at(0, function(premature)
-        if premature or self.dict:get(self.key) then return end
-        local owner = take_lock(self)
-        if owner then
-            self.fetching = true
-            local _, err = fetch_locked(self, owner)
-            if err then ngx.log(ngx.WARN, "oauth2: warm-up fetch failed: ", tostring(err)) end
-        end
+        if premature or self.dict:get(self.key) or self.fetching then return end
+        self.fetching = true
+        local _, err = run_node(self)
+        if err then ngx.log(ngx.WARN, "oauth2: warm-up fetch failed: ", tostring(err)) end
     end)
 end
 
@@ -704,13 +671,17 @@ function _M.new(opts)
             end
         end
     end
-    local key = "oauth2:" .. policy_rules.cache_key(conf)
+    local fleet_key = policy_rules.cache_key(conf)
+    local key = "oauth2:" .. fleet_key
+    local lock_ttl = cache.lease_for(conf) + conf.deadline + LOCK_SLACK
+    local node = shm.new(own.dict, lock_ttl)
     local self = setmetatable({
         conf = conf,
         request = exchange.build_request(conf),
         fleet = own.fleet,
+        node = node,          -- the node's store: its record and its lock
         on_event = own.on_event or nil,
-        fleet_key = policy_rules.cache_key(conf),
+        fleet_key = fleet_key,
         secret = conf.client_secret or conf.access_token,
         thread_conf = thread_conf,
         thread_pool = own.thread_pool,
@@ -718,25 +689,21 @@ function _M.new(opts)
         status = own.status,
         dict = dict,
         dict_name = own.dict,
+        -- what requests read: the header (its flags: the refresh point in
+        -- whole seconds), the exact refresh point, a failure remembered
         key = key,
         at_key = key .. ":at",
-        lock_key = key .. ":lock",
         fail_key = key .. ":fail",
         count_key = key .. ":n:",
-        fetched_key = key .. ":fetched",
-        failures_key = key .. ":failures",
         rejected_key = key .. ":rejected",
         look_key = key .. ":look",
-        exp_key = key .. ":exp",
         alone_key = key .. ":alone",
         defer_key = key .. ":defer",
+        lock_key = node.prefix .. fleet_key .. ":lock",
         looking = false,     -- this worker looks at the fleet's store
-        -- the lease: a lock outlives any fetch (deadline), then frees itself
-        lock_ttl = cache.lease_for(conf) + conf.deadline + LOCK_SLACK,
         wait_timeout = own.wait_timeout,
         semaphore = false, -- this worker's, made on first use (never across fork)
         semaphore_pid = 0,
-        nonce = 0,
         fetching = false,
         fallback = nil,
         warned_size = false,
@@ -747,17 +714,18 @@ function _M.new(opts)
         counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0,
                      invalidations = 0, fleet_hits = 0, fleet_errors = 0, fleet_drops = 0 },
     }, Token)
-    -- oauth2.cache's context: the fleet's store (if any) and the hooks
-    self.ctx = {
-        store = own.fleet or nil, key = self.fleet_key, secret = self.secret, policy = policy,
-        lease = cache.lease_for(conf), deadline = conf.deadline, failures = 0,
-        wall = wall_now, sleep = transport.sleep,
-        exchange = function() return run_exchange(self) end,
-        store_failed = function(why)
-            count(self, "fleet_errors")
-            warn_store(self, why)
-        end,
-    }
+    -- oauth2.cache's contexts: the node's record in the dict, whose fetch
+    -- is the fleet's record (if any) or the endpoint
+    local function context(store, lease, deadline, exchange_hook)
+        return { store = store, key = fleet_key, secret = self.secret, policy = policy,
+                 lease = lease, deadline = deadline, failures = 0,
+                 wall = wall_now, sleep = transport.sleep, exchange = exchange_hook,
+                 store_failed = function(why) warn_store(self, store, why) end }
+    end
+    local function endpoint(deadline) return run_exchange(self, deadline) end
+    self.ctx = own.fleet and context(own.fleet, cache.lease_for(conf), conf.deadline, endpoint)
+    self.node_ctx = context(node, lock_ttl, lock_ttl, own.fleet
+        and function(_, held) return from_fleet(self, held) end or endpoint)
     return self
 end
 
