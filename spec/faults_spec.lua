@@ -32,6 +32,10 @@ local CASES = {
     { "status-1000", "protocol", message = "response code" },
     { "http-version-1-7", "protocol", message = "HTTP version" },
     { "huge-body", "protocol", message = "byte limit" },
+    -- each layer of the body's bound alone: the announced length (no body
+    -- follows, so only it can tell), then the bytes as they come
+    { "huge-length-then-silence", "protocol", message = "byte limit", timeout = 0.4,
+      deadline = 1.5 },
     { "huge-body-no-length", "protocol", message = "byte limit" },
     { "invalid-json", "protocol", message = "not a JSON object" },
     { "truncated-json", "protocol", message = "not a JSON object" },

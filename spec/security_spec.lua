@@ -136,6 +136,27 @@ describe("security", function()
             assert.is_nil(shown:find(PROXY_PASSWORD, 1, true), shown)
         end)
 
+        it("scrubs a password the proxy echoes in the answer (the Lua layer alone)", function()
+            -- the fake serves as the proxy: it answers the token request
+            -- itself, repeating the Proxy-Authorization it was sent; the
+            -- C core never sees that text, only the Lua layer's scrub
+            server:control { script = { { status = 400, echo_proxy_credentials = true } } }
+            local _, err = oauth2.token(opts {
+                token_url = "http://api.thousandeyes.invalid/v7/oauth2/token",
+                client_id = "sec-id", allow_http = true,
+                proxy = "http://proxy-user:" .. PROXY_PASSWORD .. "@"
+                    .. server.http_url:match("//(.*)$") })
+            assert.equals(1, server:stats().token_requests)
+            local shown = tostring(err) .. " " .. tostring(err.detail)
+            assert.matches("proxy credentials", shown)
+            assert.matches("%[redacted%]", shown)
+            assert.is_nil(shown:find(PROXY_PASSWORD, 1, true), shown)
+            -- nor encoded, as the proxy's Basic credential
+            -- (base64 of "proxy-user:" .. PROXY_PASSWORD)
+            assert.is_nil(shown:find("cHJveHktdXNlcjpzZW50aW5lbC1Qcm94eVB3LTQxYzk", 1, true),
+                shown)
+        end)
+
         it("keeps the environment's proxy password out of libcurl's texts, and does "
             .. "not retry it", function()
             local code, out = child([[

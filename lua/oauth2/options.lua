@@ -458,13 +458,18 @@ function _M.secrets(conf)
         secrets[#secrets + 1] = base64(core.escape(conf.client_id) .. ":"
             .. core.escape(conf.client_secret))
     end
-    -- a proxy's user and password, encoded and decoded
+    -- a proxy's user and password, encoded and decoded, and the Basic
+    -- credential libcurl makes of them (a proxy may echo it back)
     local userinfo = conf.proxy and match(conf.proxy, "^[%w+.-]+://([^/]*)@")
     if userinfo then
         add(userinfo)
         for part in userinfo:gmatch("[^:]+") do
             add(part)
             add(percent_decode(part))
+        end
+        local user, password = match(userinfo, "^([^:]*):(.*)$")
+        if user then
+            add(base64(percent_decode(user) .. ":" .. percent_decode(password)))
         end
     end
     return secrets

@@ -294,6 +294,19 @@ class Handler(BaseHTTPRequestHandler):
             return
         status = int(scripted.get("status", 503))
         headers = dict(scripted.get("headers", {}))
+        if scripted.get("echo_proxy_credentials"):
+            # a hostile or careless proxy (or endpoint behind it) that
+            # repeats the proxy's credentials, raw and decoded
+            raw = self.headers.get("Proxy-Authorization", "")
+            try:
+                decoded = base64.b64decode(raw.split(" ", 1)[-1]).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                decoded = ""
+            user, _, password = decoded.partition(":")
+            scripted = dict(scripted, body={
+                "error": "invalid_request",
+                "error_description": "proxy credentials %s, user %s, password %s (%s)"
+                % (decoded, user, password, raw)})
         if status == 429 and "body" not in scripted:
             _, ph, text = problem(
                 429,

@@ -125,6 +125,13 @@ def fault(mode, path, headers, conn, wfile):
         return False
     elif mode == "huge-body":
         wfile.write(response(200, "OK", [("Content-Type", "application/json")], big_body(4 << 20)))
+    elif mode == "huge-length-then-silence":
+        # a length past the limit, and no body: refused on the length alone
+        wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 4194304\r\n\r\n")
+        wfile.flush()
+        stall(conn)
+        return False
     elif mode == "huge-body-no-length":
         wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
         for _ in range(64):
