@@ -31,7 +31,7 @@ describe("a fleet on a Redis store", function()
     setup(function()
         nginx.build_module()
         server = fake.start()
-        redis = redis_server.start()
+        redis = redis_server.start(server) -- and TLS with the fake's certificate
         dir = shell.temp_dir()
     end)
     teardown(function()
@@ -184,6 +184,44 @@ describe("a fleet on a Redis store", function()
         local _, value_one = redis:cli("-n 1 --raw STRLEN oauth2:pool-check")
         local _, value_two = redis:cli("-n 2 --raw STRLEN oauth2:pool-check")
         assert.is_true(tonumber(value_one) > 64 and tonumber(value_two) > 64)
+    end)
+
+    it("speaks TLS to Redis with rediss://, checking the certificate", function()
+        local function get(store_url, server_name)
+            local _, answer = shell.run(("LD_PRELOAD= curl -s '%s/redis-get?timeout=2&url=%s%s'")
+                :format(nodes[1].base, store_url,
+                    server_name and "&server_name=" .. server_name or ""))
+            return answer
+        end
+        redis:cli("SET k over-tls")
+        assert.equals("over-tls nil\n", get(redis.tls_url, "localhost"))
+        -- the certificate is checked for the name: nginx matches DNS
+        -- names only, and 127.0.0.1 is none
+        assert.matches("^nil redis: TLS: ", get(redis.tls_url))
+        -- never plain instead: a port without TLS fails the handshake
+        assert.matches("^nil redis: TLS: ", get(redis.url:gsub("^redis:", "rediss:"), "localhost"))
+        -- a certificate of a CA nginx does not trust is refused
+        local stranger = redis_server.start { cert_file = server.wrong_ca_file,
+            key_file = server.wrong_ca_file:gsub("%.pem$", ".key"), ca_file = server.ca_file }
+        finally(function() stranger:stop() end)
+        assert.matches("^nil redis: TLS: .*certificate", get(stranger.tls_url, "localhost"))
+    end)
+
+    it("bounds a Redis command in nginx by one deadline, not one per read", function()
+        -- a reply trickled a byte every 0.2 s (3.6 s in all), each byte in
+        -- time for a 0.5 s per-read timeout
+        local port = nginx.free_port()
+        local out_file = dir .. "/trickle.out"
+        local code, out = shell.run("python3 spec/support/trickle_server.py " .. port
+            .. " > " .. shell.quote(out_file) .. " 2>&1 &")
+        assert.equals(0, code, out)
+        for _ = 1, 100 do
+            if (shell.read_file(out_file) or ""):match("ready") then break end
+            core.sleep(0.05)
+        end
+        local _, answer = shell.run(("LD_PRELOAD= curl -s '%s/redis-get?timeout=0.5&url="
+            .. "redis://127.0.0.1:%d'"):format(nodes[1].base, port))
+        assert.equals("nil redis: the command timed out\n", answer)
     end)
 
     it("makes one request for the whole fleet after a 429", function()

@@ -109,7 +109,7 @@ end
 function _M.start_test(server, secret, values)
     local port = _M.free_port()
     local filled = { USER = _M.user_line(), ROOT = _M.root, PORT = port,
-        TOKEN_HOST = server.http_url, SECRET = secret,
+        TOKEN_HOST = server.http_url, SECRET = secret, CA_FILE = server.ca_file,
         API_ADDRESS = server.http_url:gsub("^http://", ""),
         MARGIN = "false", REFRESH_RATIO = 0.8, COOLDOWN = 5, WORKERS = 2,
         DICT_SIZE = "1m", OPTIONS = "" }

@@ -37,8 +37,14 @@ end
 
 -- Start it again on the same port, empty.
 function Redis:start_again()
+    local tls = ""
+    if self.tls_port then
+        tls = ("--tls-port %d --tls-cert-file %s --tls-key-file %s --tls-ca-cert-file %s "
+            .. "--tls-auth-clients no "):format(self.tls_port, shell.quote(self.tls.cert_file),
+            shell.quote(self.tls.key_file), shell.quote(self.tls.ca_file))
+    end
     local code, out = shell.run("redis-server --port " .. self.port .. " --bind 127.0.0.1 "
-        .. "--save '' --appendonly no --dir " .. shell.quote(self.dir) .. " --logfile "
+        .. tls .. "--save '' --appendonly no --dir " .. shell.quote(self.dir) .. " --logfile "
         .. shell.quote(self.dir .. "/redis.log") .. " >/dev/null 2>&1 & pid=$!; "
         .. shell.watchdog("$pid") .. " echo $pid")
     assert(code == 0, out)
@@ -58,11 +64,17 @@ function Redis:stop()
     end
 end
 
---- Start a redis-server; returns the handle with port and url.
-function _M.start()
+--- Start a redis-server; returns the handle with port and url.  With
+-- `tls` (cert_file, key_file, ca_file: a certificate for 127.0.0.1), it
+-- also speaks TLS on tls_port, at tls_url (rediss://).
+function _M.start(tls)
     local port = nginx.free_port()
     local server = setmetatable({ port = port, dir = shell.temp_dir(),
-                                  url = "redis://127.0.0.1:" .. port }, Redis)
+                                  url = "redis://127.0.0.1:" .. port, tls = tls }, Redis)
+    if tls then
+        server.tls_port = nginx.free_port()
+        server.tls_url = "rediss://127.0.0.1:" .. server.tls_port
+    end
     return server:start_again()
 end
 

@@ -175,7 +175,8 @@ end
 _M.make_certificates = make_certificates
 
 -- Start the fake endpoint; returns a Server with http_url, https_url,
--- ca_file, wrong_ca_file and the client credentials it accepts.
+-- ca_file, wrong_ca_file, cert_file and key_file (its certificate for
+-- 127.0.0.1, signed by ca_file) and the client credentials it accepts.
 function _M.start()
     local dir = temp_dir()
     make_certificates(dir)
@@ -187,6 +188,7 @@ function _M.start()
     server.https_url = ("https://127.0.0.1:%d"):format(ports.https)
     server.mtls_url = ("https://127.0.0.1:%d"):format(ports.mtls)
     server.ca_file = dir .. "/ca.pem"
+    server.cert_file, server.key_file = dir .. "/server.pem", dir .. "/server.key"
     server.ca_path = dir .. "/capath"
     server.client_cert = dir .. "/client.pem"
     server.client_key = dir .. "/client.key"

@@ -12,8 +12,9 @@ local core = require "oauth2.core"
 local cjson = require "cjson.safe"
 local stores = require "oauth2.store"
 
-local type, ipairs, setmetatable, tostring, tonumber, pcall =
-      type, ipairs, setmetatable, tostring, tonumber, pcall
+local type, ipairs, setmetatable, tostring, tonumber, pcall, select, rawget =
+      type, ipairs, setmetatable, tostring, tonumber, pcall, select, rawget
+local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 local encode, decode = cjson.encode, cjson.decode
 local now = core.now
@@ -63,6 +64,11 @@ end
 return value
 ]]
 local MAX_RECORD = 65536
+
+-- Why a rediss:// store works in nginx only.
+local NO_TLS = "TLS to Redis (rediss://) runs inside nginx only (lua-resty-redis over "
+    .. "cosockets, in timers and requests); hiredis here has no TLS: reach Redis with "
+    .. "redis:// on a trusted network or through a TLS tunnel on loopback"
 
 -- Seconds between attempts to reach a Redis that is down: no storm
 -- against one that restarts.
@@ -120,31 +126,77 @@ end
 -- Whether this nginx phase may use cosockets (timers, access, content).
 local COSOCKET_PHASES = { rewrite = true, access = true, content = true, timer = true }
 
--- One command over a cosocket (inside nginx, never blocking a worker);
--- the connection goes back to the pool after it.
-function Redis:cosocket_command(redis, name, ...)
-    local at = now()
-    if at < self.retry_at then return nil, self.last_problem end
-    local red = redis:new()
-    red:set_timeout(math.ceil(self.timeout * 1000))
-    -- a pool of this store's own: AUTH and SELECT run on new connections
-    -- only, so a connection never serves another database or user
+-- What the alarm of a command returns when it rings first.
+local TIMED_OUT = {}
+
+-- Run fn() in a light thread for at most `seconds` in all: its first
+-- two results, or TIMED_OUT (the thread killed, its socket with it).
+-- A cosocket's timeout is per read, so a reply trickled in time for
+-- every read would run on; this bounds the whole.  The thread tells it
+-- is done through a semaphore, so only a thread past its time is killed.
+local function within(seconds, fn)
+    local done = require("ngx.semaphore").new(0)
+    local ok, reply, why
+    local worker = ngx.thread.spawn(function()
+        ok, reply, why = pcall(fn)
+        done:post(1)
+    end)
+    if not done:wait(seconds) then
+        ngx.thread.kill(worker)
+        return TIMED_OUT
+    end
+    ngx.thread.wait(worker)
+    if not ok then return nil, reply end
+    return reply, why
+end
+
+-- Connect (a pool of this store's own: AUTH and SELECT run on new
+-- connections only, so a connection never serves another database or
+-- user): true, or nil and why.
+function Redis:cosocket_connect(red)
+    red:set_timeout(math.ceil(self.connect_timeout * 1000))
     local ok, why = red:connect(self.host, self.port, { pool = self.pool })
+    red:set_timeout(math.ceil(self.timeout * 1000))
     if ok and red:get_reused_times() == 0 then
-        if self.password then
+        if self.tls then
+            -- the server's certificate checked against nginx's
+            -- lua_ssl_trusted_certificate, for server_name (both
+            -- lua-resty-redis and Debian's keep the cosocket in _sock)
+            -- (a failed check may raise in some lua-resty-core versions)
+            local sock = rawget(red, "_sock")
+            local ran, done, problem = pcall(sock.sslhandshake, sock, nil, self.server_name, true)
+            ok, why = ran and done, ran and problem or done
+            if not ok then why = "TLS: " .. tostring(why) end
+        end
+        if ok and self.password then
             if self.user then ok, why = red:auth(self.user, self.password)
             else ok, why = red:auth(self.password) end
         end
         if ok and self.db and self.db ~= 0 then ok, why = red:select(self.db) end
     end
-    if not ok then
+    return ok, why
+end
+
+-- One command over a cosocket (inside nginx, never blocking a worker),
+-- its reply within the store's timeout as a whole; the connection goes
+-- back to the pool after it.
+function Redis:cosocket_command(redis, name, ...)
+    local at = now()
+    if at < self.retry_at then return nil, self.last_problem end
+    local red = redis:new()
+    local connected, why = self:cosocket_connect(red)
+    if not connected then
         red:close()
         self.retry_at, self.last_problem = at + RECONNECT_PAUSE, "redis: " .. tostring(why)
         self.errors = self.errors + 1
         return nil, self.last_problem
     end
+    local args = { n = select("#", ...), ... }
     local reply
-    reply, why = red[name:lower()](red, ...)
+    reply, why = within(self.timeout, function()
+        return red[name:lower()](red, unpack(args, 1, args.n))
+    end)
+    if reply == TIMED_OUT then reply, why = nil, "the command timed out" end
     if not reply then
         -- nil: the connection broke; false: an error reply (-READONLY
         -- after a failover, -OOM, -NOAUTH), a store failure all the same,
@@ -166,6 +218,10 @@ function Redis:command(...)
     if ngx and ngx.get_phase and COSOCKET_PHASES[ngx.get_phase()] then
         local redis = cosocket_redis()
         if redis then return self:cosocket_command(redis, ...) end
+    end
+    if self.tls then
+        self.errors = self.errors + 1
+        return nil, "redis: " .. NO_TLS
     end
     local conn, why = self:connection()
     if not conn then return nil, why end
@@ -256,18 +312,20 @@ function Redis:stats()
 end
 
 function Redis:__tostring()
-    return ("oauth2.store redis %s:%d/%d"):format(self.host, self.port, self.db or 0)
+    return ("oauth2.store %s %s:%d/%d"):format(self.tls and "rediss" or "redis", self.host,
+        self.port, self.db or 0)
 end
 
 -- Store URLs of a scheme this library does not speak, and what to do.
 local UNSUPPORTED_SCHEMES = {
-    rediss = "TLS to Redis (rediss://) is not supported: reach Redis on a trusted "
-        .. "network, or through a TLS tunnel on loopback, with redis://",
     unix = "a Redis unix socket is not supported: use redis://127.0.0.1:port",
     ["redis+socket"] = "a Redis unix socket is not supported: use redis://127.0.0.1:port",
 }
 
---- A Redis store, from "redis://[user:password@]host[:port][/db]" or a
+--- A Redis store, from "redis://[user:password@]host[:port][/db]" (or
+-- rediss://, TLS, in nginx only: its certificate is checked against
+-- lua_ssl_trusted_certificate for server_name, by default the URL's
+-- host; nginx checks DNS names, not IP addresses) or a
 -- table { url = ..., prefix =, connect_timeout =, timeout = (seconds,
 -- default 1), lease = (of a try_lock(key) that names none: oauth2.cache
 -- always names its own, one attempt's timeout and 5 s), pool_size =,
@@ -282,7 +340,7 @@ function _M.new(spec)
     end
     -- (no message repeats the URL: it may carry a password)
     local scheme = stores.url_scheme(spec.url)
-    if scheme ~= "redis" then
+    if scheme ~= "redis" and scheme ~= "rediss" then
         return nil, UNSUPPORTED_SCHEMES[scheme] or "a redis store needs a "
             .. "redis://[user:password@]host[:port][/db] URL"
     end
@@ -300,6 +358,8 @@ function _M.new(spec)
     if not host or tonumber(port) < 1 or tonumber(port) > 65535 then
         return nil, "a redis store needs a redis://[user:password@]host[:port][/db] URL"
     end
+    local tls = scheme == "rediss"
+    if tls and not ngx then return nil, NO_TLS end
     for _, name in ipairs { "connect_timeout", "timeout", "lease", "look_every" } do
         local value = spec[name]
         if value ~= nil and (type(value) ~= "number" or value ~= value or value <= 0
@@ -316,6 +376,10 @@ function _M.new(spec)
     if spec.prefix ~= nil and type(spec.prefix) ~= "string" then
         return nil, "redis store option 'prefix' must be a string"
     end
+    if spec.server_name ~= nil and (type(spec.server_name) ~= "string"
+            or not spec.server_name:match("^[%w.-]+$")) then
+        return nil, "redis store option 'server_name' must be a host name"
+    end
     local user, password
     if userinfo and userinfo ~= "" then
         user, password = userinfo:match("^([^:]*):(.*)$")
@@ -328,8 +392,10 @@ function _M.new(spec)
         user = user, password = password,
         -- nginx's keepalive pool: one per address, database and
         -- credentials (a keyed hash: no password in the name)
-        pool = ("oauth2:%s:%d/%d:%s"):format(host, port, db,
+        pool = ("oauth2:%s%s:%d/%d:%s"):format(
+            tls and "tls " .. (spec.server_name or host) .. ":" or "", host, port, db,
             core.hmac_sha256("redis pool", (user or "") .. "\n" .. (password or "")):sub(1, 16)),
+        tls = tls, server_name = spec.server_name or host,
         prefix = spec.prefix or "oauth2:",
         connect_timeout = spec.connect_timeout or 1, timeout = spec.timeout or 1,
         lease = spec.lease or stores.LEASE, pool_size = pool_size or 4,
