@@ -515,5 +515,27 @@ describe("oauth2.openresty in nginx", function()
         local wait = tonumber(headers["retry-after"])
         assert.is_true(wait >= 1 and wait <= 10, tostring(wait))
         assert.equals(1, stats().token_requests)
+        -- a binary upgrade (USR2, what Debian's upgrade action sends): the
+        -- new master has the credentials only through the env directives
+        local pid_file = proxy.prefix .. "/logs/nginx.pid"
+        local old = slurp(pid_file):match("%d+")
+        finally(function() shell.run("kill -QUIT " .. old .. " 2>/dev/null") end)
+        assert.equals(0, (shell.run("kill -USR2 " .. old)))
+        local new
+        for _ = 1, 200 do
+            new = slurp(pid_file):match("%d+")
+            if new and new ~= old then break end
+            core.sleep(0.05)
+        end
+        assert.is_not.equals(old, new, proxy:error_log():sub(-1500))
+        shell.run("kill -QUIT " .. old)
+        for _ = 1, 200 do
+            if slurp(pid_file .. ".oldbin") == "" then break end
+            core.sleep(0.05)
+        end
+        -- the new master's workers answer, configured
+        status, _, body = get("/oauth2-stats")
+        assert.equals(200, status, body)
+        assert.is_nil(proxy:error_log():find("is required", 1, true))
     end)
 end)

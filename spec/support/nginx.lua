@@ -82,8 +82,9 @@ function _M.start(config, env)
     f:close()
     local vars = {}
     for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. shell.quote(v) .. " " end
-    local code, out = shell.run(table.concat(vars) .. "nginx -p " .. shell.quote(prefix) .. " -c "
-        .. shell.quote(prefix .. "/nginx.conf"))
+    -- by its full path, which a binary upgrade (USR2) executes again
+    local code, out = shell.run(table.concat(vars) .. "\"$(command -v nginx)\" -p "
+        .. shell.quote(prefix) .. " -c " .. shell.quote(prefix .. "/nginx.conf"))
     local server = setmetatable({ prefix = prefix }, Nginx)
     if code ~= 0 then
         local log = server:error_log()
