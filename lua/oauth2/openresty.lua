@@ -347,7 +347,12 @@ local function fetch_and_wait(self)
     if failure then return nil, decode_error(failure) end
     local phase = ngx.get_phase()
     if phase == "init" then
-        -- before serving, in the master: fetch inline (blocking is fine)
+        -- before serving, in the master: fetch inline (blocking is fine),
+        -- but never wait there for a worker's fetch (a reload's old ones)
+        if lock_held(self) then
+            return nil, errors.new { kind = "config",
+                message = "another process is fetching the token; init cannot wait for it" }
+        end
         local token, err = run_node(self)
         if not token then return nil, err end
         return dict:get(self.key) or (self.fallback and self.fallback.header)
