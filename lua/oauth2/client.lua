@@ -117,21 +117,6 @@ local function retime(entry)
     entry.serve_until = min(entry.refresh_after, entry.look_at)
 end
 
--- Store a new token in the entry, with its refresh and expiry points.
-local function store_token(entry, token, sent_at, policy)
-    local lifetime, refresh_at, expire_at = policy_rules.schedule(policy, token, sent_at)
-    entry.token = token
-    entry.header = "Bearer " .. token.access_token
-    entry.fetched_at = sent_at
-    entry.lifetime = lifetime
-    entry.expire_after = expire_at
-    entry.refresh_after = refresh_at
-    retime(entry)
-    entry.last_error = nil
-    entry.next_try = -huge
-    entry.alone_at = nil
-end
-
 -- Seconds until the entry's token really expires (margin not deducted).
 local function seconds_left(self, entry)
     return entry.fetched_at + entry.lifetime - self.clock()
@@ -187,7 +172,7 @@ end
 -- clock's (processes share no other); the entry's are the client's
 -- clock, so each time moves over as a distance from now.
 local function take_record(self, entry, record, now)
-    local wall = core.time()
+    local wall = self.ctx.wall()
     if record.rejected and entry.token
             and stores.token_id(self.secret, entry.token.access_token) == record.rejected then
         drop_token(entry)
@@ -250,34 +235,11 @@ local function refresh_deadline(self, entry, now)
     return nil
 end
 
--- Fetch here, without a store; stores the token in the entry, or
--- remembers the failure (consecutive failures lengthen the cool-down).
-local function fetch_here(self, entry, refreshing)
-    local clock = self.policy.clock
-    local sent_at = clock() -- before the first attempt: never too fresh
-    local deadline = refresh_deadline(self, entry, sent_at)
-    entry.fetching_until = sent_at + (deadline or self.conf.deadline) + FETCH_GRACE
-    local ok, token, err = pcall(run_fetch, self, deadline, refreshing)
-    entry.fetching_until = -huge
-    if not ok then error(token, 0) end
-    if token then
-        store_token(entry, token, sent_at, self.policy)
-        entry.failures = 0
-        return token
-    end
-    local failures = entry.failures + 1
-    local wait = policy_rules.failure_wait(self.policy, err, failures)
-    err.failures = failures
-    remember(entry, err, clock(), wait)
-    self:emit("failure", { kind = err.kind, status = err.status, code = err.code,
-        attempts = err.attempts or 1, retry_after = wait })
-    return nil, err
-end
-
--- Fetch through the shared store (oauth2.cache): one process of all
--- fetches; the others take its token, or serve theirs while it is valid.
+-- Fetch through oauth2.cache: with a shared store one process of all
+-- fetches, and the others take its token or serve theirs while it is
+-- valid; without one, a fetch here under the same rules (cool-downs
+-- that grow with failures in a row).
 local function fetch(self, entry, refreshing)
-    if not self.shared then return fetch_here(self, entry, refreshing) end
     local clock = self.clock
     local now = clock()
     local wall = core.time()
@@ -295,7 +257,8 @@ local function fetch(self, entry, refreshing)
     local ctx = self.ctx
     ctx.failures, ctx.refreshing = entry.failures, refreshing
     entry.fetching_until = now + self.conf.deadline + FETCH_GRACE
-    local ok, record, err, how = pcall(cache.obtain, ctx, held)
+    local ok, record, err, how = pcall(self.shared and cache.obtain or cache.fetch_alone,
+        ctx, held)
     entry.fetching_until = -huge
     if not ok then error(record, 0) end
     now = clock()
@@ -378,7 +341,7 @@ local function slow_token(self, now)
     end
     if now < entry.next_try and entry.last_error then
         local err = entry.last_error
-        err.retry_after = max(err.retry_after or 0, entry.next_try - now)
+        err.retry_after = entry.next_try - now
         return nil, err
     end
     return fetch(self, entry, entry.token ~= nil)
@@ -638,16 +601,29 @@ function _M.new(opts)
         -- the first call looks at the store (and so do the entry's next)
         entry.look_at = -huge
         retime(entry)
-        self.ctx = {
-            store = self.shared, key = policy_rules.cache_key(conf), secret = self.secret,
-            policy = policy, lease = cache.lease_for(conf), deadline = conf.deadline,
-            wall = core.time, sleep = transport.sleep, failures = 0,
-            exchange = function(deadline)
-                return run_fetch(self, deadline, self.ctx.refreshing)
-            end,
-            store_failed = function(problem) warn_store(self, problem) end,
-        }
     end
+    -- oauth2.cache's context: the shared store, if any.  A record's times
+    -- are the wall clock's, which processes share; without a store, the
+    -- client's own clock moved to the epoch's scale (a spec's fake clock
+    -- times the whole fetch), the entry's are the client's clock
+    local wall = core.time
+    if not self.shared then
+        local clock, offset = policy.clock, nil
+        wall = function()
+            local now = clock()
+            offset = offset or core.time() - now
+            return now + offset
+        end
+    end
+    self.ctx = {
+        store = self.shared, key = policy_rules.cache_key(conf), secret = self.secret,
+        policy = policy, lease = cache.lease_for(conf), deadline = conf.deadline,
+        wall = wall, sleep = transport.sleep, failures = 0,
+        exchange = function(deadline)
+            return run_fetch(self, deadline, self.ctx.refreshing)
+        end,
+        store_failed = function(problem) warn_store(self, problem) end,
+    }
     return setmetatable(self, Client)
 end
 
