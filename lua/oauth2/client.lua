@@ -30,22 +30,31 @@ local concat, format = table.concat, string.format
 
 local _M = { _VERSION = core._VERSION }
 
--- The client's own options beside the cache policy (oauth2.policy).
-local CLIENT_OPTIONS = { clock = true, store = true, on_event = true }
-
--- The cache policy and the clock; the policy, or nil and a message.
-local function check_policy(opts)
-    local checked, why = policy_rules.check(opts)
-    if not checked then return nil, why end
-    if opts.clock ~= nil and type(opts.clock) ~= "function" then
-        return nil, "oauth2: option 'clock' must be a function"
+-- A store option as the client keeps it: false (memory), a store object
+-- (Redis, or the caller's) or the file store's directory ("file": the
+-- default one); or nil and why.  Nothing is opened or reached here.
+local function check_store(value)
+    local kind = value ~= false and stores.kind_of(value)
+    if value == false or kind == "memory" then return false end
+    if kind == "redis" then
+        local redis, problem = stores.redis(value)
+        if not redis then return nil, ": " .. problem end
+        return redis
     end
-    checked.clock = opts.clock or transport.now
-    if opts.on_event ~= nil and type(opts.on_event) ~= "function" then
-        return nil, "oauth2: option 'on_event' must be a function (event, info)"
+    if not kind then
+        return nil, 'must be "memory", "file", a directory, a redis:// URL (or its table) '
+            .. "or a store object"
     end
-    return checked
+    return value
 end
+
+-- The client's own options beside oauth2.token's and the cache policy's:
+-- name = { default, check } (oauth2.options.split).
+local OWN = {
+    clock = { false, options.checks.callable },
+    on_event = { false, options.checks.hook },
+    store = { false, check_store },
+}
 
 -- Numbers for clock functions, so clients on different clocks (whose
 -- timelines cannot be compared) never share an entry.
@@ -494,68 +503,25 @@ function Client:__tostring()
     return text
 end
 
--- The options split and checked, without side effects: oauth2.token's
--- options, the checked policy and the client's own; or nil and a message.
-local function check_all(opts)
-    if type(opts) ~= "table" then
-        return nil, "oauth2: options must be a table, got " .. options.describe(opts)
-    end
-    local token_opts, policy_opts = {}, {}
-    for name, value in pairs(opts) do
-        if policy_rules.is_option(name) or CLIENT_OPTIONS[name] then
-            policy_opts[name] = value
-        else
-            token_opts[name] = value
-        end
-    end
-    local policy, why = check_policy(policy_opts)
-    if not policy then return nil, why end
-    local store_opt = policy_opts.store
-    if store_opt ~= nil and store_opt ~= "memory" and store_opt ~= "file"
-            and type(store_opt) ~= "string" and type(store_opt) ~= "table" then
-        return nil, "oauth2: option 'store' must be \"memory\", \"file\", a directory, a "
-            .. "redis:// URL (or its table) or a store object"
-    end
-    return token_opts, policy, policy_opts
-end
-
--- Whether a store option names Redis (a URL, or oauth2.store.redis's
--- table): a URL of another scheme is refused there, never taken for a
--- directory.
-local function redis_store(store_opt)
-    return type(store_opt) == "table" and type(store_opt.get) ~= "function"
-        or type(store_opt) == "string" and stores.url_scheme(store_opt) ~= nil
-end
-
 --- Check a configuration without fetching or connecting: oauth2.token's
 -- options, the cache policy and the client's own (a Redis URL is parsed,
 -- not reached).  Raises at the caller's line on a mistake; returns true.
 -- For a check command.
 function _M.check(opts)
-    local token_opts, policy, policy_opts = check_all(opts)
-    if not token_opts then error(policy, 2) end
-    if redis_store(policy_opts.store) then
-        local _, problem = stores.redis(policy_opts.store)
-        if problem then error("oauth2: option 'store': " .. problem, 2) end
-    end
-    local _, why = options.validate(token_opts)
-    if why then error(why, 2) end
+    local conf, why = options.split(opts, OWN)
+    if not conf then error(why, 2) end
     return true
 end
 
 --- A new client; opts are oauth2.token's options plus the cache policy.
 -- Returns the client, or nil and a message for bad options.
 function _M.new(opts)
-    local token_opts, policy, policy_opts = check_all(opts)
-    if not token_opts then return nil, policy end
-    local store_opt = policy_opts.store
-    local why
+    local conf, policy, own = options.split(opts, OWN)
+    if not conf then return nil, policy end
+    policy.clock = own.clock or transport.now
     -- no connection kept between fetches an hour apart, unless the caller
     -- passes a session of theirs
-    local prepared
-    prepared, why = endpoint.new(token_opts, false)
-    if not prepared then return nil, why end
-    local conf = prepared.conf
+    local prepared = endpoint.prepare(conf, false)
     local key = cache_key(conf, policy)
     local entry = store[key]
     if entry == nil then
@@ -576,20 +542,16 @@ function _M.new(opts)
         ctx = nil,           -- oauth2.cache's context for it
         secret = conf.client_secret or conf.access_token,
         store_quiet_until = -huge, -- no word about a failing store before then
-        on_event = policy_opts.on_event,
+        on_event = own.on_event or nil,
         api_connection = nil, -- the kept connection of API requests
         -- the hot path's method in the object itself: one table lookup
         -- fewer per call than through the metatable (about 10 ns on 5.4)
         token = Client.token,
     }
-    if type(store_opt) == "table" and type(store_opt.get) == "function" then
-        self.shared = store_opt
-    elseif redis_store(store_opt) then
-        local shared, problem = stores.redis(store_opt)
-        if not shared then return nil, "oauth2: option 'store': " .. problem end
-        self.shared = shared
-    elseif store_opt ~= nil and store_opt ~= "memory" then
-        local shared, problem = stores.file(store_opt ~= "file" and store_opt or nil)
+    if type(own.store) == "table" then
+        self.shared = own.store
+    elseif own.store then
+        local shared, problem = stores.file(own.store ~= "file" and own.store or nil)
         -- a store that cannot be used never fails a token: memory, and a word
         if not shared then
             warn("oauth2: the token cache is not shared (" .. tostring(problem)

@@ -50,6 +50,11 @@ end
 function _M.new(opts, connection)
     local conf, why = options.validate(opts)
     if not conf then return nil, why end
+    return _M.prepare(conf, connection)
+end
+
+--- The same from a configuration oauth2.options has validated already.
+function _M.prepare(conf, connection)
     local own = conf.session == nil and connection ~= false
     return setmetatable({
         conf = conf,

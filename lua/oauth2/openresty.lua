@@ -47,14 +47,42 @@ local format = string.format
 
 local _M = { _VERSION = core._VERSION }
 
--- Options of this module, beside oauth2.token's and oauth2.policy's.
-_M.defaults = {
-    dict = false,        -- name of the lua_shared_dict (required)
-    wait_timeout = 3,    -- seconds a request without a token waits for a fetch
-    status = 503,        -- what authorize() answers when it has no token
-    thread_pool = false, -- name of an nginx thread_pool to run fetches in
-    store = false,       -- a fleet store: "redis://..." or oauth2.store.redis's table
-    on_event = false,    -- function(event, info): fetch, failure, invalidation
+local checks = options.checks
+
+-- A fleet store: false, or oauth2.store.redis's from a redis:// URL or
+-- its table (parsed here, reached on first use).
+local function check_fleet(value)
+    if value == false then return false end
+    local fleet, problem = stores.redis(value)
+    if not fleet then return nil, ": " .. problem end
+    return fleet
+end
+
+-- A name nginx.conf declares (a dict, a thread pool), or false when
+-- `optional`.
+local function nginx_name(what, optional)
+    return function(value)
+        if optional and value == false then return false end
+        if type(value) ~= "string" or value == "" then return nil, "must name " .. what end
+        return value
+    end
+end
+
+-- Options of this module beside oauth2.token's and oauth2.policy's:
+-- name = { default, check } (oauth2.options.split).
+local OWN = {
+    -- the lua_shared_dict (required)
+    dict = { false, nginx_name("a lua_shared_dict") },
+    -- seconds a request without a token waits for a fetch
+    wait_timeout = { 3, checks.range(0, 3600, " of seconds") },
+    -- what authorize() answers when it has no token
+    status = { 503, checks.integer(400, 599) },
+    -- an nginx thread_pool to run fetches in
+    thread_pool = { false, nginx_name("an nginx thread_pool", true) },
+    -- a fleet store: "redis://..." or oauth2.store.redis's table
+    store = { false, check_fleet },
+    -- function(event, info): fetch, failure, invalidation
+    on_event = { false, checks.hook },
 }
 
 -- Seconds a node's lock outlives the longest a fetch may take (a wait
@@ -579,73 +607,12 @@ function Token:__tostring()
         options.url_origin(self.conf.url), self.conf.client_id, self.dict_name)
 end
 
--- The options of this module with defaults filled in, or nil and a message.
-local function check_own(opts)
-    local own = {}
-    for name, default in pairs(_M.defaults) do
-        local value = opts[name]
-        if value == nil then value = default end
-        own[name] = value
-    end
-    if type(own.dict) ~= "string" then
-        return misuse("option 'dict' must name a lua_shared_dict")
-    end
-    if type(own.wait_timeout) ~= "number" or own.wait_timeout ~= own.wait_timeout
-            or own.wait_timeout < 0 or own.wait_timeout > 3600 then
-        return misuse("option 'wait_timeout' must be a number of seconds from 0 to 3600")
-    end
-    if type(own.status) ~= "number" or own.status ~= floor(own.status) or own.status < 400
-            or own.status > 599 then
-        return misuse("option 'status' must be an HTTP error status (400 to 599)")
-    end
-    if own.thread_pool ~= false
-            and (type(own.thread_pool) ~= "string" or own.thread_pool == "") then
-        return misuse("option 'thread_pool' must name an nginx thread_pool")
-    end
-    if own.on_event ~= false and type(own.on_event) ~= "function" then
-        return misuse("option 'on_event' must be a function (event, info)")
-    end
-    if own.store ~= false then
-        local fleet, why = stores.redis(own.store)
-        if not fleet then return misuse("option 'store': %s", why) end
-        own.fleet = fleet
-    end
-    return own
-end
-
--- The options that are oauth2.token's (neither this module's nor policy).
-local function token_options(opts)
-    local token_opts = {}
-    for name, value in pairs(opts) do
-        if _M.defaults[name] == nil and not policy_rules.is_option(name) then
-            token_opts[name] = value
-        end
-    end
-    return token_opts
-end
-
--- All the options checked, without nginx: this module's, the policy and
--- the validated configuration; or nil and a message.
-local function check_all(opts)
-    if type(opts) ~= "table" then
-        return misuse("options must be a table, got %s", options.describe(opts))
-    end
-    local own, policy, conf, why
-    own, why = check_own(opts)
-    if not own then return nil, why end
-    policy, why = policy_rules.check(opts)
-    if not policy then return nil, why end
-    conf, why = options.validate(token_options(opts))
-    if not conf then return nil, why end
-    return own, policy, conf
-end
-
 --- Check a configuration without nginx: oauth2.token's options, the cache
 -- policy and this module's (a dict is not looked up).  Raises at the
 -- caller's line on a mistake; returns true.  For a check command.
 function _M.check(opts)
-    local own, why = check_all(opts)
-    if not own then error(why, 2) end
+    local conf, why = options.split(opts, OWN)
+    if not conf then error(why, 2) end
     return true
 end
 
@@ -655,8 +622,8 @@ function _M.new(opts)
     if type(ngx) ~= "table" or not ngx.shared then
         return misuse("oauth2.openresty needs OpenResty (ngx_http_lua_module)")
     end
-    local own, policy, conf = check_all(opts)
-    if not own then return nil, policy end
+    local conf, policy, own = options.split(opts, OWN)
+    if not conf then return nil, policy end
     local dict = ngx.shared[own.dict]
     if not dict then
         return misuse("option 'dict': there is no 'lua_shared_dict %s' in nginx.conf", own.dict)
@@ -683,7 +650,7 @@ function _M.new(opts)
     local self = setmetatable({
         conf = conf,
         request = exchange.build_request(conf),
-        fleet = own.fleet,
+        fleet = own.store or nil,
         node = node,          -- the node's store: its record and its lock
         on_event = own.on_event or nil,
         fleet_key = fleet_key,
@@ -728,8 +695,8 @@ function _M.new(opts)
                  store_failed = function(why) warn_store(self, store, why) end }
     end
     local function endpoint(deadline) return run_exchange(self, deadline) end
-    self.ctx = own.fleet and context(own.fleet, cache.lease_for(conf), conf.deadline, endpoint)
-    self.node_ctx = context(node, lock_ttl, lock_ttl, own.fleet
+    self.ctx = own.store and context(own.store, cache.lease_for(conf), conf.deadline, endpoint)
+    self.node_ctx = context(node, lock_ttl, lock_ttl, own.store
         and function(_, held) return from_fleet(self, held) end or endpoint)
     return self
 end

@@ -7,6 +7,7 @@
 -- table do not reach a client that holds it.
 
 local core = require "oauth2.core"
+local policy_rules = require "oauth2.policy"
 
 local type, pairs, ipairs, tostring, tonumber =
       type, pairs, ipairs, tostring, tonumber
@@ -201,6 +202,34 @@ function check.session(value)
     end
     return value
 end
+
+-- A function the caller hands in (a clock), or absent: false.
+function check.callable(value)
+    if value == nil or value == false then return false end
+    if type(value) ~= "function" then return nil, "must be a function" end
+    return value
+end
+
+-- A hook called with (event, info), or absent: false.
+function check.hook(value)
+    if value == nil or value == false then return false end
+    if type(value) ~= "function" then return nil, "must be a function (event, info)" end
+    return value
+end
+
+-- A number from `low` to `high`, both included (NaN refused).
+function check.range(low, high, unit)
+    return function(value)
+        if type(value) ~= "number" or value ~= value or value < low or value > high then
+            return nil, ("must be a number%s from %g to %g"):format(unit or "", low, high)
+        end
+        return value
+    end
+end
+check.integer = integer
+
+-- The checks above, for the options of oauth2.client and oauth2.openresty.
+_M.checks = check
 
 -- Every option oauth2.token accepts, and how it is checked.
 _M.schema = {
@@ -415,6 +444,46 @@ function _M.validate(opts)
     end
 
     return conf
+end
+
+--- Split a module's options three ways and check each kind: oauth2.token's
+-- (validated: the configuration), the cache policy's (oauth2.policy, its
+-- defaults filled in) and the module's own, which `own` describes as
+-- name = { default, check }, check(value) returning the value kept or
+-- nil and a phrase ("must be a function").  The one checker of
+-- oauth2.client, oauth2.openresty and the command line.  Returns conf,
+-- policy and the own values; or nil and a message.
+function _M.split(opts, own)
+    if type(opts) ~= "table" then
+        return misuse("options must be a table, got %s", describe(opts))
+    end
+    local token_opts, values, bad, why = {}, {}, nil, nil
+    for name, value in pairs(opts) do
+        if own[name] == nil and not policy_rules.is_option(name) then
+            token_opts[name] = value
+        end
+    end
+    for name, rule in pairs(own) do
+        local value = opts[name]
+        if value == nil then value = rule[1] end
+        local kept, phrase = rule[2](value)
+        if kept == nil then
+            -- of several bad values the first by name: a stable message
+            if bad == nil or name < bad then bad, why = name, phrase end
+        else
+            values[name] = kept
+        end
+    end
+    if bad then
+        -- a phrase from a part of its own (a store) comes after a colon
+        return misuse("option '%s'%s%s", bad, why:sub(1, 1) == ":" and "" or " ", why)
+    end
+    local policy, problem = policy_rules.check(opts)
+    if not policy then return nil, problem end
+    local conf
+    conf, problem = _M.validate(token_opts)
+    if not conf then return nil, problem end
+    return conf, policy, values
 end
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"

@@ -97,6 +97,18 @@ function _M.url_scheme(text)
     return scheme and scheme:lower()
 end
 
+--- What a `store` option names: "object" (a store the caller made),
+-- "redis" (oauth2.store.redis's table, or a URL: one of another scheme is
+-- refused there, never taken for a directory), "memory" or "file" (the
+-- default directory, or the one given); nil for anything else.
+function _M.kind_of(value)
+    local t = type(value)
+    if t == "table" then return type(value.get) == "function" and "object" or "redis" end
+    if t ~= "string" or value == "" then return nil end
+    if value == "memory" then return "memory" end
+    return _M.url_scheme(value) and "redis" or "file"
+end
+
 --- The stores, by name; each loaded on first use (hiredis only for Redis).
 function _M.memory(lease, clock) return require("oauth2.store.memory")(lease, clock) end
 function _M.file(dir) return require("oauth2.store.file")(dir) end
