@@ -29,7 +29,8 @@ local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 11
 local SECONDS = tonumber(os.getenv("BENCH_SECONDS")) or 3
 local CONNECTIONS = tonumber(os.getenv("BENCH_CONNECTIONS")) or 32
 local WAIT_TIMEOUT = 1
--- BENCH_ONLY=redis runs the Redis store's part alone
+-- BENCH_ONLY=redis runs the Redis store's part alone, BENCH_ONLY=inject
+-- the first part alone (for before/after runs of two trees in turn)
 local ONLY = os.getenv("BENCH_ONLY")
 
 ffi.cdef "typedef struct { long sec; long nsec; } bench_ts; int clock_gettime(int, bench_ts *);"
@@ -134,6 +135,7 @@ local ok, failure = pcall(function()
                 median(pairs_inject), median(pairs_empty)))
         end)
     end
+    if ONLY == "inject" then return end
 
     print("\n## Fetch latency, median ms per token fetch\n")
     print("| endpoint delay | plain LuaJIT | nginx, stepped | nginx, thread pool |")

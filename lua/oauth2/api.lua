@@ -215,7 +215,7 @@ function _M.status_error(res)
         or format("the API answered HTTP %d", res.status)
     return errors.new { kind = "http", status = res.status, retryable = false,
         code = type(data.error) == "string" and data.error or nil,
-        message = exchange.server_text(message) }
+        message = errors.text(message) }
 end
 
 --- client:request(method, path_or_url, opts): see the module's header.

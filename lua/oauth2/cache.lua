@@ -56,7 +56,6 @@
 local core = require "oauth2.core"
 local policy_rules = require "oauth2.policy"
 local errors = require "oauth2.error"
-local exchange = require "oauth2.exchange"
 local stores = require "oauth2.store"
 
 local type, tonumber, floor, max, min = type, tonumber, math.floor, math.max, math.min
@@ -176,7 +175,7 @@ local function publish_failure(ctx, err, wait, failures)
     record.next_try = now + wait
     record.failures = failures
     record.kind, record.status, record.code = err.kind, err.status, err.code
-    record.message = exchange.server_text(err.message)
+    record.message = errors.text(err.message)
     write(ctx, record)
 end
 

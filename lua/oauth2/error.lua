@@ -9,7 +9,7 @@ local core = require "oauth2.core"
 
 local type, pairs, tostring, setmetatable, getmetatable =
       type, pairs, tostring, setmetatable, getmetatable
-local concat, find, sub = table.concat, string.find, string.sub
+local concat, find, sub, gsub = table.concat, string.find, string.sub, string.gsub
 
 local _M = { _VERSION = core._VERSION }
 
@@ -112,6 +112,31 @@ function _M.new(fields, secrets)
         if #list > 0 then scrub(fields, list, {}) end
     end
     return setmetatable(fields, mt)
+end
+
+-- The longest text of a server an error keeps (a description, a code).
+local MAX_TEXT = 512
+
+--- A server's text as an error may hold it: control characters dropped
+-- (no forged log lines), at most MAX_TEXT bytes; nil when not a string
+-- or empty.
+function _M.text(value)
+    if type(value) ~= "string" then return nil end
+    value = gsub(value, "[%c\127]", "")
+    if #value > MAX_TEXT then value = sub(value, 1, MAX_TEXT) .. "..." end
+    if value == "" then return nil end
+    return value
+end
+
+--- The fields that describe an error, plain values with bounded texts:
+-- what crosses into a thread pool's Lua state and back, or waits in a
+-- shared dict (_M.new makes an error of it again).
+function _M.plain(err)
+    local text = _M.text
+    return { kind = err.kind, status = err.status, code = text(err.code),
+             message = text(err.message), detail = text(err.detail),
+             retryable = err.retryable, retry_after = err.retry_after,
+             attempts = err.attempts }
 end
 
 -- Whether a value is an error made by this module.

@@ -16,7 +16,7 @@ local type, tonumber, tostring, setmetatable, ipairs, pairs, pcall, error =
 local floor, max, min = math.floor, math.max, math.min
 local random = core.random
 local time = os.time
-local sub, format, gsub, lower = string.sub, string.format, string.gsub, string.lower
+local sub, format, lower = string.sub, string.format, string.lower
 local decode = cjson.decode
 local is_b64token = core.is_b64token
 local json_null = cjson.null
@@ -75,24 +75,13 @@ function _M.new_token(fields)
     return setmetatable(fields, token_mt)
 end
 
--- The longest server text kept in an error, in bytes.
-local MAX_TEXT = 512
 -- The largest number a header may give (a timestamp far in the future).
 local MAX_NUMBER = 1e12
 -- The longest wait a server may ask for: a day.
 local MAX_WAIT = core.MAX_SECONDS
 
--- Server text as it may enter an error: control characters (which could
--- drive a terminal or forge log lines) removed, and bounded in length.
--- Anything but a non-empty string gives nil.
-local function server_text(value)
-    if type(value) ~= "string" then return nil end
-    value = gsub(value, "[%c\127]", "")
-    if #value > MAX_TEXT then value = sub(value, 1, MAX_TEXT) .. "..." end
-    if value == "" then return nil end
-    return value
-end
-_M.server_text = server_text
+-- A server's text as an error keeps it (oauth2.error.text).
+local server_text = errors.text
 
 -- A wait in seconds from the server, finite and at most a day; nil if absurd.
 local function bounded_wait(value)

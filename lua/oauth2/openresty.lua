@@ -106,17 +106,12 @@ end
 
 -- ---------------------------------------------------------------- failures
 
--- A failure as the dict keeps it: the fields that describe it, each text
--- bounded (so it always fits and never evicts a valid token), and the
--- time until which it holds.
+-- A failure as the dict keeps it: its plain fields (texts bounded, so it
+-- always fits and never evicts a valid token) and when it ends.
 local function encode_error(err, until_at)
-    local text = exchange.server_text
-    return cjson.encode {
-        kind = err.kind, status = err.status, code = text(err.code),
-        message = text(err.message), detail = text(err.detail),
-        retryable = err.retryable, attempts = err.attempts, until_at = until_at,
-    } or cjson.encode { kind = "network", message = "the last fetch failed",
-                        until_at = until_at }
+    local fields = errors.plain(err)
+    fields.until_at, fields.retry_after = until_at, nil
+    return cjson.encode(fields) or '{"kind":"network"}'
 end
 
 -- A failure from the dict as an error again, its Retry-After counted down.
@@ -176,11 +171,7 @@ function _M.fetch_in_thread(conf)
         return { access_token = token.access_token, token_type = token.token_type,
                  expires_in = token.expires_in, scope = token.scope }
     end
-    local plain = {}
-    for k, v in pairs(err) do
-        if type(v) ~= "table" then plain[k] = v end
-    end
-    return nil, plain
+    return nil, errors.plain(err)
 end
 
 -- One exchange with the token endpoint, within `deadline` seconds (or the
