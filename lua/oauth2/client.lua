@@ -195,7 +195,9 @@ local function take_record(self, entry, record, now)
             expires_at = record.expires_in and record.fetched_at + record.expires_in,
         }
         entry.header = "Bearer " .. record.access_token
-        entry.fetched_at = now - (wall - record.fetched_at)
+        -- never after now: rounding between the clocks must not put an
+        -- invalidation's cool-down (fetched_at + 0 s) in the future
+        entry.fetched_at = min(now, now - (wall - record.fetched_at))
         entry.lifetime = record.lifetime or 0
         entry.refresh_after = now + (record.refresh_at - wall)
         retime(entry)

@@ -265,6 +265,14 @@ local function held_of(self)
              deadline = min(self.policy.refresh_timeout, ttl) }
 end
 
+-- Whether another worker rejected the record's token after this run
+-- began (its read of the node's record may come before the purge).
+local function rejected_meanwhile(self, record, known)
+    local rejected = self.dict:get(self.rejected_key)
+    return rejected ~= nil and rejected ~= known
+        and stores.token_id(self.secret, record.access_token) == rejected
+end
+
 -- One run of the node's engine: the node's record (another worker's
 -- fetch), or a fetch under the node's lock, from the fleet's store or
 -- the endpoint (oauth2.cache); its outcome for the requests of every
@@ -280,7 +288,10 @@ local function run_node(self)
             message = "the fetch raised: " .. tostring(record) }
     end
     local header
-    if record then
+    if record and rejected_meanwhile(self, record, node.rejected) then
+        -- not stored: the next run reads past it and fetches
+        err = nil
+    elseif record then
         header = "Bearer " .. record.access_token
         store_header(self, record)
         local cooling = cache.cooling(record, wall_now())
@@ -519,15 +530,22 @@ function Token:invalidate(rejected)
     local current = dict:get(self.key) or (fallback and fallback.header)
     if current == nil or rejected ~= nil and current ~= rejected then return false end
     local token_id = stores.token_id(self.secret, (current:gsub("^Bearer ", "")))
+    local cooldown = self.policy.invalidate_cooldown
+    -- one worker of all drops it (many 401s at once in many workers): the
+    -- first to mark it
+    local first, why = dict:add(self.rejected_key .. ":" .. token_id, true, max(60, cooldown))
+    if not first and why == "exists" then return false end
     local record = self.node:get(self.fleet_key, self.secret)
     local fetched_at = record and type(record.access_token) == "string"
         and stores.token_id(self.secret, record.access_token) == token_id and record.fetched_at
         or fallback and fallback.fetched_at or wall_now()
+    -- rejected first: a worker that finds the token gone then skips it
+    -- in the node's record (see rejected_meanwhile)
+    dict:set(self.rejected_key, token_id, max(60, cooldown))
     dict:delete(self.key)
     dict:delete(self.at_key)
     self.fallback = nil
     count(self, "invalidations")
-    local cooldown = self.policy.invalidate_cooldown
     emit(self, "invalidation", { cooldown = cooldown })
     local not_before = fetched_at + cooldown
     if not_before > wall_now() then
@@ -536,9 +554,7 @@ function Token:invalidate(rejected)
             message = format("the token was invalidated; a new one is fetched no sooner "
                 .. "than %g s after the last", cooldown) })
     end
-    -- every worker of this node skips that token in the stores, and the
-    -- node's record drops it (a shared dict never yields)
-    dict:set(self.rejected_key, token_id, max(60, cooldown))
+    -- the node's record drops it (a shared dict never yields)
     cache.invalidate(self.node_ctx, token_id, not_before)
     if self.fleet then
         -- the fleet's store in a timer: this may run where cosockets cannot
