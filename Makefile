@@ -5,6 +5,7 @@
 #   make test                 the busted suite on Lua 5.4 and LuaJIT
 #   make demo                 fetch a token from the bundled fake endpoint
 #   make install PREFIX=/usr/local DESTDIR=   (modules and bin/thousandeyes-token)
+#   make HIREDIS=no           without oauth2.redis (the Redis store outside nginx)
 #
 # Every setting can be overridden on the command line or from the environment.
 
@@ -26,11 +27,15 @@ CURL_LIBS     ?= $(shell $(PKG_CONFIG) --libs libcurl)
 CRYPTO_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libcrypto)
 CRYPTO_LIBS   ?= $(shell $(PKG_CONFIG) --libs libcrypto)
 HIREDIS_LIBS  ?= $(shell $(PKG_CONFIG) --libs hiredis)
+# oauth2.redis, hiredis's module, is built where libhiredis is found
+# (HIREDIS=yes insists, HIREDIS=no leaves it out)
+HIREDIS       ?= $(shell $(PKG_CONFIG) --exists hiredis && echo yes || echo no)
 
-# the C core by job: session and exchange, buffers, clock, libcrypto, files,
-# and a Redis connection (hiredis)
-SOURCES = src/core.c src/buffer.c src/clock.c src/crypto.c src/files.c src/redis.c
-HEADERS = src/compat.h src/buffer.h src/clock.h src/crypto.h src/files.h src/redis.h
+# the C core by job: session and exchange, buffers, clock, libcrypto, files
+SOURCES = src/core.c src/buffer.c src/clock.c src/crypto.c src/files.c
+HEADERS = src/compat.h src/buffer.h src/clock.h src/crypto.h src/files.h
+# oauth2.redis: a Redis connection (hiredis), with the clock of deadlines
+REDIS_SOURCES = src/redis.c src/clock.c
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -42,6 +47,8 @@ ALL_LDFLAGS = -shared $(LDFLAGS)
 
 BUILD  ?= build/$(LUA_VERSION)
 MODULE  = $(BUILD)/oauth2/core.so
+REDIS_MODULE = $(BUILD)/oauth2/redis.so
+MODULES = $(MODULE) $(if $(filter yes,$(HIREDIS)),$(REDIS_MODULE))
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -52,11 +59,15 @@ BUSTED  ?= /usr/bin/busted
 
 .PHONY: all build test test-one demo install clean asan valgrind bench bench-instructions bench-client bench-nginx bench-fds bench-fleet lint fuzz
 
-all build: $(MODULE)
+all build: $(MODULES)
 
 $(MODULE): $(SOURCES) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $(SOURCES) $(ALL_LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS) $(HIREDIS_LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(SOURCES) $(ALL_LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
+
+$(REDIS_MODULE): $(REDIS_SOURCES) src/compat.h src/clock.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $(REDIS_SOURCES) $(ALL_LDFLAGS) $(HIREDIS_LIBS)
 
 # The suite on Lua 5.4, LuaJIT and 5.1, on 5.4 under ASan and UBSan, and
 # on 5.4 under valgrind, summed up as one 'N passed, N failed'.
@@ -67,12 +78,12 @@ test:
 test-one:
 	@sh spec/run $(LUA_VERSION)
 
-demo: $(MODULE)
+demo: $(MODULES)
 	$(LUA) examples/demo.lua
 
-install: $(MODULE)
+install: $(MODULES)
 	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store
-	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/core.so
+	install -m 0755 $(MODULES) $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/
 	install -m 0644 lua/oauth2.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua
 	install -m 0644 lua/oauth2/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/
 	install -m 0644 lua/oauth2/store/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store/
@@ -149,7 +160,7 @@ build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SOURCES) $(HEADERS)
 	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang: apt-get install clang libclang-rt-14-dev"; exit 1; }
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(filter-out src/core.c,$(SOURCES)) -llua$(FUZZ_LUA) \
-	    $(CURL_LIBS) $(CRYPTO_LIBS) $(HIREDIS_LIBS)
+	    $(CURL_LIBS) $(CRYPTO_LIBS)
 
 fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)
 	@for name in $(FUZZERS); do \

@@ -1,5 +1,6 @@
--- LuaRocks build of lua-oauth2: the C core (linked with libcurl, libcrypto
--- and hiredis) and the Lua modules.  From a checkout: luarocks make (add
+-- LuaRocks build of lua-oauth2: the C core (linked with libcurl and
+-- libcrypto) and the Lua modules.  The Redis store outside nginx needs
+-- oauth2.redis too: lua-oauth2-redis-scm-1.rockspec (libhiredis).  From a checkout: luarocks make (add
 -- --deps-mode=none when lua-cjson and argparse come from the system, e.g.
 -- Debian's lua-cjson and lua-argparse packages).
 rockspec_format = "3.0"
@@ -42,11 +43,6 @@ external_dependencies = {
       header = "openssl/evp.h",
       library = "crypto",
    },
-   -- hiredis: the Redis store outside nginx
-   HIREDIS = {
-      header = "hiredis/hiredis.h",
-      library = "hiredis",
-   },
 }
 
 build = {
@@ -54,11 +50,11 @@ build = {
    modules = {
       ["oauth2.core"] = {
          sources = { "src/core.c", "src/buffer.c", "src/clock.c", "src/crypto.c",
-                      "src/files.c", "src/redis.c" },
+                      "src/files.c" },
          defines = { "_POSIX_C_SOURCE=200809L" },
-         incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(HIREDIS_INCDIR)" },
-         libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
-         libraries = { "curl", "crypto", "hiredis" },
+         incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+         libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+         libraries = { "curl", "crypto" },
       },
       ["oauth2"] = "lua/oauth2.lua",
       ["oauth2.api"] = "lua/oauth2/api.lua",

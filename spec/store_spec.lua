@@ -437,7 +437,7 @@ describe("the redis store", function()
             if (shell.read_file(redis.dir .. "/trickle.out") or ""):match("ready") then break end
             core.sleep(0.05)
         end
-        local conn = assert(core.redis("127.0.0.1", port, 2, 0.5))
+        local conn = assert(require("oauth2.redis").connect("127.0.0.1", port, 2, 0.5))
         local reply, why = conn:command("GET", "k")
         assert.is_nil(reply)
         assert.equals("redis: the command timed out", why)
@@ -446,7 +446,7 @@ describe("the redis store", function()
         local big = redis.dir .. "/big"
         assert(os.execute("head -c 2097152 /dev/zero | tr '\\0' a > " .. shell.quote(big)))
         assert.equals(0, (redis:cli("-x SET oauth2:planted < " .. shell.quote(big))))
-        conn = assert(core.redis("127.0.0.1", redis.port, 2, 2))
+        conn = assert(require("oauth2.redis").connect("127.0.0.1", redis.port, 2, 2))
         reply, why = conn:command("GET", "oauth2:planted")
         assert.is_nil(reply)
         assert.equals("redis: the reply is larger than 1 MiB", why)

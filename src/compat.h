@@ -11,6 +11,9 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+/* The version of the C modules (oauth2.core, oauth2.redis) and the rock. */
+#define OAUTH2_CORE_VERSION "0.1.0"
+
 #if LUA_VERSION_NUM >= 502
 #define oauth2_rawlen(L, i) lua_rawlen((L), (i))
 #define oauth2_setfuncs(L, l) luaL_setfuncs((L), (l), 0)

@@ -27,9 +27,7 @@
 #include "compat.h"
 #include "crypto.h"
 #include "files.h"
-#include "redis.h"
 
-#define OAUTH2_CORE_VERSION "0.1.0"
 #define SESSION_MT "oauth2.core.session"
 #define ERROR_MT "oauth2.core.error"
 
@@ -1465,7 +1463,6 @@ int luaopen_oauth2_core(lua_State *L)
     oauth2_clock_open(L);
     oauth2_crypto_open(L);
     oauth2_files_open(L);
-    oauth2_redis_open(L);
     lua_pushliteral(L, OAUTH2_CORE_VERSION);
     lua_setfield(L, -2, "_VERSION");
     lua_pushstring(L, curl_version());

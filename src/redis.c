@@ -1,16 +1,19 @@
 /*
- * redis.c - core.redis: a blocking Redis connection through hiredis, for
+ * redis.c - oauth2.redis: a blocking Redis connection through hiredis, for
  * the Redis store outside nginx (inside nginx, lua-resty-redis drives
- * cosockets instead).
+ * cosockets instead).  A module of its own, as LuaSocket ships mime.core
+ * beside socket.core: oauth2.core links libcurl and libcrypto only, and
+ * a user without Redis needs no libhiredis.
  *
- *   local conn, err = core.redis(host, port, connect_timeout, command_timeout)
+ *   local redis = require "oauth2.redis"
+ *   local conn, err = redis.connect(host, port, connect_timeout, command_timeout)
  *   local reply, err = conn:command("SET", key, value, "PX", 30000, "NX")
  *   conn:close()
  *
  * Replies come back as Lua values: a bulk or status string, an integer,
  * false for a nil reply, a table for an array; an error reply or a
  * broken connection gives nil and a message (then the connection is
- * closed: call core.redis again).  The reply being converted hangs off the
+ * closed: connect again).  The reply being converted hangs off the
  * connection's userdata, so an out-of-memory error cannot leak it.
  *
  * A command has one deadline, the command timeout, for writing it and
@@ -28,9 +31,8 @@
 #include <hiredis/hiredis.h>
 
 #include "clock.h"
-#include "redis.h"
 
-#define REDIS_MT "oauth2.core.redis"
+#define REDIS_MT "oauth2.redis.connection"
 #define MAX_ARGS 16
 #define MAX_REPLY (1024 * 1024)
 
@@ -70,8 +72,8 @@ static struct timeval to_timeval(lua_Number seconds)
     return tv;
 }
 
-/* core.redis(host, port, connect_timeout, command_timeout) -> conn | nil, err */
-static int l_redis(lua_State *L)
+/* redis.connect(host, port, connect_timeout, command_timeout) -> conn | nil, err */
+static int l_connect(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
     lua_Integer port = luaL_checkinteger(L, 2);
@@ -109,7 +111,7 @@ static connection *check_open(lua_State *L)
 {
     connection *conn = luaL_checkudata(L, 1, REDIS_MT);
     if (conn->context == NULL)
-        luaL_error(L, "attempt to use a closed oauth2.core redis connection");
+        luaL_error(L, "attempt to use a closed oauth2.redis connection");
     return conn;
 }
 
@@ -262,7 +264,15 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void oauth2_redis_open(lua_State *L)
+static const luaL_Reg functions[] = {
+    {"connect", l_connect},
+    {NULL, NULL},
+};
+
+#if defined(__GNUC__)
+__attribute__((visibility("default")))
+#endif
+int luaopen_oauth2_redis(lua_State *L)
 {
     if (luaL_newmetatable(L, REDIS_MT)) {
         lua_pushcfunction(L, l_close);
@@ -273,6 +283,8 @@ void oauth2_redis_open(lua_State *L)
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);
-    lua_pushcfunction(L, l_redis);
-    lua_setfield(L, -2, "redis");
+    oauth2_newlib(L, functions);
+    lua_pushliteral(L, OAUTH2_CORE_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    return 1;
 }

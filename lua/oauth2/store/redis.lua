@@ -1,6 +1,6 @@
 -- oauth2.store.redis: processes and nginx nodes on many machines.
 --
--- Outside nginx (and in its init phases) through hiredis in the C core,
+-- Outside nginx (and in its init phases) through hiredis (oauth2.redis),
 -- one total deadline per command and a bound on a reply's size; inside
 -- nginx through cosockets (lua-resty-redis), never blocking a worker.  A
 -- record's value is the id of its token, then the record sealed for its
@@ -66,6 +66,10 @@ return value
 local MAX_RECORD = 65536
 
 -- Why a rediss:// store works in nginx only.
+-- Outside nginx without oauth2.redis (built where libhiredis is).
+local NO_HIREDIS = "the Redis store outside nginx needs the module oauth2.redis, which is "
+    .. "built with libhiredis (Debian: libhiredis-dev; LuaRocks: the lua-oauth2-redis rock)"
+
 local NO_TLS = "TLS to Redis (rediss://) runs inside nginx only (lua-resty-redis over "
     .. "cosockets, in timers and requests); hiredis here has no TLS: reach Redis with "
     .. "redis:// on a trusted network or through a TLS tunnel on loopback"
@@ -90,7 +94,9 @@ function Redis:connection()
     local at = now()
     if at < self.retry_at then return nil, self.last_problem end
     local why
-    conn, why = core.redis(self.host, self.port, self.connect_timeout, self.timeout)
+    local found, hiredis = pcall(require, "oauth2.redis")
+    if not found then return nil, NO_HIREDIS end
+    conn, why = hiredis.connect(self.host, self.port, self.connect_timeout, self.timeout)
     if conn and self.password then
         local ok, auth_why
         if self.user then
@@ -213,7 +219,7 @@ end
 
 -- One command; its reply, or nil and why (counted in errors).  Inside
 -- nginx where cosockets work, through them; elsewhere (and in nginx's init
--- phases, which may block) through hiredis in the C core.
+-- phases, which may block) through hiredis (oauth2.redis).
 function Redis:command(...)
     if ngx and ngx.get_phase and COSOCKET_PHASES[ngx.get_phase()] then
         local redis = cosocket_redis()
@@ -360,6 +366,8 @@ function _M.new(spec)
     end
     local tls = scheme == "rediss"
     if tls and not ngx then return nil, NO_TLS end
+    -- outside nginx the connection is hiredis's, a C module of its own
+    if not ngx and not pcall(require, "oauth2.redis") then return nil, NO_HIREDIS end
     for _, name in ipairs { "connect_timeout", "timeout", "lease", "look_every" } do
         local value = spec[name]
         if value ~= nil and (type(value) ~= "number" or value ~= value or value <= 0
