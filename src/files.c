@@ -1,6 +1,6 @@
 /*
  * files.c - core.private_dir, core.read_private, core.write_private,
- * core.remove_file, core.try_lock and core.time (see files.h).
+ * core.try_lock and core.time (see files.h).
  *
  * Everything here refuses what another user could have planted or could
  * read: a directory or file not owned by this user, or open to its group
@@ -202,16 +202,6 @@ static int l_write_private(lua_State *L)
     return 1;
 }
 
-/* core.remove_file(path) -> true (gone, or was not there) | nil, why */
-static int l_remove_file(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    if (unlink(path) != 0 && errno != ENOENT)
-        return fail_errno(L, "cannot remove the cache file");
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
 /* A lock: the descriptor that holds the flock, -1 once released. */
 typedef struct {
     int fd;
@@ -282,7 +272,6 @@ static const luaL_Reg functions[] = {
     {"private_dir", l_private_dir},
     {"read_private", l_read_private},
     {"write_private", l_write_private},
-    {"remove_file", l_remove_file},
     {"try_lock", l_try_lock},
     {"time", l_time},
     {NULL, NULL},

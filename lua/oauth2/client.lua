@@ -134,12 +134,6 @@ end
 -- Seconds past a fetch's deadline after which it counts as abandoned.
 local FETCH_GRACE = 1
 
--- How often a client with a shared store looks at it while its token is
--- fresh, unless the store says (look_every): a token another process saw
--- rejected is dropped here within this time (oauth2.openresty's nginx
--- nodes look as often).
-local LOOK_EVERY = 4
-
 -- A warning on stderr, or in nginx's error.log.
 local function warn(text)
     if ngx and ngx.log then -- luacheck: ignore
@@ -315,9 +309,9 @@ local function slow_token(self, now)
     local entry = self.entry
     if now >= entry.look_at then
         -- another process may hold a fresher token, or a cool-down, or
-        -- have seen this one rejected; looked at every LOOK_EVERY seconds
+        -- have seen this one rejected; looked at every look_every seconds
         -- (a refresh looks anyway: oauth2.cache reads the record first)
-        entry.look_at = now + (self.shared and self.shared.look_every or LOOK_EVERY)
+        entry.look_at = now + (self.shared and self.shared.look_every or stores.LOOK_EVERY)
         retime(entry)
         if self.shared then adopt(self, entry, now) end
     end

@@ -45,6 +45,11 @@ local _M = { _VERSION = core._VERSION }
 -- The default lease of a lock, in seconds, where the caller gives none.
 _M.LEASE = 60
 
+-- How often a holder of a fresh copy looks at a shared store, in seconds,
+-- unless the store says (its look_every): how soon a token rejected
+-- elsewhere is dropped everywhere.
+_M.LOOK_EVERY = 4
+
 --- Drop the token of a record (compare before delete is the caller's);
 -- `rejected` keeps its id, so every holder of a copy learns to drop it;
 -- `cooldown` (a table, or nil) sets next_try and the error's fields

@@ -78,9 +78,6 @@ local NO_TLS = "TLS to Redis (rediss://) runs inside nginx only (lua-resty-redis
 -- against one that restarts.
 local RECONNECT_PAUSE = 2
 
--- Seconds between two looks at the store by a holder of a fresh copy.
-local LOOK_EVERY = 4
-
 local Redis = {}
 Redis.__index = Redis
 
@@ -407,7 +404,7 @@ function _M.new(spec)
         prefix = spec.prefix or "oauth2:",
         connect_timeout = spec.connect_timeout or 1, timeout = spec.timeout or 1,
         lease = spec.lease or stores.LEASE, pool_size = pool_size or 4,
-        look_every = spec.look_every or LOOK_EVERY,
+        look_every = spec.look_every or stores.LOOK_EVERY,
         conn = nil, retry_at = -math.huge, last_problem = nil, nonce = 0, kind = "redis",
         atomic = true, -- delete_token_if runs in Redis: no lock needed
         hits = 0, misses = 0, lease_wins = 0, lease_losses = 0, errors = 0,
