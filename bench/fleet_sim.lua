@@ -178,7 +178,7 @@ local function simulate(kind)
         now = at
         worker:token()
         local entry = worker.entry
-        local next_at = math.min(entry.refresh_after, worker.next_look)
+        local next_at = entry.serve_until -- the earlier of the refresh point and the next look
         if entry.token == nil then next_at = entry.next_try end
         -- a worker with traffic asks at least once a second
         heap_push(heap, math.max(next_at, now + 1), worker)
