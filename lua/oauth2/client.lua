@@ -174,14 +174,16 @@ end
 -- token when another process saw it rejected.  Record times are the wall
 -- clock's (processes share no other); the entry's are the client's
 -- clock, so each time moves over as a distance from now.
-local function take_record(self, entry, record, now)
+local function take_record(self, entry, record, now, fetched)
     local wall = self.ctx.wall()
     if record.rejected and entry.token
             and stores.token_id(self.secret, entry.token.access_token) == record.rejected then
         drop_token(entry)
     end
+    -- a token this call fetched is new, though a coarse clock may give it
+    -- the fetch time of the last one
     if cache.usable(record, wall) and type(record.fetched_at) == "number"
-            and record.fetched_at > entry.shared_fetched_at then
+            and (fetched or record.fetched_at > entry.shared_fetched_at) then
         entry.token = exchange.new_token {
             access_token = record.access_token, token_type = record.token_type,
             scope = record.scope,
@@ -189,8 +191,8 @@ local function take_record(self, entry, record, now)
             expires_at = record.expires_in and record.fetched_at + record.expires_in,
         }
         entry.header = "Bearer " .. record.access_token
-        -- never after now: rounding between the clocks must not put an
-        -- invalidation's cool-down (fetched_at + 0 s) in the future
+        -- never after now: an invalidation's cool-down (fetched_at + 0 s)
+        -- must not start in the future
         entry.fetched_at = min(now, now - (wall - record.fetched_at))
         entry.lifetime = record.lifetime or 0
         entry.refresh_after = now + (record.refresh_at - wall)
@@ -268,7 +270,7 @@ local function fetch(self, entry, refreshing)
     if not ok then error(record, 0) end
     now = clock()
     if record then
-        take_record(self, entry, record, now)
+        take_record(self, entry, record, now, how == "fetched")
         if how ~= "fetched" and entry.token then self.hits = self.hits + 1 end
         if entry.token and now < entry.expire_after then return entry.token end
         return nil, entry.last_error or errors.new { kind = "timeout", retryable = true,
