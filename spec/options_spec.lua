@@ -207,3 +207,47 @@ describe("oauth2.token options", function()
         end)
     end)
 end)
+
+describe("the options of oauth2.client and oauth2.openresty (options.split)", function()
+    local valid = { client_id = "id", client_secret = "secret-value", host = "https://h" }
+    local function with(extra)
+        local opts = {}
+        for k, v in pairs(valid) do opts[k] = v end
+        for k, v in pairs(extra) do opts[k] = v end
+        return opts
+    end
+    local function refused(module, extra)
+        local ok, why = pcall(require(module).check, with(extra))
+        assert.is_false(ok, "accepted: " .. module)
+        return why
+    end
+
+    it("names the option and what it must be, for each module's own", function()
+        local nginx = { dict = "tokens" }
+        local function nginx_with(extra)
+            for k, v in pairs(nginx) do extra[k] = extra[k] == nil and v or extra[k] end
+            return extra
+        end
+        assert.matches("option 'status' must be an HTTP error status %(400 to 599%)",
+            refused("oauth2.openresty", nginx_with { status = 200 }))
+        assert.matches("option 'wait_timeout' must be a number of seconds from 0 to 3600",
+            refused("oauth2.openresty", nginx_with { wait_timeout = -1 }))
+        assert.matches("option 'thread_pool' must name an nginx thread_pool",
+            refused("oauth2.openresty", nginx_with { thread_pool = "" }))
+        assert.matches("option 'dict' must name a lua_shared_dict",
+            refused("oauth2.openresty", {}))
+        assert.matches("option 'store': a redis store needs",
+            refused("oauth2.openresty", nginx_with { store = "/tmp/dir" }))
+        assert.matches("option 'clock' must be a function",
+            refused("oauth2.client", { clock = 1 }))
+        assert.matches("option 'on_event' must be a function %(event, info%)",
+            refused("oauth2.client", { on_event = "x" }))
+        assert.matches('option \'store\' must be "memory", "file"',
+            refused("oauth2.client", { store = 42 }))
+        -- the policy's and oauth2.token's options go through the same call
+        assert.matches("option 'cooldown'", refused("oauth2.client", { cooldown = 0 }))
+        assert.matches("unknown option 'dict'", refused("oauth2.client", { dict = "tokens" }))
+        assert.is_true(require("oauth2.openresty").check(with(nginx)))
+        assert.is_true(require("oauth2.client").check(with { store = "memory" }))
+    end)
+end)

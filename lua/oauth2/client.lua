@@ -249,7 +249,7 @@ end
 local function fetch(self, entry, refreshing)
     local clock = self.clock
     local now = clock()
-    local wall = core.time()
+    local wall = self.ctx.wall() -- the record's clock (core.time with a store)
     local held
     if entry.token and now < entry.expire_after then
         local alone_at = entry.alone_at

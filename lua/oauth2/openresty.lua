@@ -76,7 +76,12 @@ local OWN = {
     -- seconds a request without a token waits for a fetch
     wait_timeout = { 3, checks.range(0, 3600, " of seconds") },
     -- what authorize() answers when it has no token
-    status = { 503, checks.integer(400, 599) },
+    status = { 503, function(value)
+        if not checks.integer(400, 599)(value) then
+            return nil, "must be an HTTP error status (400 to 599)"
+        end
+        return value
+    end },
     -- an nginx thread_pool to run fetches in
     thread_pool = { false, nginx_name("an nginx thread_pool", true) },
     -- a fleet store: "redis://..." or oauth2.store.redis's table
