@@ -31,9 +31,10 @@ HIREDIS_LIBS  ?= $(shell $(PKG_CONFIG) --libs hiredis)
 # (HIREDIS=yes insists, HIREDIS=no leaves it out)
 HIREDIS       ?= $(shell $(PKG_CONFIG) --exists hiredis && echo yes || echo no)
 
-# the C core by job: session and exchange, buffers, clock, libcrypto, files
-SOURCES = src/core.c src/buffer.c src/clock.c src/crypto.c src/files.c
-HEADERS = src/compat.h src/buffer.h src/clock.h src/crypto.h src/files.h
+# the C core by job: session and response, prepared requests, pure text,
+# buffers, clock, libcrypto, files
+SOURCES = src/core.c src/request.c src/text.c src/buffer.c src/clock.c src/crypto.c src/files.c
+HEADERS = src/compat.h src/request.h src/text.h src/buffer.h src/clock.h src/crypto.h src/files.h
 # oauth2.redis: a Redis connection (hiredis), with the clock of deadlines
 REDIS_SOURCES = src/redis.c src/clock.c
 
@@ -159,7 +160,7 @@ FUZZERS     = request response
 build/fuzz/fuzz_%: fuzz/fuzz_%.c $(SOURCES) $(HEADERS)
 	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang: apt-get install clang libclang-rt-14-dev"; exit 1; }
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(filter-out src/core.c,$(SOURCES)) -llua$(FUZZ_LUA) \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(SOURCES) -llua$(FUZZ_LUA) \
 	    $(CURL_LIBS) $(CRYPTO_LIBS)
 
 fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)

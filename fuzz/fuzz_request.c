@@ -1,19 +1,28 @@
 /*
  * fuzz_request.c - libFuzzer harness for what oauth2.core takes from callers:
  * form and URL encoding of arbitrary bytes, header names and values (the
- * CR/LF/NUL refusal), URL parsing, SHA-256, and the request table's options
- * (numbers of any value).  No transfer is started: each exchange is set up
- * and then released, so the harness needs no network.
+ * CR/LF/NUL refusal), URL parsing, SHA-256, the request table's options
+ * (numbers of any value) through core.prepare and session:start, and the
+ * pure text functions of src/text.c called directly (the redaction of
+ * libcurl's error texts, the b64token check).  No transfer is started: each
+ * exchange is set up and then cancelled, so the harness needs no network.
  *
  * Input: fields separated by 0xFE bytes:
  *   escape-input, url-to-parse, header-name, header-value, form-name,
  *   form-value, request-url, then 8 bytes that become the timeout (double)
- *   and a ninth whose low bit marks the request reuse and whose next bit
- *   sends it through the public methods with hostile Lua running inside.
+ *   and a ninth whose low bit prepares the request first and sends it
+ *   twice and whose next bit sends it with hostile Lua running inside.
  */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
 #include <lualib.h>
 
-#include "../src/core.c"
+#include "../src/text.h"
+
+int luaopen_oauth2_core(lua_State *L);
 
 static lua_State *state;
 
@@ -34,7 +43,20 @@ static const char hostile_chunk[] =
     "collectgarbage('setpause', 0)\n"
     "if pcall(session.start, session, request) then pcall(session.cancel, session) end\n"
     "pcall(session.header, session, 'x-a')\n"
+    "pcall(session.headers, session)\n"
     "collectgarbage('setpause', 200)\n";
+
+/* Start the request (table, or prepared first and started twice), then
+ * cancel it before any transfer. */
+static const char plain_chunk[] =
+    "local session, request, prepare = ...\n"
+    "if prepare then\n"
+    "    local prepared = core.prepare(request)\n"
+    "    if not prepared then return end\n"
+    "    request = prepared\n"
+    "    if session:start(request) then session:cancel() end\n"
+    "end\n"
+    "if session:start(request) then session:cancel() end\n";
 
 static void init(void)
 {
@@ -45,6 +67,9 @@ static void init(void)
     if (luaL_loadstring(state, hostile_chunk) != 0)
         abort();
     lua_setglobal(state, "hostile");
+    if (luaL_loadstring(state, plain_chunk) != 0)
+        abort();
+    lua_setglobal(state, "plain");
 }
 
 /* The n-th 0xFE-separated field of data (empty when absent). */
@@ -74,21 +99,22 @@ static void call1(const char *name, const uint8_t *p, size_t n)
     lua_settop(state, 0);
 }
 
-/* Build a request table from the fields and run session:start on it. */
-static int start_request(lua_State *L)
+/* The text functions that see outside bytes, called directly. */
+static void text_functions(const uint8_t *p, size_t n)
 {
-    session *s = luaL_checkudata(L, 1, SESSION_MT);
-    lua_settop(L, 2); /* the request table at index 2, as start_exchange expects */
-    if (start_exchange(L, s) == 0) {
-        /* set up fully: let go before any transfer, keeping a request
-           marked reuse, and start once more: the kept path */
-        release_transfer(s);
-        if (s->reuse_ref == LUA_NOREF)
-            release_request(L, s);
-        if (start_exchange(L, s) == 0)
-            release_exchange(L, s);
-    }
-    return 0;
+    char *text = malloc(n + 1), out[256];
+    if (text == NULL)
+        return;
+    memcpy(text, p, n);
+    text[n] = '\0';
+    oauth2_redact_userinfo(out, sizeof out, text);
+    if (strlen(out) >= sizeof out)
+        abort();
+    oauth2_redact_userinfo(out, 1, text);
+    (void)oauth2_is_b64token(text, n);
+    (void)oauth2_is_token(text, n);
+    (void)oauth2_is_safe_value(text, n);
+    free(text);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -102,6 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (i = 0; i < 8; i++)
         p[i] = field(data, size, i, &n[i]);
 
+    text_functions(p[1], n[1]);
     call1("escape", p[0], n[0]);
     call1("parse_url", p[1], n[1]);
     call1("sha256", p[0], n[0]);
@@ -109,7 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (n[7] >= sizeof timeout)
         memcpy(&timeout, p[7], sizeof timeout);
 
-    lua_pushcfunction(state, start_request);
+    lua_getglobal(state, "plain");
     lua_getglobal(state, "core");
     lua_getfield(state, -1, "session");
     lua_remove(state, -2);
@@ -132,12 +159,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_pushnumber(state, timeout);
     lua_setfield(state, -2, "max_body");
     lua_pushboolean(state, n[7] > 8 && (p[7][8] & 1));
-    lua_setfield(state, -2, "reuse");
     if (n[7] > 8 && (p[7][8] & 2)) {
         lua_getglobal(state, "hostile");
-        lua_replace(state, -4); /* in place of start_request */
+        lua_replace(state, -5); /* in place of the plain chunk */
     }
-    lua_pcall(state, 2, 0, 0); /* bad numbers raise: that is fine */
+    lua_pcall(state, 3, 0, 0); /* bad numbers raise: that is fine */
     lua_settop(state, 0);
     lua_gc(state, LUA_GCCOLLECT, 0); /* sessions are closed by __gc */
     return 0;

@@ -35,37 +35,35 @@ describe("oauth2.core", function()
     end)
 
     describe("a session", function()
-        it("returns status, lower-case headers and body of an exchange", function()
+        it("returns status and body; headers are asked of the session", function()
             local session = core.session()
             local res, err = session:request(token_request())
-            session:close()
             assert.is_nil(err)
             assert.equals(200, res.status)
-            assert.equals("application/json", res.headers["content-type"])
-            assert.equals("no-store", res.headers["cache-control"])
-            assert.is_nil(res.headers["Content-Type"])
+            assert.is_nil(res.headers)
+            local headers = session:headers()
+            assert.equals("application/json", headers["content-type"])
+            assert.equals("no-store", headers["cache-control"])
+            assert.is_nil(headers["Content-Type"])
+            assert.equals("no-store", session:header("Cache-Control"))
             assert.is_string(cjson.decode(res.body).access_token)
+            session:close()
         end)
 
-        it("returns only the response headers asked for, when asked", function()
+        it("prepares a request once: the same userdata sent again, refused when malformed",
+           function()
+            local req = assert(core.prepare(token_request()))
+            assert.equals("oauth2.core.request", tostring(req))
+            assert.is_false(getmetatable(req)) -- opaque
             local session = core.session()
-            server:control { script = { { status = 503, headers = {
-                ["X-Dup"] = "ignored", ["Retry-After"] = "3" } } } }
-            local res = assert(session:request(token_request {
-                response_headers = { "Content-Type", "x-organization-rate-limit-limit",
-                                     "retry-after", "x-missing" } }))
-            assert.same({ ["content-type"] = "application/json", ["retry-after"] = "3" },
-                res.headers)
-            assert.equals(3, res.retry_after)
-            res = assert(session:request(token_request {
-                response_headers = { "x-organization-rate-limit-limit" } }))
-            assert.same({ ["x-organization-rate-limit-limit"] = "240" }, res.headers)
-            local bad, err = session:request(token_request { response_headers = { "a b" } })
+            for _ = 1, 3 do assert.equals(200, assert(session:request(req)).status) end
+            local bad, err = core.prepare(token_request { headers = { ["a b"] = "x" } })
             assert.is_nil(bad)
             assert.equals("config", err.kind)
-            assert.has_error(function() session:request(token_request {
-                response_headers = "content-type" }) end,
-                "request.response_headers must be a list of names")
+            assert.has_error(function() core.prepare(token_request { headers = "x" }) end,
+                "request.headers must be a table")
+            assert.has_error(function() session:request(req, -1) end,
+                "timeout must be a positive number of seconds, at most 86400")
             session:close()
         end)
 
@@ -158,33 +156,31 @@ describe("oauth2.core", function()
             assert.equals(1, server:stats().token_connections)
         end)
 
-        describe("with a request marked reuse", function()
-            it("keeps it prepared, applying only new timeouts", function()
+        describe("with a prepared request", function()
+            it("keeps the handle set up for it, applying only the timeouts given", function()
                 local session = core.session()
-                local req = token_request { reuse = true }
+                local req = assert(core.prepare(token_request()))
                 for _ = 1, 3 do assert.equals(200, assert(session:request(req)).status) end
                 assert.equals(1, server:stats().token_connections)
                 server:control { delay = 0.5 }
-                req.timeout = 0.1
-                local res, err = session:request(req)
+                local res, err = session:request(req, 0.1)
                 assert.is_nil(res)
                 assert.equals("timeout", err.kind)
                 server:control { delay = 0 }
-                req.timeout = 5
-                assert.equals(200, assert(session:request(req)).status)
+                assert.equals(200, assert(session:request(req, 5, 5)).status)
                 session:close()
                 -- the timed-out connection was dropped: one more after it
                 assert.equals(2, server:stats().token_connections)
             end)
 
-            it("sets the handle up again for any other table", function()
+            it("sets the handle up again for another request", function()
                 local session = core.session()
-                assert(session:request(token_request { reuse = true }))
+                assert(session:request(assert(core.prepare(token_request()))))
                 local other = token_request { headers = { ["Content-Type"] =
                     "application/x-www-form-urlencoded", ["x-tenant-id"] = "t-2" } }
                 assert(session:request(other))
                 assert.equals("t-2", server:last_request().headers["x-tenant-id"])
-                -- and a table without the mark is read afresh every time
+                -- and a table is read afresh every time
                 other.headers["x-tenant-id"] = "t-3"
                 assert(session:request(other))
                 assert.equals("t-3", server:last_request().headers["x-tenant-id"])
@@ -412,7 +408,7 @@ describe("oauth2.core", function()
     end)
 end)
 
-describe("oauth2.core response headers asked for by name", function()
+describe("oauth2.core response headers", function()
     local faults
 
     setup(function() faults = fake.start_faults() end)
@@ -421,29 +417,19 @@ describe("oauth2.core response headers asked for by name", function()
     it("come from the last head only, joined when repeated, trimmed, without trailers",
        function()
         local session = core.session()
-        for _, wanted in ipairs { { "x-organization-rate-limit-limit",
-                                    "X-Organization-Rate-Limit-Reset",
-                                    "x-organization-rate-limit-remaining" }, "all" } do
-            local res = assert(session:request { url = faults.url("header-forms"), form = {},
-                response_headers = wanted ~= "all" and wanted or nil })
-            assert.equals(429, res.status)
-            assert.equals("{}", res.body)
-            assert.equals("240, 300", res.headers["x-organization-rate-limit-limit"])
-            assert.equals("", res.headers["x-organization-rate-limit-reset"])
-            assert.is_nil(res.headers["x-organization-rate-limit-remaining"])
-        end
-        session:close()
-    end)
-
-    it("are looked up when asked with session:header, alike", function()
-        local session = core.session()
         assert.is_nil(session:header("content-type")) -- no response yet
-        assert.is_true(session:start { url = faults.url("header-forms"), form = {},
-                                       response_headers = {} })
+        assert.is_nil(session:headers())
+        assert.is_true(session:start { url = faults.url("header-forms"), form = {} })
         assert.is_nil(session:header("content-type")) -- none while one runs
+        assert.is_nil(session:headers())
         local res
         repeat res = session:step(1) until res ~= false
-        assert.same({}, res.headers)
+        assert.equals(429, res.status)
+        assert.equals("{}", res.body)
+        local headers = session:headers()
+        assert.equals("240, 300", headers["x-organization-rate-limit-limit"])
+        assert.equals("", headers["x-organization-rate-limit-reset"])
+        assert.is_nil(headers["x-organization-rate-limit-remaining"])
         assert.equals("240, 300", session:header("X-Organization-Rate-Limit-Limit"))
         assert.equals("", session:header("x-organization-rate-limit-reset"))
         assert.is_nil(session:header("x-organization-rate-limit-remaining"))

@@ -53,9 +53,10 @@ describe("oauth2.openresty in nginx", function()
     local function get(path)
         local session = core.session()
         local res, err = session:request { url = base .. path, timeout = 10 }
+        local headers = session:headers()
         session:close()
         assert(res, err and err.message)
-        return res.status, res.headers, res.body
+        return res.status, headers, res.body
     end
 
     local function stats() return server:stats() end

@@ -321,13 +321,14 @@ describe("oauth2.token", function()
             assert.is_true(err.retryable)
         end)
 
-        it("reads rate limits from res.headers of a session that has no header method",
+        it("reads rate limits from the header method of a session of the caller's making",
            function()
-            local session = { request = function()
-                return { status = 429, body = "", headers = {
-                    ["x-organization-rate-limit-limit"] = "240",
-                    ["x-organization-rate-limit-remaining"] = "0" } }
-            end }
+            local headers = { ["x-organization-rate-limit-limit"] = "240",
+                              ["x-organization-rate-limit-remaining"] = "0" }
+            local session = {
+                request = function() return { status = 429, body = "" } end,
+                header = function(_, name) return headers[name] end,
+            }
             local token, err = oauth2.token(opts { session = session, retries = 0 })
             assert.is_nil(token)
             assert.equals(429, err.status)

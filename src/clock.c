@@ -1,5 +1,5 @@
 /*
- * clock.c - core.now and core.sleep (see clock.h).
+ * clock.c - core.now, core.time and core.sleep (see clock.h).
  */
 #include <errno.h>
 #include <time.h>
@@ -32,6 +32,15 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* core.time() -> seconds since the epoch, with fractions (wall clock) */
+static int l_time(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
 /* core.sleep(seconds): a blocking wait (at most MAX_SECONDS), outside event
  * loops */
 static int l_sleep(lua_State *L)
@@ -51,6 +60,7 @@ static int l_sleep(lua_State *L)
 
 static const luaL_Reg functions[] = {
     {"now", l_now},
+    {"time", l_time},
     {"sleep", l_sleep},
     {NULL, NULL},
 };

@@ -1,6 +1,7 @@
 /*
- * clock.h - core.now and core.sleep: the monotonic clock behind deadlines
- * and token lifetimes, and a blocking sleep for use outside event loops.
+ * clock.h - core.now, core.time and core.sleep: the monotonic clock behind
+ * deadlines and token lifetimes, the wall clock of shared records, and a
+ * blocking sleep for use outside event loops.
  */
 #ifndef OAUTH2_CLOCK_H
 #define OAUTH2_CLOCK_H
@@ -18,7 +19,7 @@
 /* Seconds on the precise monotonic clock, for deadlines inside the core. */
 double oauth2_monotonic(void);
 
-/* Add now, sleep and MAX_SECONDS to the module table on top of the stack. */
+/* Add now, time, sleep and MAX_SECONDS to the module table on top of the stack. */
 void oauth2_clock_open(lua_State *L);
 
 #endif

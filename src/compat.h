@@ -18,7 +18,20 @@
 #define oauth2_rawlen(L, i) lua_rawlen((L), (i))
 #define oauth2_setfuncs(L, l) luaL_setfuncs((L), (l), 0)
 #define oauth2_tolstring(L, i) luaL_tolstring((L), (i), NULL)
+#define oauth2_testudata(L, i, name) luaL_testudata((L), (i), (name))
 #else
+/* luaL_testudata: the userdata at i if its metatable is name's, else NULL. */
+static inline void *oauth2_testudata(lua_State *L, int i, const char *name)
+{
+    void *p = lua_touserdata(L, i);
+    int same;
+    if (p == NULL || !lua_getmetatable(L, i))
+        return NULL;
+    luaL_getmetatable(L, name);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same ? p : NULL;
+}
 /* luaL_tolstring: push tostring(value at absolute index i). */
 static inline const char *oauth2_tolstring(lua_State *L, int i)
 {

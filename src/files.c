@@ -1,6 +1,6 @@
 /*
  * files.c - core.private_dir, core.read_private, core.write_private,
- * core.try_lock and core.time (see files.h).
+ * core.try_lock (see files.h).
  *
  * Everything here refuses what another user could have planted or could
  * read: a directory or file not owned by this user, or open to its group
@@ -259,21 +259,11 @@ static int l_try_lock(lua_State *L)
     return 1; /* the userdata */
 }
 
-/* core.time() -> seconds since the epoch, with fractions (wall clock) */
-static int l_time(lua_State *L)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
-    return 1;
-}
-
 static const luaL_Reg functions[] = {
     {"private_dir", l_private_dir},
     {"read_private", l_read_private},
     {"write_private", l_write_private},
     {"try_lock", l_try_lock},
-    {"time", l_time},
     {NULL, NULL},
 };
 

@@ -183,9 +183,8 @@ end
 
 -- The response as the caller gets it: status, headers (lower-case names),
 -- body, and json when the answer is JSON.
-local function response(res)
-    local headers = {}
-    for name, value in pairs(res.headers or {}) do headers[lower(name)] = value end
+local function response(res, session)
+    local headers = session:headers() or {}
     local out = { status = res.status, headers = headers, body = res.body or "",
                   retry_after = res.retry_after and min(res.retry_after, core.MAX_SECONDS) }
     if is_json(headers["content-type"]) and out.body ~= "" then
@@ -293,9 +292,9 @@ function _M.request(client, method, target, opts, level)
         end
         if not header then return finish(nil, token_err) end
         req.headers.Authorization = header
-        req.timeout = min(timeout, left)
-        req.connect_timeout = min(conf.connect_timeout, req.timeout)
-        local ok, res, err = pcall(session.request, session, req)
+        local attempt_timeout = min(timeout, left)
+        local ok, res, err = pcall(session.request, session, req, attempt_timeout,
+            min(conf.connect_timeout, attempt_timeout))
         req.headers.Authorization = nil
         if not ok then
             client:api_session_done(session, true)
@@ -303,7 +302,7 @@ function _M.request(client, method, target, opts, level)
         end
         local wait
         if res then
-            res = response(res)
+            res = response(res, session)
             if res.status == 401 and not renewed then
                 -- the token was rejected: drop it (for every holder of the
                 -- store) and try once more with a fresh one

@@ -519,7 +519,8 @@ function _M.new(opts)
     policy.clock = own.clock or transport.now
     -- no connection kept between fetches an hour apart, unless the caller
     -- passes a session of theirs
-    local prepared = endpoint.prepare(conf, false)
+    local prepared, why = endpoint.prepare(conf, false)
+    if not prepared then return nil, why end
     local key = cache_key(conf, policy)
     local entry = store[key]
     if entry == nil then

@@ -55,10 +55,12 @@ end
 
 --- The same from a configuration oauth2.options has validated already.
 function _M.prepare(conf, connection)
+    local request, why = exchange.build_request(conf)
+    if not request then return nil, why end
     local own = conf.session == nil and connection ~= false
     return setmetatable({
         conf = conf,
-        request = exchange.build_request(conf),
+        request = request,
         session = own and transport.session() or conf.session,
         own_session = own,
         closed = false,

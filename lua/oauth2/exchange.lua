@@ -89,16 +89,10 @@ local function bounded_wait(value)
     return min(value, MAX_WAIT)
 end
 
--- A number header (rate limits) of the response, or nil: asked of the
--- session where it can look one up (oauth2.session), else read from
--- res.headers (a session of the caller's making).
-local function number_header(res, session, name)
-    local value
-    if session.header ~= nil then
-        value = session:header(name)
-    elseif res.headers ~= nil then
-        value = res.headers[name]
-    end
+-- A number header (rate limits) of the last response, or nil: asked of
+-- the session (a session of the caller's making may have no header method).
+local function number_header(session, name)
+    local value = session.header ~= nil and session:header(name) or nil
     value = tonumber(value or "")
     if value == nil or value ~= value then return nil end
     -- "1e400" reads as infinity: keep it finite (waits are capped later)
@@ -106,11 +100,11 @@ local function number_header(res, session, name)
 end
 
 -- The X-Organization-Rate-Limit-* headers, or nil when none came.
-local function rate_limit(res, session)
+local function rate_limit(session)
     local limit = {
-        limit = number_header(res, session, "x-organization-rate-limit-limit"),
-        remaining = number_header(res, session, "x-organization-rate-limit-remaining"),
-        reset = number_header(res, session, "x-organization-rate-limit-reset"),
+        limit = number_header(session, "x-organization-rate-limit-limit"),
+        remaining = number_header(session, "x-organization-rate-limit-remaining"),
+        reset = number_header(session, "x-organization-rate-limit-reset"),
     }
     if limit.limit or limit.remaining or limit.reset then return limit end
     return nil
@@ -164,7 +158,7 @@ local function http_error(res, session)
         kind = "http",
         status = status,
         retryable = RETRY_STATUS[status] == true,
-        rate_limit = rate_limit(res, session),
+        rate_limit = rate_limit(session),
         body = data,
     }
     if data then
@@ -259,14 +253,10 @@ local function token_from(res, sent_at, sent_mono)
     return token
 end
 
--- No response headers come back in the response table: the few that are
--- read (rate limits) are asked of the session, and only on an error.
-local NO_HEADERS = {}
-
---- The request table the C core takes for a validated configuration.
--- It is built once per endpoint and sent again and again: `reuse` lets
--- the C core keep it prepared between exchanges, as only the timeouts
--- (set before each attempt) ever change.
+--- The request the C core sends for a validated configuration, prepared
+-- once (core.prepare) and sent again and again with each attempt's
+-- timeouts; or nil and why.  The few headers read (rate limits) are
+-- asked of the session, and only on an error.
 function _M.build_request(conf)
     local form = { grant_type = conf.grant_type }
     for name, value in pairs(conf.params or {}) do form[name] = value end
@@ -288,8 +278,6 @@ function _M.build_request(conf)
         no_proxy = conf.no_proxy,
         user_agent = conf.user_agent,
         max_body = conf.max_body,
-        response_headers = NO_HEADERS,
-        reuse = true,
     }
     if conf.auth_method == "client_secret_basic" then
         -- RFC 6749 2.3.1: form-urlencode id and secret, then Basic-encode
@@ -303,7 +291,9 @@ function _M.build_request(conf)
     if conf.access_token then
         req.headers["Authorization"] = "Bearer " .. conf.access_token
     end
-    return req
+    local prepared, err = core.prepare(req)
+    if not prepared then return nil, "oauth2: the token request cannot be sent: " .. err.message end
+    return prepared
 end
 
 -- The shortest attempt worth starting, in seconds.
@@ -337,11 +327,10 @@ local function exchange(conf, request, session, deadline)
             return nil, err, attempt - 1
         end
         local timeout, connect_timeout = conf.timeout, conf.connect_timeout
-        request.timeout = timeout < remaining and timeout or remaining
-        request.connect_timeout = connect_timeout < remaining and connect_timeout or remaining
         local sent_at, sent_mono = time(), now()
         local res
-        res, err = session:request(request)
+        res, err = session:request(request, timeout < remaining and timeout or remaining,
+            connect_timeout < remaining and connect_timeout or remaining)
         local token
         if res then
             local status = res.status

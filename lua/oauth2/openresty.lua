@@ -166,10 +166,12 @@ function _M.fetch_in_thread(conf)
     runtime.sleep = core.sleep
     local session = core.session()
     local blocking = {
-        request = function(_, req) return session:request(req) end,
+        request = function(_, req, ...) return session:request(req, ...) end,
         header = function(_, name) return session:header(name) end,
     }
-    local ok, token, err = pcall(exchange.fetch, conf, exchange.build_request(conf), blocking)
+    local ok, token, err = pcall(function()
+        return exchange.fetch(conf, assert(exchange.build_request(conf)), blocking)
+    end)
     session:close()
     if not ok then return nil, { kind = "config", message = tostring(token) } end
     if token then
@@ -657,11 +659,13 @@ function _M.new(opts)
     end
     local fleet_key = policy_rules.cache_key(conf)
     local key = "oauth2:" .. fleet_key
+    local request, problem = exchange.build_request(conf)
+    if not request then return nil, problem end
     local lock_ttl = cache.lease_for(conf) + conf.deadline + LOCK_SLACK
     local node = shm.new(own.dict, lock_ttl)
     local self = setmetatable({
         conf = conf,
-        request = exchange.build_request(conf),
+        request = request,
         fleet = own.store or nil,
         node = node,          -- the node's store: its record and its lock
         on_event = own.on_event or nil,

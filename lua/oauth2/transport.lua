@@ -44,11 +44,13 @@ local Session = {}
 Session.__index = Session
 
 -- One exchange: the response table, or nil and the core's error table.
-function Session:request(req)
+-- `req` is a prepared request (core.prepare) or a request table; the
+-- timeouts, when given, replace its own.
+function Session:request(req, timeout, connect_timeout)
     local session = self.core
     if session == nil then error("oauth2: use of a closed session", 2) end
     -- outside nginx: the core's blocking loop (the same start and steps)
-    if ngx == nil then return session:request(req) end
+    if ngx == nil then return session:request(req, timeout, connect_timeout) end
     if session:busy() then
         if core.now() < self.busy_until then
             -- a concurrent user (another light thread) holds it
@@ -59,15 +61,17 @@ function Session:request(req)
         session:cancel()
     end
     if not can_yield() then
-        if ngx.get_phase() == "init" then return session:request(req) end
+        if ngx.get_phase() == "init" then
+            return session:request(req, timeout, connect_timeout)
+        end
         -- blocking here would stall every request of this nginx worker
         return nil, { kind = "config", message = "cannot fetch a token in nginx's "
             .. ngx.get_phase() .. " phase: it cannot yield (fetch in rewrite, access, "
             .. "content or timer phases, or in init_by_lua)" }
     end
-    local ok, err = session:start(req)
+    local ok, err = session:start(req, timeout, connect_timeout)
     if not ok then return nil, err end
-    self.busy_until = core.now() + (req.timeout or 30) + BUSY_GRACE
+    self.busy_until = core.now() + (timeout or core.MAX_SECONDS) + BUSY_GRACE
     -- poll without waiting, yield between polls, back off to 20 ms
     local pause = 0.001
     while true do
@@ -83,6 +87,13 @@ function Session:header(name)
     local session = self.core
     if session == nil then return nil end
     return session:header(name)
+end
+
+-- Every header of the last response, or nil (session:headers).
+function Session:headers()
+    local session = self.core
+    if session == nil then return nil end
+    return session:headers()
 end
 
 -- Close the connection; idempotent.
