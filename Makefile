@@ -31,10 +31,12 @@ HIREDIS_LIBS  ?= $(shell $(PKG_CONFIG) --libs hiredis)
 # (HIREDIS=yes insists, HIREDIS=no leaves it out)
 HIREDIS       ?= $(shell $(PKG_CONFIG) --exists hiredis && echo yes || echo no)
 
-# the C core by job: session and response, prepared requests, pure text,
-# buffers, clock, libcrypto, files
-SOURCES = src/core.c src/request.c src/text.c src/buffer.c src/clock.c src/crypto.c src/files.c
-HEADERS = src/compat.h src/request.h src/text.h src/buffer.h src/clock.h src/crypto.h src/files.h
+# the C core by job: session and response, prepared requests, error
+# tables, pure text, buffers, clock, libcrypto, files
+SOURCES = src/core.c src/request.c src/errors.c src/text.c src/buffer.c src/clock.c \
+          src/crypto.c src/files.c
+HEADERS = src/compat.h src/request.h src/errors.h src/text.h src/buffer.h src/clock.h \
+          src/crypto.h src/files.h
 # oauth2.redis: a Redis connection (hiredis), with the clock of deadlines
 REDIS_SOURCES = src/redis.c src/clock.c
 

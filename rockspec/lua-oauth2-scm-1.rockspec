@@ -49,8 +49,8 @@ build = {
    type = "builtin",
    modules = {
       ["oauth2.core"] = {
-         sources = { "src/core.c", "src/buffer.c", "src/clock.c", "src/crypto.c",
-                      "src/files.c" },
+         sources = { "src/core.c", "src/request.c", "src/errors.c", "src/text.c",
+                      "src/buffer.c", "src/clock.c", "src/crypto.c", "src/files.c" },
          defines = { "_POSIX_C_SOURCE=200809L" },
          incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
          libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },

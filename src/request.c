@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "errors.h"
 #include "request.h"
 #include "text.h"
 

@@ -55,8 +55,4 @@ void oauth2_request_apply(const oauth2_request *r, CURL *easy);
  * is_b64token to the module table on top of the stack. */
 void oauth2_request_open(lua_State *L);
 
-/* Push nil and the core's error table {kind=, message=, curl_code=};
- * returns 2 (core.c). */
-int oauth2_push_error(lua_State *L, const char *kind, const char *message, int curl_code);
-
 #endif
