@@ -77,9 +77,15 @@ function _M.request(method, target, opts)
     end
     local cached, why = client.new(client_opts)
     if not cached then error(why, 2) end
-    local ok, res, err = pcall(api.request, cached, method, target, request_opts, 2)
+    local call
+    call, why = api.check(cached.conf, method, target, request_opts)
+    if not call then
+        cached:close()
+        error(why, 2)
+    end
+    local ok, res, err = pcall(api.send, cached, call)
     cached:close()
-    if not ok then error(res, 2) end
+    if not ok then error(res, 0) end
     return res, err
 end
 

@@ -105,14 +105,14 @@ describe("API requests", function()
 
     it("waits out the invalidation cool-down on the client's clock, though a sleep ends early",
         function()
-        local transport = require "oauth2.transport"
-        local t, slept, real_sleep = 1000, 0, transport.sleep
+        local runtime = oauth2.runtime
+        local t, slept, real_sleep = 1000, 0, runtime.sleep
         -- each sleep ends 3 ms early on the client's (injected) clock
-        transport.sleep = function(seconds)
+        runtime.sleep = function(seconds)
             slept = slept + 1
             t = t + seconds - 0.003
         end
-        finally(function() transport.sleep = real_sleep end)
+        finally(function() runtime.sleep = real_sleep end)
         local fresh = oauth2.client { host = server.http_url, client_id = "api-id",
             client_secret = SECRET, invalidate_cooldown = 5, scope = "cooldown:clock",
             clock = function() return t end }

@@ -5,25 +5,32 @@
 --
 -- A request goes through the same C core as the token (transport, TLS,
 -- proxy and timeout options of the client), with the client's token in
--- Authorization.  A 401 drops that token (client:invalidate(), with its
--- store and its cool-down, which is waited out within the deadline) and
--- retries once with a fresh one; a 429 waits
--- for Retry-After or X-Organization-Rate-Limit-Reset when that fits in the
--- deadline; 5xx answers and network failures are retried with backoff for
--- idempotent methods only, unless the caller says the request is safe to
--- repeat.  Any HTTP answer is returned as res (the caller reads
+-- Authorization, in oauth2.retry's loop.  A 401 drops that token
+-- (client:invalidate(), with its store and its cool-down, which is waited
+-- out within the deadline) and tries once more with a fresh one; a 429
+-- waits for Retry-After or X-Organization-Rate-Limit-Reset when that fits
+-- in the deadline; 5xx answers and network failures are retried with
+-- backoff for idempotent methods only, unless the caller says the request
+-- is safe to repeat.  Any HTTP answer is returned as res (the caller reads
 -- res.status); nil and an error come when there is no answer (network,
 -- TLS, deadline) or no token.
+--
+-- This module never raises and never loads oauth2.client: check() says
+-- what is wrong with a call (client:request raises it at the caller's
+-- line), send() runs it with any token source that has header(),
+-- invalidate() and emit() (a client).  It owns its connections: one per
+-- client outside nginx, kept between requests, and one per request in
+-- nginx, where light threads never share one.
 
 local core = require "oauth2.core"
 local cjson = require "cjson.safe"
 local options = require "oauth2.options"
-local exchange = require "oauth2.exchange"
+local retry = require "oauth2.retry"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
-local type, pairs, ipairs, tostring, tonumber, error, pcall =
-      type, pairs, ipairs, tostring, tonumber, error, pcall
+local type, pairs, ipairs, tostring, error, pcall, setmetatable =
+      type, pairs, ipairs, tostring, error, pcall, setmetatable
 local min, floor = math.min, math.floor
 local concat, sort = table.concat, table.sort
 local find, lower, upper, format, gsub, match =
@@ -34,9 +41,6 @@ local _M = { _VERSION = core._VERSION }
 
 -- Methods a retry cannot repeat the effect of (RFC 9110 9.2.2).
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
-
--- Statuses worth another attempt.
-local RETRY_STATUS = { [500] = true, [502] = true, [503] = true, [504] = true }
 
 -- The options of one request, beside the client's.
 local REQUEST_OPTIONS = {
@@ -197,13 +201,6 @@ end
 -- early on another clock.
 local WAIT_GRACE = 0.005
 
--- Seconds a 429 asks to wait: Retry-After (seconds or a date), else the
--- organization's reset, or nil; the token path's reader.
-local function rate_limit_wait(res)
-    return exchange.rate_limit_wait(res,
-        { reset = tonumber(res.headers["x-organization-rate-limit-reset"] or "") })
-end
-
 -- The error of a page that did not come (a non-2xx answer), for pages().
 function _M.status_error(res)
     local data = type(res.json) == "table" and res.json or {}
@@ -217,145 +214,185 @@ function _M.status_error(res)
         message = errors.text(message) }
 end
 
---- client:request(method, path_or_url, opts): see the module's header.
--- opts: query, json | body + content_type, headers, idempotent (retry a
--- non-idempotent method too), allow_other_host, deadline, timeout,
--- retries, max_body.  Returns res {status, headers, body, json} or nil
--- and an error.  Raises on misuse (bad method, path or options).
-function _M.request(client, method, target, opts, level)
-    level = (level or 1) + 1
+-- A duration option, or nil and why.
+local function check_seconds(opts, name)
+    local value = opts[name]
+    if value ~= nil and (type(value) ~= "number" or value ~= value or value <= 0
+            or value > core.MAX_SECONDS) then
+        return nil, "oauth2: request option '" .. name .. "' must be a positive number of "
+            .. "seconds, at most " .. core.MAX_SECONDS
+    end
+    return true
+end
+
+--- A call checked against a client's configuration: {method, req (the
+-- request table for the C core, without Authorization), plan (of the
+-- retry loop), deadline, repeatable}; or nil and what is wrong, a message
+-- starting "oauth2: ".
+function _M.check(conf, method, target, opts)
     opts = opts or {}
-    if type(opts) ~= "table" then error("oauth2: request options must be a table", level) end
+    if type(opts) ~= "table" then return nil, "oauth2: request options must be a table" end
     for name in pairs(opts) do
         if not REQUEST_OPTIONS[name] then
-            error("oauth2: unknown request option '" .. tostring(name) .. "'", level)
+            return nil, "oauth2: unknown request option '" .. tostring(name) .. "'"
         end
     end
     if type(method) ~= "string" or not find(method, "^%a+$") then
-        error("oauth2: the method must be an HTTP method such as \"GET\"", level)
+        return nil, "oauth2: the method must be an HTTP method such as \"GET\""
     end
     method = upper(method)
-    local conf = client.conf
     local hosts, why = other_hosts(opts.allow_other_host)
-    if not hosts then error("oauth2: " .. why, level) end
+    if not hosts then return nil, "oauth2: " .. why end
     local url
     url, why = target_url(conf, target, hosts)
-    if not url then error("oauth2: " .. why, level) end
+    if not url then return nil, "oauth2: " .. why end
     local req
     req, why = build(conf, method, url, opts)
-    if not req then error("oauth2: " .. why, level) end
+    if not req then return nil, "oauth2: " .. why end
     for _, name in ipairs { "deadline", "timeout" } do
-        local value = opts[name]
-        if value ~= nil and (type(value) ~= "number" or value ~= value or value <= 0
-                or value > core.MAX_SECONDS) then
-            error("oauth2: request option '" .. name .. "' must be a positive number of "
-                .. "seconds, at most " .. core.MAX_SECONDS, level)
-        end
+        local ok, problem = check_seconds(opts, name)
+        if not ok then return nil, problem end
     end
     local retries = opts.retries or conf.retries
     if type(retries) ~= "number" or retries < 0 or retries > 100 or retries ~= floor(retries) then
-        error("oauth2: request option 'retries' must be an integer from 0 to 100", level)
+        return nil, "oauth2: request option 'retries' must be an integer from 0 to 100"
     end
-    local repeatable = IDEMPOTENT[method] or opts.idempotent == true
+    return {
+        method = method,
+        req = req,
+        deadline = opts.deadline or conf.deadline,
+        repeatable = IDEMPOTENT[method] or opts.idempotent == true,
+        plan = { timeout = opts.timeout or conf.timeout, connect_timeout = conf.connect_timeout,
+                 retries = retries, backoff_base = conf.backoff_base,
+                 backoff_max = conf.backoff_max },
+    }
+end
 
-    local now, sleep = transport.now, transport.sleep
-    local deadline = opts.deadline or conf.deadline
-    local deadline_at = now() + deadline
-    local timeout = opts.timeout or conf.timeout
-    local session = client:api_session()
-    local attempt, renewed = 0, false
-    local function finish(...)
-        client:api_session_done(session)
-        return ...
+-- The connections kept for clients outside nginx, by client.
+local kept = setmetatable({}, { __mode = "k" })
+
+-- The connection of one request: the client's kept one outside nginx,
+-- a new one in nginx (closed after the request).
+local function connection(client)
+    if ngx then return transport.session() end
+    local session = kept[client]
+    if session == nil then
+        session = transport.session()
+        kept[client] = session
     end
-    while true do
-        attempt = attempt + 1
-        local left = deadline_at - now()
-        if left < 0.001 then
-            return finish(nil, errors.new { kind = "timeout", retryable = true,
-                message = format("the %g s deadline passed before the request was answered",
-                    deadline) })
-        end
-        local header, token_err = client:header()
-        -- the token just dropped was fresh: its cool-down first.  The
-        -- cool-down runs on the client's clock, and a sleep may end a
-        -- little early on it (nginx's clock is coarse): a few ms more, and
-        -- what is left asked again after each wait, within the deadline
-        for _ = 1, 3 do
-            if header or not renewed or token_err.code ~= "invalidated"
-                    or not token_err.retry_after
-                    or now() + token_err.retry_after + WAIT_GRACE >= deadline_at then
-                break
-            end
-            sleep(token_err.retry_after + WAIT_GRACE)
-            header, token_err = client:header()
-        end
-        if not header then return finish(nil, token_err) end
-        req.headers.Authorization = header
-        local attempt_timeout = min(timeout, left)
-        local ok, res, err = pcall(session.request, session, req, attempt_timeout,
-            min(conf.connect_timeout, attempt_timeout))
-        req.headers.Authorization = nil
-        if not ok then
-            client:api_session_done(session, true)
-            error(res, 0)
-        end
-        local wait
-        if res then
-            res = response(res, session)
-            if res.status == 401 and not renewed then
-                -- the token was rejected: drop it (for every holder of the
-                -- store) and try once more with a fresh one
-                renewed = true
-                client:invalidate()
-                client:emit("api_401", { status = 401, method = method })
-                attempt = attempt - 1
-                wait = 0
-            elseif res.status == 429 and attempt <= retries then
-                wait = rate_limit_wait(res) or exchange.backoff(conf, attempt)
-                client:emit("api_429", { status = 429, method = method, wait = wait })
-            elseif RETRY_STATUS[res.status] and repeatable and attempt <= retries then
-                wait = exchange.backoff(conf, attempt)
-            else
-                return finish(res)
-            end
-            if now() + wait >= deadline_at then return finish(res) end
-        else
-            err = errors.new(err, options.secrets(conf))
-            err.attempts = attempt
-            if not (err.kind == "network" or err.kind == "timeout") or not repeatable
-                    or attempt > retries then
-                return finish(nil, err)
-            end
-            wait = exchange.backoff(conf, attempt)
-            if now() + wait >= deadline_at then return finish(nil, err) end
-        end
-        if wait > 0 then sleep(wait) end
+    return session
+end
+
+--- Close the connection kept for `client`, if any (client:close()).
+function _M.close(client)
+    local session = kept[client]
+    if session then
+        kept[client] = nil
+        session:close()
     end
 end
 
---- client:pages(path, opts): an iterator over the pages of a listing,
--- following _links.next.href, at most opts.max_pages (100) pages.  Each
--- step gives the page's decoded JSON and the response; on a failure it
--- gives false and the error once, then ends.
+-- The client's header, waiting out the cool-down of a token just dropped
+-- when the deadline allows.  The cool-down runs on the client's clock,
+-- and a sleep may end a little early on it (nginx's clock is coarse): a
+-- few ms more, and what is left asked again after each wait.
+local function fresh_header(client, deadline_at)
+    local now, sleep = retry.runtime.now, retry.runtime.sleep
+    local header, err = client:header()
+    for _ = 1, 3 do
+        if header or err.code ~= "invalidated" or not err.retry_after
+                or now() + err.retry_after + WAIT_GRACE >= deadline_at then
+            break
+        end
+        sleep(err.retry_after + WAIT_GRACE)
+        header, err = client:header()
+    end
+    return header, err
+end
+
+--- Send a checked call with the token of `client`: res or nil and an
+-- error.  A raise inside (a hook, a broken session) closes the connection
+-- and goes on up.
+function _M.send(client, call)
+    local conf, req, method = client.conf, call.req, call.method
+    local now = retry.runtime.now
+    local deadline_at = now() + call.deadline
+    local session = connection(client)
+    local renewed = false
+    local function attempt(_, timeout, connect_timeout)
+        local res, err
+        for _ = 1, 2 do
+            -- once the token was rejected, fetch anew within the deadline
+            local header
+            if renewed then
+                header, err = fresh_header(client, deadline_at)
+            else
+                header, err = client:header()
+            end
+            if not header then return nil, err, false end
+            req.headers.Authorization = header
+            res, err = session:request(req, timeout, connect_timeout)
+            req.headers.Authorization = nil
+            if not res then
+                err = errors.new(err, options.secrets(conf))
+                return nil, err, retry.KIND[err.kind] and call.repeatable
+            end
+            res = response(res, session)
+            local left = deadline_at - now()
+            if res.status ~= 401 or renewed or left < 0.001 then break end
+            -- the token was rejected: drop it (for every holder of the
+            -- store) and try once more at once with a fresh one, in what
+            -- is left of the deadline
+            renewed = true
+            client:invalidate()
+            client:emit("api_401", { status = 401, method = method })
+            timeout = min(timeout, left)
+            connect_timeout = min(connect_timeout, timeout)
+        end
+        if res.status == 429 then
+            return res, nil, true, retry.server_wait(res.retry_after,
+                retry.number(res.headers["x-organization-rate-limit-reset"]))
+        end
+        return res, nil, retry.STATUS[res.status] and call.repeatable
+    end
+    local function on_wait(wait, res)
+        if res and res.status == 429 then
+            client:emit("api_429", { status = 429, method = method, wait = wait })
+        end
+    end
+    local ok, res, err = pcall(retry.run, call.plan, call.deadline, attempt, on_wait)
+    if ngx or not ok then
+        session:close()
+        if kept[client] == session then kept[client] = nil end
+    end
+    if not ok then error(res, 0) end
+    return res, err
+end
+
+-- The options of pages() beside the request's.
+local PAGES_OPTIONS = { max_pages = true }
+
+--- The pages of a listing: an iterator (see client:pages), or nil and
+-- what is wrong with the call.
 function _M.pages(client, target, opts)
     opts = opts or {}
+    if type(opts) ~= "table" then return nil, "oauth2: request options must be a table" end
     local max_pages = opts.max_pages or 100
     if type(max_pages) ~= "number" or max_pages < 1 or max_pages ~= floor(max_pages) then
-        error("oauth2: request option 'max_pages' must be a positive integer", 2)
+        return nil, "oauth2: request option 'max_pages' must be a positive integer"
     end
-    local first = {}
+    local first, later = {}, {}
     for name, value in pairs(opts) do
-        if name ~= "max_pages" then first[name] = value end
+        if not PAGES_OPTIONS[name] then
+            first[name] = value
+            -- the next pages carry their own query
+            if name ~= "query" then later[name] = value end
+        end
     end
-    -- the next pages carry their own query
-    local later = {}
-    for name, value in pairs(first) do
-        if name ~= "query" then later[name] = value end
-    end
-    local hosts, why = other_hosts(opts.allow_other_host)
-    if not hosts then error("oauth2: " .. why, 2) end
-    local next_target, count, refused = target, 0, nil
+    local call, why = _M.check(client.conf, "GET", target, first)
+    if not call then return nil, why end
+    local hosts = other_hosts(opts.allow_other_host)
+    local count, refused = 0, nil
     return function()
         if refused then
             -- a link the server chose that the token may not follow: an
@@ -364,10 +401,10 @@ function _M.pages(client, target, opts)
             refused = nil
             return false, err
         end
-        if next_target == nil or count >= max_pages then return nil end
+        if call == nil or count >= max_pages then return nil end
         count = count + 1
-        local res, err = _M.request(client, "GET", next_target, count == 1 and first or later, 1)
-        next_target = nil
+        local res, err = _M.send(client, call)
+        call = nil
         if not res then return false, err end
         if res.status < 200 or res.status >= 300 then return false, _M.status_error(res) end
         local page = res.json
@@ -380,10 +417,12 @@ function _M.pages(client, target, opts)
         if type(nxt) == "string" and nxt ~= "" then
             local url, problem = target_url(client.conf, nxt, hosts)
             if url then
-                next_target = url
-            else
+                call, problem = _M.check(client.conf, "GET", url, later)
+            end
+            if not call then
                 refused = errors.new { kind = "protocol",
-                    message = "the next page's link was not followed: " .. problem }
+                    message = "the next page's link was not followed: "
+                        .. (problem or ""):gsub("^oauth2: ", "") }
             end
         end
         return page, res

@@ -116,7 +116,8 @@ local CLOSED = new_entry()
 local Client = {}
 Client.__index = Client
 
--- oauth2.api, loaded on first use (it needs the client, not the reverse).
+-- oauth2.api, loaded on first use: it takes a client as its token source
+-- and never loads this module.
 local function api()
     return require "oauth2.api"
 end
@@ -431,39 +432,21 @@ function Client:emit(event, info)
     if hook then pcall(hook, event, info) end
 end
 
--- The connection of API requests: outside nginx the client's own, kept
--- between requests (keep-alive to the API); in nginx one per request, as
--- light threads never share one.
-function Client:api_session()
-    if ngx then return transport.session() end -- luacheck: ignore
-    local session = self.api_connection
-    if session == nil then
-        session = transport.session()
-        self.api_connection = session
-    end
-    return session
-end
-
--- A request is done with `session`: close it unless the client keeps it
--- (or it broke, a raise having left it half way).
-function Client:api_session_done(session, broken)
-    if session ~= self.api_connection or broken then
-        session:close()
-        if session == self.api_connection then self.api_connection = nil end
-    end
-end
-
 --- An authenticated API request with this client's token (oauth2.api):
 -- res {status, headers, body, json} or nil and an error.
 function Client:request(method, target, opts)
     if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
-    return api().request(self, method, target, opts, 2)
+    local call, why = api().check(self.conf, method, target, opts)
+    if not call then error(why, 2) end
+    return api().send(self, call)
 end
 
 --- An iterator over the pages of an API listing (oauth2.api).
 function Client:pages(target, opts)
     if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
-    return api().pages(self, target, opts)
+    local pages, why = api().pages(self, target, opts)
+    if not pages then error(why, 2) end
+    return pages
 end
 
 --- Close the client; idempotent.  It holds no connection between fetches
@@ -472,10 +455,9 @@ end
 -- shared token stays for other clients with the same key.
 function Client:close()
     self.entry = CLOSED
-    if self.api_connection then
-        self.api_connection:close()
-        self.api_connection = nil
-    end
+    -- its API connection, if oauth2.api keeps one for it
+    local loaded = package.loaded["oauth2.api"]
+    if loaded then loaded.close(self) end
 end
 Client.__close = Client.close
 
@@ -542,7 +524,6 @@ function _M.new(opts)
         secret = conf.client_secret or conf.access_token,
         store_quiet_until = -huge, -- no word about a failing store before then
         on_event = own.on_event or nil,
-        api_connection = nil, -- the kept connection of API requests
         -- the hot path's method in the object itself: one table lookup
         -- fewer per call than through the metatable (about 10 ns on 5.4)
         token = Client.token,

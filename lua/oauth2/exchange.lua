@@ -1,20 +1,19 @@
 -- oauth2.exchange: what a token endpoint's answer means, and the retries.
 --
--- One call of fetch() is one oauth2.token: attempts through a session,
--- each response turned into the token table or an error table, retries
--- with full-jitter backoff that honour Retry-After and the rate-limit
--- reset, all inside the caller's deadline.
+-- One call of fetch() is one oauth2.token: attempts through a session in
+-- oauth2.retry's loop, each response turned into the token table or an
+-- error table.
 
 local cjson = require "cjson.safe"
 local core = require "oauth2.core"
 local options = require "oauth2.options"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
+local retry = require "oauth2.retry"
 
-local type, tonumber, tostring, setmetatable, ipairs, pairs, pcall, error =
-      type, tonumber, tostring, setmetatable, ipairs, pairs, pcall, error
-local floor, max, min = math.floor, math.max, math.min
-local random = core.random
+local type, tostring, setmetatable, ipairs, pairs, pcall, error =
+      type, tostring, setmetatable, ipairs, pairs, pcall, error
+local floor = math.floor
 local time = os.time
 local sub, format, lower = string.sub, string.format, string.lower
 local decode = cjson.decode
@@ -23,14 +22,9 @@ local json_null = cjson.null
 
 local _M = {
     _VERSION = core._VERSION,
-    -- the clock, sleep and random source of retries; specs may replace them
-    runtime = { now = transport.now, sleep = transport.sleep, random = random },
+    -- the clock, sleep and random source of retries (oauth2.retry's)
+    runtime = retry.runtime,
 }
-
--- Statuses worth another attempt: rate limited or a transient server fault.
-local RETRY_STATUS = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = true }
--- Transport failures worth another attempt (TLS and config ones are not).
-local RETRY_KIND = { network = true, timeout = true }
 
 -- Tokens print redacted: the first four characters and the length.
 local token_mt = {}
@@ -75,40 +69,8 @@ function _M.new_token(fields)
     return setmetatable(fields, token_mt)
 end
 
--- The largest number a header may give (a timestamp far in the future).
-local MAX_NUMBER = 1e12
--- The longest wait a server may ask for: a day.
-local MAX_WAIT = core.MAX_SECONDS
-
 -- A server's text as an error keeps it (oauth2.error.text).
 local server_text = errors.text
-
--- A wait in seconds from the server, finite and at most a day; nil if absurd.
-local function bounded_wait(value)
-    if type(value) ~= "number" or value ~= value or value < 0 then return nil end
-    return min(value, MAX_WAIT)
-end
-
--- A number header (rate limits) of the last response, or nil: asked of
--- the session (a session of the caller's making may have no header method).
-local function number_header(session, name)
-    local value = session.header ~= nil and session:header(name) or nil
-    value = tonumber(value or "")
-    if value == nil or value ~= value then return nil end
-    -- "1e400" reads as infinity: keep it finite (waits are capped later)
-    return max(-MAX_NUMBER, min(value, MAX_NUMBER))
-end
-
--- The X-Organization-Rate-Limit-* headers, or nil when none came.
-local function rate_limit(session)
-    local limit = {
-        limit = number_header(session, "x-organization-rate-limit-limit"),
-        remaining = number_header(session, "x-organization-rate-limit-remaining"),
-        reset = number_header(session, "x-organization-rate-limit-reset"),
-    }
-    if limit.limit or limit.remaining or limit.reset then return limit end
-    return nil
-end
 
 -- The most field errors of a 400 kept in an error.
 local MAX_FIELD_ERRORS = 20
@@ -138,18 +100,6 @@ local function decode_object(body)
     return data
 end
 
--- Seconds to wait before retrying a 429: Retry-After (libcurl reads both
--- its forms, seconds and an HTTP date, into res.retry_after), else the
--- reset time.  The API path reads it here too.
-local function rate_limit_wait(res, limit)
-    if res.retry_after then return bounded_wait(res.retry_after) end
-    local reset = limit and limit.reset
-    if not reset then return nil end
-    -- the header is a UTC timestamp; tolerate servers that send a delta
-    if reset > 1e9 then reset = reset - time() end
-    return bounded_wait(max(0, reset))
-end
-
 -- Turn a non-2xx response of `session` into the error table.
 local function http_error(res, session)
     local status = res.status
@@ -157,8 +107,11 @@ local function http_error(res, session)
     local err = {
         kind = "http",
         status = status,
-        retryable = RETRY_STATUS[status] == true,
-        rate_limit = rate_limit(session),
+        retryable = retry.STATUS[status] == true,
+        -- a session of the caller's making may have no header method
+        rate_limit = session.header and retry.rate_limit(function(name)
+            return session:header(name)
+        end),
         body = data,
     }
     if data then
@@ -175,11 +128,8 @@ local function http_error(res, session)
         err.detail = server_text(data.detail)
         err.errors = problem_errors(data.errors)
     end
-    if status == 429 then
-        err.retry_after = rate_limit_wait(res, err.rate_limit)
-    elseif res.retry_after then
-        err.retry_after = bounded_wait(res.retry_after)
-    end
+    err.retry_after = retry.server_wait(res.retry_after,
+        status == 429 and err.rate_limit and err.rate_limit.reset or nil)
     err.message = err.message or format("the token endpoint answered HTTP %d", status)
     return err
 end
@@ -296,65 +246,25 @@ function _M.build_request(conf)
     return prepared
 end
 
--- The shortest attempt worth starting, in seconds.
-local MIN_ATTEMPT = 0.001
-
--- Full-jitter exponential backoff before attempt `attempt + 1`.
-local function backoff(conf, attempt)
-    local cap = min(conf.backoff_max, conf.backoff_base * 2 ^ (attempt - 1))
-    return _M.runtime.random() * cap
-end
-_M.backoff = backoff
-_M.rate_limit_wait = rate_limit_wait
-
--- The attempts loop: the token or nil and a raw error table, and the
--- number of attempts made.  `deadline` (seconds) shortens conf.deadline.
+-- The attempts: the token or nil and a raw error table, and the number
+-- of attempts made.  `deadline` (seconds) shortens conf.deadline.
 local function exchange(conf, request, session, deadline)
-    local runtime = _M.runtime
-    local now = runtime.now
     if not deadline or deadline > conf.deadline then deadline = conf.deadline end
-    local deadline_at = now() + deadline
-    local attempt = 0
-    local err
-    while true do
-        attempt = attempt + 1
-        local remaining = attempt == 1 and deadline or deadline_at - now()
-        if attempt > 1 and remaining < MIN_ATTEMPT then
-            -- a sleep overshot: no attempt without time left (a zero
-            -- timeout would mean none at all to libcurl)
-            err.message = err.message .. format(" (not retried: the %g s deadline passed)",
-                                                deadline)
-            return nil, err, attempt - 1
-        end
-        local timeout, connect_timeout = conf.timeout, conf.connect_timeout
+    local now = retry.runtime.now
+    return retry.run(conf, deadline, function(_, timeout, connect_timeout)
         local sent_at, sent_mono = time(), now()
-        local res
-        res, err = session:request(request, timeout < remaining and timeout or remaining,
-            connect_timeout < remaining and connect_timeout or remaining)
-        local token
-        if res then
-            local status = res.status
-            if status >= 200 and status < 300 then
-                token, err = token_from(res, sent_at, sent_mono)
-                if token then return token, nil, attempt end
-            else
-                err = http_error(res, session)
-            end
+        local res, err = session:request(request, timeout, connect_timeout)
+        if not res then
+            err.retryable = retry.KIND[err.kind] == true
+        elseif res.status >= 200 and res.status < 300 then
+            local token
+            token, err = token_from(res, sent_at, sent_mono)
+            if token then return token end
         else
-            err.retryable = RETRY_KIND[err.kind] == true
+            err = http_error(res, session)
         end
-        err.attempts = attempt
-        if not err.retryable or attempt > conf.retries then return nil, err, attempt end
-        local wait = backoff(conf, attempt)
-        if err.retry_after then wait = max(wait, err.retry_after) end
-        if now() + wait >= deadline_at then
-            err.message = err.message
-                .. format(" (not retried: waiting %.1f s would pass the %g s deadline)",
-                          wait, deadline)
-            return nil, err, attempt
-        end
-        runtime.sleep(wait)
-    end
+        return nil, err, err.retryable, err.retry_after
+    end)
 end
 
 --- One token for a validated configuration (see oauth2.options) and its
