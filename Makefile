@@ -60,7 +60,7 @@ LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUSTED  ?= /usr/bin/busted
 
-.PHONY: all build test test-one demo install clean asan valgrind bench bench-instructions bench-client bench-nginx bench-fds bench-fleet lint fuzz
+.PHONY: all build test test-one demo install clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet lint fuzz
 
 all build: $(MODULES)
 
@@ -113,6 +113,12 @@ bench: build/bench/ceiling
 bench-instructions: build/bench/ceiling
 	@$(MAKE) -s LUA_VERSION=5.4 build && $(MAKE) -s LUA_VERSION=luajit build
 	@BENCH_ONLY=instructions lua5.4 bench/run.lua
+
+# One-shot calls, oauth2.token(opts) per request, against libcurl with a
+# new easy handle per request: paired rates and instructions per call.
+bench-oneshot: build/bench/ceiling
+	@$(MAKE) -s LUA_VERSION=5.4 build && $(MAKE) -s LUA_VERSION=luajit build
+	@BENCH_ONLY=oneshot lua5.4 bench/run.lua
 
 # The cached client:token() hot path (memory and file store) against a
 # table lookup + os.time().

@@ -181,8 +181,12 @@ local INSTRUCTION_CLIENTS = { 1, 2, 3 }
 local function instructions(client, url)
     local counts = {}
     for _, n in ipairs { 1000, 3000 } do
-        local code, out = shell.run("valgrind --tool=callgrind --callgrind-out-file=/dev/null "
-            .. client[2] .. " " .. shell.quote(url) .. " " .. n)
+        -- an "env NAME=value" prefix goes before valgrind, which then
+        -- counts the client itself
+        local env, command = client[2]:match("^(env %S+ )(.*)$")
+        local code, out = shell.run((env or "") .. "valgrind --tool=callgrind "
+            .. "--callgrind-out-file=/dev/null " .. (command or client[2]) .. " "
+            .. shell.quote(url) .. " " .. n)
         local total = out:match("Collected : (%d+)")
         assert(code == 0 and total, client[1] .. " under callgrind failed:\n" .. out)
         counts[#counts + 1] = tonumber(total)
@@ -201,6 +205,47 @@ local function instruction_table(url)
         local count = instructions(CLIENTS[i], url)
         ceiling = ceiling or count
         lines[#lines + 1] = ("| %s | %.0f | %.2fx |"):format(CLIENTS[i][1], count, ceiling / count)
+    end
+    return table.concat(lines, "\n")
+end
+
+-- One-shot calls: a new handle and connection per request in C, and
+-- oauth2.token(opts) per request (options checked, request prepared, a
+-- connection opened and closed), paired as above, and their instructions.
+local ONESHOT = {
+    { "C + libcurl, a new easy handle per request (one-shot ceiling)",
+      "env CEILING_ONESHOT=1 build/bench/ceiling" },
+    { "lua-oauth2 on Lua 5.4, oauth2.token(opts) per request",
+      "env ONESHOT=1 lua5.4 bench/clients/oauth2_lua.lua" },
+    { "lua-oauth2 on LuaJIT, oauth2.token(opts) per request",
+      "env ONESHOT=1 luajit bench/clients/oauth2_lua.lua" },
+}
+local ONESHOT_REQUESTS = 3000
+
+local function oneshot_table(url, base)
+    local ratios, counts = { {}, {} }, {}
+    for _ = 1, PAIRED_RUNS do
+        for i = 2, 3 do
+            local c_seconds, c_count = run_client(ONESHOT[1], url, nil, base, ONESHOT_REQUESTS)
+            local seconds, count = run_client(ONESHOT[i], url, nil, base, ONESHOT_REQUESTS)
+            if c_seconds and seconds then
+                local list = ratios[i - 1]
+                list[#list + 1] = (count / seconds) / (c_count / c_seconds)
+            end
+        end
+    end
+    for i = 1, 3 do counts[i] = instructions(ONESHOT[i], url) end
+    local lines = {
+        ("### One-shot calls over plain HTTP (median of %d pairs of %d requests; "
+            .. "instructions by callgrind)"):format(PAIRED_RUNS,
+            math.max(1, math.floor(ONESHOT_REQUESTS * SCALE))), "",
+        "| client | vs the one-shot ceiling run just before it | instructions per call |",
+        "| --- | ---: | ---: |",
+        ("| %s | 1.00x | %.0f |"):format(ONESHOT[1][1], counts[1]),
+    }
+    for i = 2, 3 do
+        lines[#lines + 1] = ("| %s | %.2fx | %.0f |"):format(ONESHOT[i][1],
+            median(ratios[i - 1]), counts[i])
     end
     return table.concat(lines, "\n")
 end
@@ -229,6 +274,11 @@ local ok, failure = pcall(function()
         print(instruction_table(base .. path))
         return
     end
+    if os.getenv("BENCH_ONLY") == "oneshot" then
+        -- one-shot calls alone (make bench-oneshot)
+        print(oneshot_table(base .. path, base))
+        return
+    end
     local capacity = endpoint_rate(base .. path)
     local http_table = measure("Plain HTTP", base .. path, nil, base)
     local tls_table = measure("TLS (HTTPS)", "https://127.0.0.1:" .. https_port .. path,
@@ -237,6 +287,7 @@ local ok, failure = pcall(function()
         paired("https://127.0.0.1:" .. https_port .. path, certs .. "/ca.pem", base))
     local growth = memory_growth(base .. path)
     local counted = instruction_table(base .. path)
+    local oneshot = oneshot_table(base .. path, base)
     local _, machine = shell.run("uname -srm; nproc")
     local report = table.concat({
         "# lua-oauth2 side by side",
@@ -249,7 +300,7 @@ local ok, failure = pcall(function()
         "Rates are medians of interleaved rounds; 'connections' is how many the",
         "server saw per run (1 means the client reused one for all requests).",
         "",
-        http_table, "", tls_table, "", pairs_table, "", counted, "",
+        http_table, "", tls_table, "", pairs_table, "", counted, "", oneshot, "",
         "### Memory", "", growth, "",
     }, "\n")
     print(report)

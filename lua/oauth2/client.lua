@@ -16,7 +16,7 @@
 local core = require "oauth2.core"
 local options = require "oauth2.options"
 local endpoint = require "oauth2.endpoint"
-local exchange = require "oauth2.exchange"
+local bearer = require "oauth2.bearer"
 local stores = require "oauth2.store"
 local cache = require "oauth2.cache"
 local policy_rules = require "oauth2.policy"
@@ -69,11 +69,11 @@ local function clock_id(clock)
     return clock_ids[clock]
 end
 
--- The cache key: the token's (oauth2.policy), and the policy that times
--- it, so thresholds can live in the shared entry.
-local function cache_key(conf, policy)
+-- The key of the process's entries: the token's cache key (oauth2.policy),
+-- and the policy that times it, so thresholds can live in the shared entry.
+local function entry_key(token_key, policy)
     return concat({
-        policy_rules.cache_key(conf),
+        token_key,
         format("%s %.17g %.17g %.17g %.17g %.17g %d", tostring(policy.margin),
             policy.refresh_ratio, policy.refresh_jitter, policy.default_lifetime,
             policy.cooldown, policy.invalidate_cooldown, clock_id(policy.clock)),
@@ -185,13 +185,13 @@ local function take_record(self, entry, record, now, fetched)
     -- the fetch time of the last one
     if cache.usable(record, wall) and type(record.fetched_at) == "number"
             and (fetched or record.fetched_at > entry.shared_fetched_at) then
-        entry.token = exchange.new_token {
+        entry.token = bearer.new {
             access_token = record.access_token, token_type = record.token_type,
             scope = record.scope,
             expires_in = type(record.expires_in) == "number" and floor(record.expires_in) or nil,
             expires_at = record.expires_in and record.fetched_at + record.expires_in,
         }
-        entry.header = "Bearer " .. record.access_token
+        entry.header = bearer.header(record.access_token)
         -- never after now: an invalidation's cool-down (fetched_at + 0 s)
         -- must not start in the future
         entry.fetched_at = min(now, now - (wall - record.fetched_at))
@@ -503,7 +503,8 @@ function _M.new(opts)
     -- passes a session of theirs
     local prepared, why = endpoint.prepare(conf, false)
     if not prepared then return nil, why end
-    local key = cache_key(conf, policy)
+    local token_key = policy_rules.cache_key(conf)
+    local key = entry_key(token_key, policy)
     local entry = store[key]
     if entry == nil then
         entry = new_entry()
@@ -558,7 +559,7 @@ function _M.new(opts)
         end
     end
     self.ctx = {
-        store = self.shared, key = policy_rules.cache_key(conf), secret = self.secret,
+        store = self.shared, key = token_key, secret = self.secret,
         policy = policy, lease = cache.lease_for(conf), deadline = conf.deadline,
         wall = wall, sleep = transport.sleep, failures = 0,
         exchange = function(deadline)

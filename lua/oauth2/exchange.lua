@@ -10,12 +10,12 @@ local options = require "oauth2.options"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 local retry = require "oauth2.retry"
+local bearer = require "oauth2.bearer"
 
-local type, tostring, setmetatable, ipairs, pairs, pcall, error =
-      type, tostring, setmetatable, ipairs, pairs, pcall, error
+local type, ipairs, pairs, pcall, error = type, ipairs, pairs, pcall, error
 local floor = math.floor
 local time = os.time
-local sub, format, lower = string.sub, string.format, string.lower
+local format, lower = string.format, string.lower
 local decode = cjson.decode
 local is_b64token = core.is_b64token
 local json_null = cjson.null
@@ -25,49 +25,6 @@ local _M = {
     -- the clock, sleep and random source of retries (oauth2.retry's)
     runtime = retry.runtime,
 }
-
--- Tokens print redacted: the first four characters and the length.
-local token_mt = {}
-function token_mt.__tostring(token)
-    local access = token.access_token
-    local shown = #access > 12 and sub(access, 1, 4) .. "..." or "..."
-    return format("oauth2 token %s %s (%d chars, expires_in=%s, scope=%s)",
-        tostring(token.token_type), shown, #access, tostring(token.expires_in),
-        tostring(token.scope))
-end
-
--- Each token's expiry on the monotonic clock, where known.
-local expiry = setmetatable({}, { __mode = "k" })
-
-local token_methods = {}
-token_mt.__index = token_methods
-
---- token:expires_in_now(): seconds left until the token expires (without
--- any margin), on the monotonic clock; nil when the endpoint gave no
--- lifetime.  Negative once it has expired.
-function token_methods:expires_in_now()
-    local at = expiry[self]
-    if at == nil then
-        -- a token from a store: its wall-clock expiry, moved over once
-        if type(self.expires_at) ~= "number" then return nil end
-        at = transport.now() + (self.expires_at - core.time())
-        expiry[self] = at
-    end
-    return at - transport.now()
-end
-
---- token:valid(leeway): whether the token has more than `leeway` seconds
--- (default 0) left.  A token without a lifetime counts as valid.
-function token_methods:valid(leeway)
-    local left = self:expires_in_now()
-    return left == nil or left > (leeway or 0)
-end
-
---- A token table from its fields (one kept in a shared store): it prints
--- redacted, as the tokens fetched here do.
-function _M.new_token(fields)
-    return setmetatable(fields, token_mt)
-end
 
 -- A server's text as an error keeps it (oauth2.error.text).
 local server_text = errors.text
@@ -192,15 +149,13 @@ local function token_from(res, sent_at, sent_mono)
         end
         expires_in = floor(expires_in)
     end
-    local token = setmetatable({
+    return bearer.new({
         access_token = access,
         token_type = token_type,
         scope = scope,
         expires_in = expires_in,
         expires_at = expires_in and sent_at + expires_in,
-    }, token_mt)
-    if expires_in then expiry[token] = sent_mono + expires_in end
-    return token
+    }, expires_in and sent_mono + expires_in)
 end
 
 --- The request the C core sends for a validated configuration, prepared
@@ -239,7 +194,7 @@ function _M.build_request(conf)
     end
     if conf.x_tenant_id then req.headers["x-tenant-id"] = conf.x_tenant_id end
     if conf.access_token then
-        req.headers["Authorization"] = "Bearer " .. conf.access_token
+        req.headers["Authorization"] = bearer.header(conf.access_token)
     end
     local prepared, err = core.prepare(req)
     if not prepared then return nil, "oauth2: the token request cannot be sent: " .. err.message end

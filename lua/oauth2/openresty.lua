@@ -30,6 +30,7 @@
 
 local options = require "oauth2.options"
 local exchange = require "oauth2.exchange"
+local bearer = require "oauth2.bearer"
 local errors = require "oauth2.error"
 local policy_rules = require "oauth2.policy"
 local transport = require "oauth2.transport"
@@ -223,7 +224,7 @@ local function store_header(self, record)
     local dict = self.dict
     local ttl = record.expire_at - wall_now()
     if ttl <= 0.001 then return true end
-    local header = "Bearer " .. record.access_token
+    local header = bearer.header(record.access_token)
     -- the exact refresh point first: the token's flags send readers to it
     local ok, why = dict:set(self.at_key, record.refresh_at, ttl)
     if ok and self.fleet then
@@ -299,7 +300,7 @@ local function run_node(self)
         -- not stored: the next run reads past it and fetches
         err = nil
     elseif record then
-        header = "Bearer " .. record.access_token
+        header = bearer.header(record.access_token)
         store_header(self, record)
         local cooling = cache.cooling(record, wall_now())
         if cooling then remember(self, cooling) else dict:delete(self.fail_key) end
@@ -447,7 +448,7 @@ local function look(premature, self)
     local record, why = cache.look(self.ctx)
     if why then self.ctx.store_failed(why) end
     if not record or dict:get(self.key) ~= header then return end
-    if cache.fresh(record, wall_now()) and "Bearer " .. record.access_token ~= header then
+    if cache.fresh(record, wall_now()) and bearer.header(record.access_token) ~= header then
         -- the node's record takes it too, unless it holds a newer one
         store_header(self, cache.publish(self.node_ctx, record))
         count(self, "fleet_hits")
