@@ -41,6 +41,8 @@ describe("API requests", function()
     it("gets the data of a GET, with the status, lower-case headers and decoded JSON", function()
         local res = assert(client:request("GET", "/v7/tests"))
         assert.equals(200, res.status)
+        assert.is_true(res.ok)
+        assert.is_nil(res:error())
         assert.matches("^application/hal%+json", res.headers["content-type"])
         assert.equals("11", res.json.tests[1].testId)
         assert.is_string(res.body)
@@ -192,6 +194,34 @@ describe("API requests", function()
         local pages = 0
         for _ in client:pages("/v7/tests", { max_pages = 2 }) do pages = pages + 1 end
         assert.equals(2, pages)
+    end)
+
+    it("says a 4xx is not ok and gives its problem as an error, secrets scrubbed", function()
+        local token = assert(client:token()).access_token
+        server:control { api_script = { { status = 400, body = {
+            type = "https://developer.thousandeyes.com/v7/problems/validation",
+            title = "Bad Request", detail = "token " .. token .. " cannot " .. SECRET,
+            errors = { { code = "E1", field = "interval", message = "must be 60 or more" } },
+        } } } }
+        local res = assert(client:request("POST", "/v7/tests/http-server", {
+            json = { interval = 1 } }))
+        assert.equals(400, res.status)
+        assert.is_false(res.ok)
+        local err = res:error()
+        assert.is_true(oauth2.is_error(err))
+        assert.equals("http", err.kind)
+        assert.equals(400, err.status)
+        assert.equals("Bad Request", err.title)
+        assert.equals("https://developer.thousandeyes.com/v7/problems/validation", err.code)
+        assert.equals("interval", err.errors[1].field)
+        local text = tostring(err)
+        assert.matches("http error 400", text, 1, true)
+        assert.matches("must be 60 or more", text, 1, true)
+        assert.equals(text, "" .. err)
+        -- the token and the secret the server echoed never reach the error
+        assert.is_nil(text:find(token, 1, true))
+        assert.is_nil(text:find(SECRET, 1, true))
+        assert.matches("token [redacted] cannot [redacted]", err.detail, 1, true)
     end)
 
     it("gives a failed page as false and the error, then ends", function()

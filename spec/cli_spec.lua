@@ -202,11 +202,14 @@ describe("thousandeyes-token", function()
         -- the token is cached between runs: one token request for all
         assert.equals(1, server:stats().token_requests)
         -- an answer that is not 2xx: its body, and exit 1
-        server:control { api_script = { { status = 404, body = { title = "Not Found" } } } }
+        server:control { api_script = { { status = 404,
+            body = { title = "Not Found", detail = "no test 42" } } } }
         code, out, err = cli(host() .. " api GET /v7/nothing", creds)
         assert.equals(1, code)
         assert.equals("Not Found", cjson.decode(out).title)
-        assert.equals("thousandeyes-token: the API answered HTTP 404\n", err)
+        -- the problem's title and detail on stderr
+        assert.equals("thousandeyes-token: oauth2: http error 404 (Not Found): Not Found - "
+            .. "no test 42\n", err)
     end)
 
     it("makes one token request for 20 runs in a row, and --no-cache one each", function()

@@ -10,7 +10,7 @@ local BEARER = "sentinel-Bearer-fault-31a7"
 
 local FIELDS = {
     kind = "string", status = "number", code = "string", message = "string",
-    detail = "string", errors = "table", retryable = "boolean", retry_after = "number",
+    title = "string", detail = "string", errors = "table", retryable = "boolean", retry_after = "number",
     rate_limit = "table", attempts = "number", curl_code = "number", body = "table",
     cached = "boolean",
 }

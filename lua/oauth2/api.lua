@@ -33,8 +33,9 @@ local type, pairs, ipairs, tostring, error, pcall, setmetatable =
       type, pairs, ipairs, tostring, error, pcall, setmetatable
 local min, floor = math.min, math.floor
 local concat, sort = table.concat, table.sort
-local find, lower, upper, format, gsub, match =
-      string.find, string.lower, string.upper, string.format, string.gsub, string.match
+local find, lower, upper, format, gsub, match, sub =
+      string.find, string.lower, string.upper, string.format, string.gsub, string.match,
+      string.sub
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 
 local _M = { _VERSION = core._VERSION }
@@ -185,34 +186,46 @@ local function build(conf, method, url, opts)
     }
 end
 
--- The response as the caller gets it: status, headers (lower-case names),
--- body, and json when the answer is JSON.
-local function response(res, session)
+-- What a response can do: res:error().
+local Response = {}
+Response.__index = Response
+
+-- Each non-2xx response's error, made when it came (its secrets scrubbed).
+local error_of = setmetatable({}, { __mode = "k" })
+
+--- res:error(): nil for a 2xx answer; otherwise the library's error of
+-- kind "http", with the status and what the problem said (code, title,
+-- detail, field errors).
+function Response:error()
+    return error_of[self]
+end
+
+-- The error of a non-2xx answer, secrets scrubbed.
+local function status_error(res, secrets)
+    local code, message, title, detail, list = errors.problem(res.json)
+    return errors.new({ kind = "http", status = res.status, retryable = false, code = code,
+        message = message or format("the API answered HTTP %d", res.status), title = title,
+        detail = detail, errors = list }, secrets)
+end
+
+-- The response as the caller gets it: status, ok, headers (lower-case
+-- names), body, and json when the answer is JSON.
+local function response(res, session, secrets)
     local headers = session:headers() or {}
-    local out = { status = res.status, headers = headers, body = res.body or "",
-                  retry_after = res.retry_after and min(res.retry_after, core.MAX_SECONDS) }
+    local status = res.status
+    local out = setmetatable({ status = status, ok = status >= 200 and status < 300,
+        headers = headers, body = res.body or "",
+        retry_after = res.retry_after and min(res.retry_after, core.MAX_SECONDS) }, Response)
     if is_json(headers["content-type"]) and out.body ~= "" then
         out.json = cjson.decode(out.body)
     end
+    if not out.ok then error_of[out] = status_error(out, secrets) end
     return out
 end
 
 -- Seconds added to a wait for a cool-down to end, for a sleep that ends
 -- early on another clock.
 local WAIT_GRACE = 0.005
-
--- The error of a page that did not come (a non-2xx answer), for pages().
-function _M.status_error(res)
-    local data = type(res.json) == "table" and res.json or {}
-    local message = type(data.detail) == "string" and data.detail
-        or type(data.title) == "string" and data.title
-        or type(data.message) == "string" and data.message
-        or type(data.error_description) == "string" and data.error_description
-        or format("the API answered HTTP %d", res.status)
-    return errors.new { kind = "http", status = res.status, retryable = false,
-        code = type(data.error) == "string" and data.error or nil,
-        message = errors.text(message) }
-end
 
 -- A duration option, or nil and why.
 local function check_seconds(opts, name)
@@ -333,11 +346,13 @@ function _M.send(client, call)
             req.headers.Authorization = header
             res, err = session:request(req, timeout, connect_timeout)
             req.headers.Authorization = nil
+            local secrets = options.secrets(conf)
+            secrets[#secrets + 1] = sub(header, 8) -- the token after "Bearer "
             if not res then
-                err = errors.new(err, options.secrets(conf))
+                err = errors.new(err, secrets)
                 return nil, err, retry.KIND[err.kind] and call.repeatable
             end
-            res = response(res, session)
+            res = response(res, session, secrets)
             local left = deadline_at - now()
             if res.status ~= 401 or renewed or left < 0.001 then break end
             -- the token was rejected: drop it (for every holder of the
@@ -406,7 +421,7 @@ function _M.pages(client, target, opts)
         local res, err = _M.send(client, call)
         call = nil
         if not res then return false, err end
-        if res.status < 200 or res.status >= 300 then return false, _M.status_error(res) end
+        if not res.ok then return false, res:error() end
         local page = res.json
         if type(page) ~= "table" then
             return false, errors.new { kind = "protocol",

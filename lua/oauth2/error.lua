@@ -128,6 +128,45 @@ function _M.text(value)
     return value
 end
 
+-- The most field errors of a 400 kept in an error.
+local MAX_FIELD_ERRORS = 20
+
+-- The 400 list of {code, field, message}, keeping only well-formed entries.
+local function field_errors(list)
+    if type(list) ~= "table" then return nil end
+    local out = {}
+    for i = 1, #list do
+        if #out == MAX_FIELD_ERRORS then break end
+        local item = list[i]
+        if type(item) == "table" then
+            out[#out + 1] = {
+                code = _M.text(item.code),
+                field = _M.text(item.field),
+                message = _M.text(item.message),
+            }
+        end
+    end
+    return #out > 0 and out or nil
+end
+
+--- What a non-2xx answer's decoded JSON says, the server's texts bounded:
+-- OAuth's {error, error_description} (RFC 6749 5.2) or a problem
+-- {type, title, detail, errors} (RFC 9457).  Returns code, message,
+-- title, detail and the field errors; each may be nil.
+function _M.problem(data)
+    if type(data) ~= "table" then return nil end
+    local text = _M.text
+    local code, message = text(data.error), text(data.error_description)
+    local title = text(data.title)
+    if code == nil then
+        local problem_type = text(data.type)
+        if problem_type == "about:blank" then problem_type = nil end
+        code = problem_type or title
+    end
+    return code, message or title or text(data.message), title, text(data.detail),
+        field_errors(data.errors)
+end
+
 --- The fields that describe an error, plain values with bounded texts:
 -- what crosses into a thread pool's Lua state and back, or waits in a
 -- shared dict (_M.new makes an error of it again).

@@ -12,7 +12,7 @@ local transport = require "oauth2.transport"
 local retry = require "oauth2.retry"
 local bearer = require "oauth2.bearer"
 
-local type, ipairs, pairs, pcall, error = type, ipairs, pairs, pcall, error
+local type, pairs, pcall, error = type, pairs, pcall, error
 local floor = math.floor
 local time = os.time
 local format, lower = string.format, string.lower
@@ -28,26 +28,6 @@ local _M = {
 
 -- A server's text as an error keeps it (oauth2.error.text).
 local server_text = errors.text
-
--- The most field errors of a 400 kept in an error.
-local MAX_FIELD_ERRORS = 20
-
--- The 400 list of {code, field, message}, keeping only well-formed entries.
-local function problem_errors(list)
-    if type(list) ~= "table" then return nil end
-    local out = {}
-    for _, item in ipairs(list) do
-        if #out == MAX_FIELD_ERRORS then break end
-        if type(item) == "table" then
-            out[#out + 1] = {
-                code = server_text(item.code),
-                field = server_text(item.field),
-                message = server_text(item.message),
-            }
-        end
-    end
-    return #out > 0 and out or nil
-end
 
 -- Decode a JSON body; nil unless it is a JSON object.
 local function decode_object(body)
@@ -72,18 +52,7 @@ local function http_error(res, session)
         body = data,
     }
     if data then
-        -- RFC 6749 5.2 {error, error_description}
-        err.code = server_text(data.error)
-        err.message = server_text(data.error_description)
-        -- RFC 9457 problem+json {type, title, status, detail, errors}
-        if err.code == nil then
-            local problem_type = server_text(data.type)
-            if problem_type == "about:blank" then problem_type = nil end
-            err.code = problem_type or server_text(data.title)
-        end
-        err.message = err.message or server_text(data.title)
-        err.detail = server_text(data.detail)
-        err.errors = problem_errors(data.errors)
+        err.code, err.message, err.title, err.detail, err.errors = errors.problem(data)
     end
     err.retry_after = retry.server_wait(res.retry_after,
         status == 429 and err.rate_limit and err.rate_limit.reset or nil)
