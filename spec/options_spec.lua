@@ -121,6 +121,19 @@ describe("oauth2.token options", function()
             raised(base { host = "https://api.thousandeyes.com/?a=b" }))
     end)
 
+    it("names https:// for a host without a scheme, and takes the SDKs' /v7 form", function()
+        assert.equals("oauth2: option 'host' must be a URL starting with https://, such as "
+            .. "https://api.thousandeyes.com, got \"api.thousandeyes.com\"",
+            raised(base { host = "api.thousandeyes.com" }))
+        for _, host in ipairs { "https://api.thousandeyes.com/v7",
+                                "https://api.thousandeyes.com/v7/",
+                                "https://api.thousandeyes.com" } do
+            local endpoint = oauth2.endpoint(base { host = host })
+            assert.equals("https://api.thousandeyes.com/v7/oauth2/token", endpoint.conf.url)
+            endpoint:close()
+        end
+    end)
+
     it("refuses plain http to a host that is not loopback", function()
         assert.matches("option 'host' uses plain http:// to api.thousandeyes.com",
             raised(base { host = "http://api.thousandeyes.com" }))

@@ -424,6 +424,13 @@ function _M.validate(opts)
         conf.url = url
     else
         local host = gsub(conf.host, "/+$", "")
+        if not find(host, "^%a[%w+.-]*://") then
+            local _, why = misuse("option 'host' must be a URL starting with https://, such "
+                .. "as %s, got %s", _M.DEFAULT_HOST, show(host))
+            return nil, host_from_env and why .. " (from " .. _M.ENV_HOST .. ")" or why
+        end
+        -- the API's base with its version, as ThousandEyes' SDKs take it
+        host = gsub(host, "/v7$", "")
         local url, why = check_url(host, "host", conf.allow_http)
         if not url then
             return nil, host_from_env and why .. " (from " .. _M.ENV_HOST .. ")" or why
