@@ -78,7 +78,7 @@ function _M.request(method, target, opts)
     local cached, why = client.new(client_opts)
     if not cached then error(why, 2) end
     local call
-    call, why = api.check(cached.conf, method, target, request_opts)
+    call, why = api.check(cached.conf, method, target, request_opts, cached.aid)
     if not call then
         cached:close()
         error(why, 2)

@@ -196,6 +196,29 @@ describe("API requests", function()
         assert.equals(2, pages)
     end)
 
+    it("adds the client's aid to every request that names none", function()
+        local now = require("oauth2.core").now
+        local with_aid = oauth2.client { host = server.http_url, client_id = "api-id",
+            client_secret = SECRET, aid = 1234, clock = function() return now() end }
+        finally(function() with_aid:close() end)
+        assert(with_aid:request("GET", "/v7/agents"))
+        assert.equals("aid=1234", last_api().query)
+        assert(with_aid:request("GET", "/v7/agents", { query = { aid = "99", x = "y" } }))
+        assert.equals("aid=99&x=y", last_api().query)
+        assert(with_aid:request("GET", "/v7/agents?aid=7"))
+        assert.equals("aid=7", last_api().query)
+        local pages = 0
+        for page in with_aid:pages("/v7/tests") do
+            assert.is_table(page)
+            assert.matches("aid=1234", last_api().query, 1, true)
+            pages = pages + 1
+        end
+        assert.equals(3, pages)
+        assert.has_error(function() oauth2.client { client_id = "x", client_secret = SECRET,
+            host = server.http_url, aid = "12a" } end,
+            "oauth2: option 'aid' must be an account group id (digits, such as \"1234\")")
+    end)
+
     it("says a 4xx is not ok and gives its problem as an error, secrets scrubbed", function()
         local token = assert(client:token()).access_token
         server:control { api_script = { { status = 400, body = {

@@ -238,11 +238,17 @@ local function check_seconds(opts, name)
     return true
 end
 
+-- Whether a URL's query names an account group.
+local function names_aid(url)
+    return find(url, "[?&]aid=") ~= nil
+end
+
 --- A call checked against a client's configuration: {method, req (the
 -- request table for the C core, without Authorization), plan (of the
 -- retry loop), deadline, repeatable}; or nil and what is wrong, a message
--- starting "oauth2: ".
-function _M.check(conf, method, target, opts)
+-- starting "oauth2: ".  `aid`, the client's account group, joins the
+-- query unless the call names one.
+function _M.check(conf, method, target, opts, aid)
     opts = opts or {}
     if type(opts) ~= "table" then return nil, "oauth2: request options must be a table" end
     for name in pairs(opts) do
@@ -259,6 +265,10 @@ function _M.check(conf, method, target, opts)
     local url
     url, why = target_url(conf, target, hosts)
     if not url then return nil, "oauth2: " .. why end
+    if aid and not names_aid(url) and not (type(opts.query) == "table" and opts.query.aid ~= nil)
+            then
+        url = url .. (find(url, "?", 1, true) and "&" or "?") .. "aid=" .. aid
+    end
     local req
     req, why = build(conf, method, url, opts)
     if not req then return nil, "oauth2: " .. why end
@@ -404,7 +414,7 @@ function _M.pages(client, target, opts)
             if name ~= "query" then later[name] = value end
         end
     end
-    local call, why = _M.check(client.conf, "GET", target, first)
+    local call, why = _M.check(client.conf, "GET", target, first, client.aid)
     if not call then return nil, why end
     local hosts = other_hosts(opts.allow_other_host)
     local count, refused = 0, nil
@@ -432,7 +442,7 @@ function _M.pages(client, target, opts)
         if type(nxt) == "string" and nxt ~= "" then
             local url, problem = target_url(client.conf, nxt, hosts)
             if url then
-                call, problem = _M.check(client.conf, "GET", url, later)
+                call, problem = _M.check(client.conf, "GET", url, later, client.aid)
             end
             if not call then
                 refused = errors.new { kind = "protocol",

@@ -50,7 +50,20 @@ end
 
 -- The client's own options beside oauth2.token's and the cache policy's:
 -- name = { default, check } (oauth2.options.split).
+-- The account group of API requests that name none: digits, as a string.
+local function check_aid(value)
+    if value == false then return false end
+    if type(value) == "number" and value >= 0 and value == floor(value) then
+        value = format("%d", value)
+    end
+    if type(value) ~= "string" or not value:find("^%d+$") then
+        return nil, "must be an account group id (digits, such as \"1234\")"
+    end
+    return value
+end
+
 local OWN = {
+    aid = { false, check_aid },
     clock = { false, options.checks.callable },
     on_event = { false, options.checks.hook },
     store = { false, check_store },
@@ -436,7 +449,7 @@ end
 -- res {status, headers, body, json} or nil and an error.
 function Client:request(method, target, opts)
     if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
-    local call, why = api().check(self.conf, method, target, opts)
+    local call, why = api().check(self.conf, method, target, opts, self.aid)
     if not call then error(why, 2) end
     return api().send(self, call)
 end
@@ -525,6 +538,7 @@ function _M.new(opts)
         secret = conf.client_secret or conf.access_token,
         store_quiet_until = -huge, -- no word about a failing store before then
         on_event = own.on_event or nil,
+        aid = own.aid or nil,  -- added to API requests that name no aid
         -- the hot path's method in the object itself: one table lookup
         -- fewer per call than through the metatable (about 10 ns on 5.4)
         token = Client.token,
