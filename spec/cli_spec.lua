@@ -72,7 +72,9 @@ describe("thousandeyes-token", function()
         assert.matches("^te%-", token.access_token)
         assert.equals("Bearer", token.token_type)
         assert.equals(3600, token.expires_in)
-        assert.is_number(token.expires_at)
+        -- whole seconds since the epoch, as oauth2.token gives it
+        assert.matches("\"expires_at\":%d+[,}]", out)
+        assert.equals(math.floor(token.expires_at), token.expires_at)
         assert.equals("a:read b:read", token.scope)
     end)
 

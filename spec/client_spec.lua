@@ -54,6 +54,8 @@ describe("oauth2.client", function()
         local second = assert(client:token())
         assert.equals(first, second)
         assert.equals(1, requests())
+        -- whole seconds since the epoch, as oauth2.token gives it
+        assert.equals(math.floor(first.expires_at), first.expires_at)
         local stats = client:stats()
         assert.equals(1, stats.fetches)
         assert.equals(1, stats.hits)

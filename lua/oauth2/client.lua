@@ -202,7 +202,9 @@ local function take_record(self, entry, record, now, fetched)
             access_token = record.access_token, token_type = record.token_type,
             scope = record.scope,
             expires_in = type(record.expires_in) == "number" and floor(record.expires_in) or nil,
-            expires_at = record.expires_in and record.fetched_at + record.expires_in,
+            -- whole seconds since the epoch, as oauth2.token gives it
+            expires_at = type(record.expires_in) == "number"
+                and floor(record.fetched_at + record.expires_in) or nil,
         }
         entry.header = bearer.header(record.access_token)
         -- never after now: an invalidation's cool-down (fetched_at + 0 s)
