@@ -190,9 +190,11 @@ describe("API requests", function()
         end
         assert.same({ "11", "12", "21", "22", "31", "32" }, ids)
         assert.equals(1, server:stats().token_requests)
-        -- and stops at max_pages
+        -- and stops at max_pages, saying so
         local pages = 0
-        for _ in client:pages("/v7/tests", { max_pages = 2 }) do pages = pages + 1 end
+        for page in client:pages("/v7/tests", { max_pages = 2 }) do
+            if page then pages = pages + 1 end
+        end
         assert.equals(2, pages)
     end)
 
@@ -245,6 +247,40 @@ describe("API requests", function()
         assert.is_nil(text:find(token, 1, true))
         assert.is_nil(text:find(SECRET, 1, true))
         assert.matches("token [redacted] cannot [redacted]", err.detail, 1, true)
+    end)
+
+    it("walks the items of every page, and says when max_pages stops a walk", function()
+        local ids = {}
+        for page in client:pages("/v7/tests") do
+            for _, test in ipairs(page.tests) do ids[#ids + 1] = test.testId end
+        end
+        assert.equals(3, server:stats().api_requests)
+        local items = {}
+        for test, err in client:items("/v7/tests", "tests") do
+            assert.is_nil(err)
+            items[#items + 1] = test.testId
+        end
+        assert.same(ids, items)
+        -- two pages of three: the walk ends with the limit said, once
+        local steps = {}
+        for page, err in client:pages("/v7/tests", { max_pages = 2 }) do
+            steps[#steps + 1] = page or err
+        end
+        assert.equals(3, #steps)
+        assert.equals("max_pages", steps[3].code)
+        assert.matches("more than max_pages (2) pages", tostring(steps[3]), 1, true)
+        local last
+        for test, err in client:items("/v7/tests", "tests", { max_pages = 1 }) do
+            last = test or err
+        end
+        assert.equals("max_pages", last.code)
+        -- a page without the list named: an error, not a raise
+        for test, err in client:items("/v7/tests", "agents") do
+            assert.is_false(test)
+            assert.matches("no list 'agents'", tostring(err), 1, true)
+        end
+        assert.has_error(function() client:items("/v7/tests") end,
+            "oauth2: the field must name the list of items on each page, such as \"tests\"")
     end)
 
     it("gives a failed page as false and the error, then ends", function()

@@ -426,7 +426,14 @@ function _M.pages(client, target, opts)
             refused = nil
             return false, err
         end
-        if call == nil or count >= max_pages then return nil end
+        if call == nil then return nil end
+        if count >= max_pages then
+            -- more pages than asked for: said once, never silent
+            call = nil
+            return false, errors.new { kind = "config", code = "max_pages",
+                message = format("the listing has more than max_pages (%d) pages; raise "
+                    .. "max_pages or narrow the query", max_pages) }
+        end
         count = count + 1
         local res, err = _M.send(client, call)
         call = nil
@@ -451,6 +458,40 @@ function _M.pages(client, target, opts)
             end
         end
         return page, res
+    end
+end
+
+--- The items of a listing's pages: the elements of each page's `field`
+-- (such as "tests"), page after page; or nil and what is wrong with the
+-- call.  A failure gives false and the error once, then the walk ends.
+function _M.items(client, target, field, opts)
+    if type(field) ~= "string" or field == "" then
+        return nil, "oauth2: the field must name the list of items on each page, such as "
+            .. "\"tests\""
+    end
+    local pages, why = _M.pages(client, target, opts)
+    if not pages then return nil, why end
+    local list, i, done = {}, 0, false
+    return function()
+        while not done do
+            i = i + 1
+            local item = list[i]
+            if item ~= nil then return item end
+            local page, err = pages()
+            if page == nil then break end
+            if page == false then
+                done = true
+                return false, err
+            end
+            list, i = page[field], 0
+            if type(list) ~= "table" then
+                done = true
+                return false, errors.new { kind = "protocol",
+                    message = format("a page of the listing has no list '%s'", field) }
+            end
+        end
+        done = true
+        return nil
     end
 end
 

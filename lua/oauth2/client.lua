@@ -464,6 +464,15 @@ function Client:pages(target, opts)
     return pages
 end
 
+--- An iterator over the items of an API listing (oauth2.api): the
+-- elements of `field` on every page.
+function Client:items(target, field, opts)
+    if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    local items, why = api().items(self, target, field, opts)
+    if not items then error(why, 2) end
+    return items
+end
+
 --- Close the client; idempotent.  It holds no connection between fetches
 -- (each fetch opens and closes its own, unless opts.session was given,
 -- which stays the caller's); its API connection, if any, is closed.  The
