@@ -208,9 +208,17 @@ local function status_error(res, secrets)
         detail = detail, errors = list }, secrets)
 end
 
+-- What no error of a request may carry: the client's secrets and the
+-- token sent (the header after "Bearer "); made only for an error.
+local function secrets_of(conf, header)
+    local secrets = options.secrets(conf)
+    secrets[#secrets + 1] = sub(header, 8)
+    return secrets
+end
+
 -- The response as the caller gets it: status, ok, headers (lower-case
 -- names), body, and json when the answer is JSON.
-local function response(res, session, secrets)
+local function response(res, session, conf, header)
     local headers = session:headers() or {}
     local status = res.status
     local out = setmetatable({ status = status, ok = status >= 200 and status < 300,
@@ -219,7 +227,7 @@ local function response(res, session, secrets)
     if is_json(headers["content-type"]) and out.body ~= "" then
         out.json = cjson.decode(out.body)
     end
-    if not out.ok then error_of[out] = status_error(out, secrets) end
+    if not out.ok then error_of[out] = status_error(out, secrets_of(conf, header)) end
     return out
 end
 
@@ -356,13 +364,11 @@ function _M.send(client, call)
             req.headers.Authorization = header
             res, err = session:request(req, timeout, connect_timeout)
             req.headers.Authorization = nil
-            local secrets = options.secrets(conf)
-            secrets[#secrets + 1] = sub(header, 8) -- the token after "Bearer "
             if not res then
-                err = errors.new(err, secrets)
+                err = errors.new(err, secrets_of(conf, header))
                 return nil, err, retry.KIND[err.kind] and call.repeatable
             end
-            res = response(res, session, secrets)
+            res = response(res, session, conf, header)
             local left = deadline_at - now()
             if res.status ~= 401 or renewed or left < 0.001 then break end
             -- the token was rejected: drop it (for every holder of the
