@@ -71,7 +71,9 @@ function Session:request(req, timeout, connect_timeout)
     end
     local ok, err = session:start(req, timeout, connect_timeout)
     if not ok then return nil, err end
-    self.busy_until = core.now() + (timeout or core.MAX_SECONDS) + BUSY_GRACE
+    -- past its timeout (a prepared request's own is not readable here)
+    timeout = timeout or type(req) == "table" and req.timeout or core.MAX_SECONDS
+    self.busy_until = core.now() + timeout + BUSY_GRACE
     -- poll without waiting, yield between polls, back off to 20 ms
     local pause = 0.001
     while true do
