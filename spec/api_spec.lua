@@ -198,6 +198,12 @@ describe("API requests", function()
         assert.equals(2, pages)
     end)
 
+    it("makes one attempt however short the deadline, and answers or errs", function()
+        assert(client:token())
+        local res, err = client:request("GET", "/v7/tests", { deadline = 0.0001 })
+        assert.is_true(res ~= nil or oauth2.is_error(err))
+    end)
+
     it("adds the client's aid to every request that names none", function()
         local now = require("oauth2.core").now
         local with_aid = oauth2.client { host = server.http_url, client_id = "api-id",

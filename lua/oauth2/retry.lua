@@ -39,7 +39,6 @@ local function bounded_wait(value)
     if type(value) ~= "number" or value ~= value or value < 0 then return nil end
     return min(value, MAX_WAIT)
 end
-_M.bounded_wait = bounded_wait
 
 --- A header's value as a finite number, or nil ("1e400" reads as
 -- infinity: kept finite, waits are capped later).
@@ -101,7 +100,7 @@ function _M.run(plan, deadline, try, on_wait)
     while true do
         attempt = attempt + 1
         local remaining = attempt == 1 and deadline or deadline_at - now()
-        if remaining < MIN_ATTEMPT then
+        if attempt > 1 and remaining < MIN_ATTEMPT then
             -- a sleep overshot: no attempt without time left (a zero
             -- timeout would mean none at all to libcurl)
             note(err, " (not retried: the %g s deadline passed)", deadline)
