@@ -35,8 +35,6 @@
 #define SESSION_MT "oauth2.core.session"
 
 #define DEFAULT_TIMEOUT_MS 30000L
-/* Longest single wait of the blocking path; libcurl wakes earlier on activity. */
-#define BLOCKING_POLL_MS 1000
 /* The most a response head may hold (the status line counts as a field):
  * real ones have a few dozen fields and a few KiB. */
 #define MAX_HEAD_FIELDS 200
@@ -212,7 +210,6 @@ static int start_exchange(lua_State *L, session *s)
 {
     long timeout_ms = arg_millis(L, 3, "timeout"), connect_ms = arg_millis(L, 4, "connect_timeout");
     const oauth2_request *r;
-    CURLMcode mc;
 
     if (s->running)
         luaL_error(L, "oauth2.core session is busy with another exchange");
@@ -234,10 +231,6 @@ static int start_exchange(lua_State *L, session *s)
     curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
     s->max_body = r->max_body;
-    mc = curl_multi_add_handle(s->multi, s->easy);
-    if (mc != CURLM_OK)
-        return oauth2_push_error(L, "network", curl_multi_strerror(mc), 0);
-    s->running = 1;
     return 0;
 }
 
@@ -451,10 +444,18 @@ static int start_method(lua_State *L)
 {
     session *s = lua_touserdata(L, 1);
     int n = start_exchange(L, s);
+    CURLMcode mc;
     if (n != 0) {
         release_exchange(L, s);
         return n;
     }
+    /* made on first use: a session that only blocks never needs one */
+    if (s->multi == NULL && (s->multi = curl_multi_init()) == NULL)
+        return oauth2_push_error(L, "network", "cannot create a libcurl multi handle", 0);
+    mc = curl_multi_add_handle(s->multi, s->easy);
+    if (mc != CURLM_OK)
+        return oauth2_push_error(L, "network", curl_multi_strerror(mc), 0);
+    s->running = 1;
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -484,12 +485,17 @@ static int request_method(lua_State *L)
 {
     session *s = lua_touserdata(L, 1);
     int n = start_exchange(L, s);
+    CURLcode result;
     if (n != 0) {
         release_exchange(L, s);
         return n;
     }
-    while ((n = step_exchange(L, s, BLOCKING_POLL_MS)) == 0)
-        ;
+    /* libcurl's own blocking loop, on the small multi handle it keeps in
+     * the easy one: the same transfer as start and step make, without a
+     * full multi handle (hash tables of hundreds of slots) per session */
+    result = curl_easy_perform(s->easy);
+    n = push_outcome(L, s, result);
+    release_transfer(s); /* wipes the body copy in C */
     return n;
 }
 
@@ -573,9 +579,8 @@ static int l_session(lua_State *L)
     luaL_getmetatable(L, SESSION_MT);
     lua_setmetatable(L, -2);
     /* the object is consistent from here on: __gc copes with a half-made one */
-    s->multi = curl_multi_init();
     s->easy = curl_easy_init();
-    if (s->multi == NULL || s->easy == NULL) {
+    if (s->easy == NULL) {
         close_session(L, s);
         return luaL_error(L, "cannot create a libcurl handle (out of memory?)");
     }
