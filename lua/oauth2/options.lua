@@ -307,6 +307,27 @@ local function env_secret()
     return text
 end
 
+local defaults = _M.defaults
+
+-- A configuration holding the defaults (host apart: it is filled in when
+-- no token_url is given), made in one constructor sized for every field a
+-- configuration gets, so that filling it in never grows it: on a one-shot
+-- oauth2.token, growing a table field by field cost more than the checks.
+local function new_conf()
+    return {
+        grant_type = defaults.grant_type, auth_method = defaults.auth_method,
+        timeout = defaults.timeout, connect_timeout = defaults.connect_timeout,
+        retries = defaults.retries, deadline = defaults.deadline,
+        backoff_base = defaults.backoff_base, backoff_max = defaults.backoff_max,
+        verify = defaults.verify, allow_http = defaults.allow_http,
+        max_body = defaults.max_body, user_agent = defaults.user_agent,
+        -- set below or by the caller's options: sized for, not set
+        host = nil, token_url = nil, url = nil, client_id = nil, client_secret = nil,
+        scope = nil, ca_file = nil, no_proxy = nil, proxy = nil, params = nil,
+        params_key = nil, session = nil, access_token = nil, x_tenant_id = nil,
+    }
+end
+
 -- Check a URL the way libcurl will read it; the URL, or nil and why.
 local function check_url(url, name, allow_http)
     local parts, why = core.parse_url(url)
@@ -337,7 +358,7 @@ function _M.validate(opts)
     -- one pass over what was given; unknown names are reported before bad
     -- values, and of several bad values the first by name, so a message
     -- does not depend on table order
-    local conf, unknown, bad = {}, nil, nil
+    local conf, unknown, bad = new_conf(), nil, nil
     for name, value in pairs(opts) do
         local checker = type(name) == "string" and _M.schema[name]
         if not checker then
@@ -390,9 +411,7 @@ function _M.validate(opts)
             _M.ENV_CLIENT_SECRET, _M.ENV_CLIENT_SECRET_FILE)
     end
 
-    for name, value in pairs(_M.defaults) do
-        if conf[name] == nil then conf[name] = value end
-    end
+    if conf.host == nil then conf.host = _M.DEFAULT_HOST end
     if conf.auth_method == "client_secret_basic" then
         if conf.access_token then
             return misuse("options 'access_token' and auth_method 'client_secret_basic' "
