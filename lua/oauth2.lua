@@ -66,15 +66,7 @@ end
 function _M.request(method, target, opts)
     if type(opts) ~= "table" then error("oauth2: options must be a table", 2) end
     local api = require "oauth2.api"
-    local client_opts, request_opts = {}, {}
-    for name, value in pairs(opts) do
-        if api.REQUEST_OPTIONS[name] and name ~= "deadline" and name ~= "timeout"
-                and name ~= "retries" and name ~= "max_body" then
-            request_opts[name] = value
-        else
-            client_opts[name] = value
-        end
-    end
+    local request_opts, client_opts = options.take(opts, api.REQUEST_ONLY)
     local cached, why = client.new(client_opts)
     if not cached then error(why, 2) end
     local call

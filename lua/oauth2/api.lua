@@ -51,6 +51,14 @@ local REQUEST_OPTIONS = {
 }
 _M.REQUEST_OPTIONS = REQUEST_OPTIONS
 
+-- Of those, the ones only a request has: the others (deadline, timeout,
+-- retries, max_body) are a client's options too, and given to
+-- oauth2.request they configure the client the request is made with.
+_M.REQUEST_ONLY = {}
+for name in pairs(REQUEST_OPTIONS) do
+    if not options.schema[name] then _M.REQUEST_ONLY[name] = true end
+end
+
 -- The longest answer kept by default: 16 MiB (listings can be large).
 local MAX_BODY = 16 * 1024 * 1024
 

@@ -512,6 +512,15 @@ function _M.split(opts, own)
     return conf, policy, values
 end
 
+--- Two copies of opts: the options `names` lists (a set), and the rest.
+function _M.take(opts, names)
+    local taken, rest = {}, {}
+    for name, value in pairs(opts) do
+        if names[name] then taken[name] = value else rest[name] = value end
+    end
+    return taken, rest
+end
+
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 -- Standard base64 (RFC 4648), for the Basic credential as it travels.
