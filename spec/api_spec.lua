@@ -369,6 +369,99 @@ describe("API requests", function()
     end)
 end)
 
+describe("a static API token (api_token)", function()
+    local API_TOKEN = "sentinel-User-Api-Token-7c41e0"
+    local server
+
+    setup(function()
+        server = fake.start()
+    end)
+    teardown(function()
+        if server then server:stop() end
+    end)
+    before_each(function()
+        server:reset { clients = { ["api-id"] = SECRET }, api_tokens = { API_TOKEN } }
+    end)
+
+    for _, scheme in ipairs { "http", "https" } do
+        it("calls the API over " .. scheme .. " with no token endpoint involved", function()
+            local client = oauth2.client { host = server[scheme .. "_url"],
+                ca_file = server.ca_file, api_token = API_TOKEN }
+            finally(function() client:close() end)
+            local res = assert(client:request("GET", "/v7/tests"))
+            assert.equals(200, res.status)
+            assert.equals("11", res.json.tests[1].testId)
+            -- the listing's links are in the scheme the server speaks
+            assert.matches("^" .. scheme .. "://", res.json._links.next.href)
+            local ids = {}
+            for item in client:items("/v7/tests", "tests") do ids[#ids + 1] = item.testId end
+            assert.same({ "11", "12", "21", "22", "31", "32" }, ids)
+            assert.equals(0, server:stats().token_requests)
+            assert.equals("Bearer " .. API_TOKEN, client:header())
+        end)
+    end
+
+    it("answers a 401 as it is: nothing to renew, no second try, no token shown", function()
+        local events = {}
+        local client = oauth2.client { host = server.http_url, api_token = API_TOKEN,
+            on_event = function(event) events[#events + 1] = event end }
+        finally(function() client:close() end)
+        server:control { revoke = true }
+        local res = assert(client:request("GET", "/v7/tests"))
+        assert.equals(401, res.status)
+        assert.is_false(res.ok)
+        local err = res:error()
+        assert.equals("http", err.kind)
+        assert.equals(401, err.status)
+        assert.equals(1, server:stats().api_requests)
+        assert.equals(0, server:stats().token_requests)
+        assert.same({}, events)
+        assert.is_false(client:invalidate())
+        for _, text in ipairs { tostring(err), tostring(client), tostring(client:token()),
+                                cjson.encode(client:stats()) } do
+            assert.is_nil(text:find(API_TOKEN, 1, true), text)
+        end
+    end)
+
+    it("says what a refused token means when the answer does not", function()
+        local client = oauth2.client { host = server.http_url, api_token = API_TOKEN }
+        finally(function() client:close() end)
+        -- a bare 401, as a gateway in front of the API may give
+        server:control { api_script = { { status = 401, body = "" } } }
+        local res = assert(client:request("GET", "/v7/tests"))
+        assert.equals(401, res.status)
+        assert.matches("refused the API token %(HTTP 401%): it may have expired or been revoked",
+            tostring(res:error()))
+        -- an answer with words of its own keeps them
+        server:control { revoke = true }
+        res = assert(client:request("GET", "/v7/tests"))
+        assert.matches("Missing, invalid or expired token", tostring(res:error()))
+    end)
+
+    it("works through oauth2.request", function()
+        local res = assert(oauth2.request("GET", "/v7/tests", { host = server.http_url,
+            api_token = API_TOKEN, query = { cursor = 3 } }))
+        assert.equals("31", res.json.tests[1].testId)
+        assert.equals(0, server:stats().token_requests)
+    end)
+
+    it("is refused with client credentials, by oauth2.token, and when malformed", function()
+        local function refused(fn, opts)
+            local ok, why = pcall(fn, opts)
+            assert.is_false(ok)
+            assert.is_nil(tostring(why):find(API_TOKEN, 1, true))
+            assert.is_nil(tostring(why):find("bad token", 1, true))
+            return tostring(why)
+        end
+        assert.matches("not both", refused(oauth2.client, { api_token = API_TOKEN,
+            client_id = "api-id", client_secret = SECRET }))
+        assert.matches("User API token for API requests", refused(oauth2.token,
+            { api_token = API_TOKEN, client_id = "api-id", client_secret = SECRET }))
+        assert.matches("option 'api_token' must be a bearer token",
+            refused(oauth2.client, { api_token = "bad token\r\nX-Injected: 1" }))
+    end)
+end)
+
 describe("a token", function()
     it("says how long it has left, and whether it is still valid", function()
         local server = fake.start()

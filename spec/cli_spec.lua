@@ -149,7 +149,8 @@ describe("thousandeyes-token", function()
         code, _, err = cli(host(), {})
         assert.equals(2, code)
         assert.equals("thousandeyes-token: oauth2: --client-id is required "
-            .. "(or set THOUSANDEYES_CLIENT_ID)\n", err)
+            .. "(or set THOUSANDEYES_CLIENT_ID), or --api-token-file (or "
+            .. "THOUSANDEYES_API_TOKEN) for a User API token\n", err)
     end)
 
     it("names the flag in every usage mistake", function()
@@ -212,6 +213,39 @@ describe("thousandeyes-token", function()
         -- the problem's title and detail on stderr
         assert.equals("thousandeyes-token: oauth2: http error 404 (Not Found): Not Found - "
             .. "no test 42\n", err)
+    end)
+
+    it("calls the API with a User API token from a file, stdin or the environment", function()
+        local token = "sentinel-cli-api-token-e2a7"
+        server:control { api_tokens = { token } }
+        local file = dir .. "/api-token"
+        local f = assert(io.open(file, "w"))
+        f:write(token, "\n")
+        f:close()
+        for _, run in ipairs {
+            { "--api-token-file " .. shell.quote(file), {} },
+            { "--api-token-file -", {}, token },
+            { "", { THOUSANDEYES_API_TOKEN = token } },
+        } do
+            local code, out, err = cli(host() .. " " .. run[1] .. " api GET /v7/tests", run[2],
+                run[3])
+            assert.equals(0, code, err)
+            assert.equals("11", cjson.decode(out).tests[1].testId)
+            assert.is_nil((out .. err):find(token, 1, true))
+        end
+        assert.equals(0, server:stats().token_requests)
+        -- there is no token to fetch with one: said, exit 2
+        local code, out, err = cli(host(), { THOUSANDEYES_API_TOKEN = token })
+        assert.equals(2, code)
+        assert.equals("", out)
+        assert.matches("is used as it is: there is no token to fetch", err)
+        -- given with --client-id too: refused, naming the flag
+        code, out, err = cli(host() .. " --client-id cli-id --api-token-file "
+            .. shell.quote(file) .. " api GET /v7/tests", creds)
+        assert.equals(2, code)
+        assert.equals("", out)
+        assert.matches("%-%-api%-token%-file is used as it is, with no token endpoint", err)
+        assert.is_nil(err:find(token, 1, true))
     end)
 
     it("makes one token request for 20 runs in a row, and --no-cache one each", function()

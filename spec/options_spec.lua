@@ -206,6 +206,29 @@ describe("oauth2.token options", function()
             assert.is_nil(out:find(SECRET, 1, true))
         end)
 
+        it("give a client THOUSANDEYES_API_TOKEN when there are no client credentials",
+            function()
+            local api_probe = "local ok, c = pcall(require('oauth2').client, "
+                .. "{ host = 'https://api.example.test' }) print(tostring(c))"
+            local token = "sentinel-env-api-token-0b9e"
+            local out = child({ THOUSANDEYES_API_TOKEN = token }, api_probe)
+            assert.matches("api_token state=static", out)
+            assert.is_nil(out:find(token, 1, true))
+            -- client credentials in the environment come first
+            out = child({ THOUSANDEYES_API_TOKEN = token, THOUSANDEYES_CLIENT_ID = "env-id",
+                          THOUSANDEYES_CLIENT_SECRET = SECRET }, api_probe)
+            assert.matches("client_id=env%-id", out)
+            -- a malformed one is refused, naming the variable, not its value
+            out = child({ THOUSANDEYES_API_TOKEN = "two words" }, api_probe)
+            assert.matches("THOUSANDEYES_API_TOKEN must hold a bearer token", out)
+            assert.is_nil(out:find("two words", 1, true))
+            -- a token request has no use for it
+            out = child({ THOUSANDEYES_API_TOKEN = token }, "print(select(2, pcall("
+                .. "require('oauth2').token, {})))")
+            assert.matches("option 'client_id' is required %(or set THOUSANDEYES_CLIENT_ID%)$",
+                out:gsub("%s+$", ""))
+        end)
+
         it("take the host from THOUSANDEYES_HOST and a CA file from THOUSANDEYES_CA_FILE",
             function()
             local out = child({ THOUSANDEYES_CLIENT_SECRET = SECRET,

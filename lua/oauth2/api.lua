@@ -209,8 +209,13 @@ function Response:error()
 end
 
 -- The error of a non-2xx answer, secrets scrubbed.
-local function status_error(res, secrets)
+local function status_error(res, secrets, conf)
     local code, message, title, detail, list = errors.problem(res.json)
+    if not message and res.status == 401 and conf.api_token then
+        -- nothing to renew: the dashboard's token itself was refused
+        message = "the API refused the API token (HTTP 401): it may have expired or been "
+            .. "revoked"
+    end
     return errors.new({ kind = "http", status = res.status, retryable = false, code = code,
         message = message or format("the API answered HTTP %d", res.status), title = title,
         detail = detail, errors = list }, secrets)
@@ -235,7 +240,7 @@ local function response(res, session, conf, header)
     if is_json(headers["content-type"]) and out.body ~= "" then
         out.json = cjson.decode(out.body)
     end
-    if not out.ok then error_of[out] = status_error(out, secrets_of(conf, header)) end
+    if not out.ok then error_of[out] = status_error(out, secrets_of(conf, header), conf) end
     return out
 end
 
@@ -378,7 +383,8 @@ function _M.send(client, call)
             end
             res = response(res, session, conf, header)
             local left = deadline_at - now()
-            if res.status ~= 401 or renewed or left < 0.001 then break end
+            -- a static token (api_token) is the same token again: no renewal
+            if res.status ~= 401 or renewed or left < 0.001 or client.static then break end
             -- the token was rejected: drop it (for every holder of the
             -- store) and try once more at once with a fresh one, in what
             -- is left of the deadline

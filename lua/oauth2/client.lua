@@ -485,6 +485,9 @@ function Client:close()
 end
 Client.__close = Client.close
 
+-- The client of a static api_token (below).
+local static_client
+
 -- The client's state in a word, for tostring.
 local function state(self)
     local entry = self.entry
@@ -507,12 +510,59 @@ function Client:__tostring()
     return text
 end
 
+-- A client of a static token (api_token: a User API token of the
+-- dashboard).  No token endpoint, nothing cached, stored or refreshed:
+-- the token is served as it is, and a 401 is the caller's answer
+-- (oauth2.api does not try again: there is nothing to renew).
+local Static = setmetatable({}, { __index = Client })
+Static.__index = Static
+Static.__close = Client.close
+
+function Static:token()
+    if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    self.hits = self.hits + 1
+    return self.static_token
+end
+
+function Static:header()
+    if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    self.hits = self.hits + 1
+    return self.entry.header
+end
+
+--- Nothing to drop: a static token is the same after a 401.
+function Static:invalidate()
+    if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    return false
+end
+
+function Static:__tostring()
+    return format("oauth2.client host=%s api_token state=%s", options.url_origin(self.conf.url),
+        self.entry == CLOSED and "closed" or "static")
+end
+
+function static_client(conf, own)
+    local token = bearer.new { access_token = conf.api_token, token_type = "Bearer" }
+    return setmetatable({
+        conf = conf,
+        static = true,
+        static_token = token,
+        -- never fresh or expiring: stats() has no expires_in to give
+        entry = { header = bearer.header(conf.api_token) },
+        hits = 0,
+        counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0,
+                     stale = 0, invalidations = 0, store_errors = 0 },
+        on_event = own.on_event or nil,
+        aid = own.aid or nil,
+    }, Static)
+end
+
 --- Check a configuration without fetching or connecting: oauth2.token's
 -- options, the cache policy and the client's own (a Redis URL is parsed,
 -- not reached).  Raises at the caller's line on a mistake; returns true.
 -- For a check command.
 function _M.check(opts)
-    local conf, why = options.split(opts, OWN)
+    local conf, why = options.split(opts, OWN, true)
     if not conf then error(why, 2) end
     return true
 end
@@ -520,8 +570,9 @@ end
 --- A new client; opts are oauth2.token's options plus the cache policy.
 -- Returns the client, or nil and a message for bad options.
 function _M.new(opts)
-    local conf, policy, own = options.split(opts, OWN)
+    local conf, policy, own = options.split(opts, OWN, true)
     if not conf then return nil, policy end
+    if conf.api_token then return static_client(conf, own) end
     policy.clock = own.clock or transport.now
     -- no connection kept between fetches an hour apart, unless the caller
     -- passes a session of theirs

@@ -61,7 +61,7 @@ local function http_error(res, session)
 end
 
 -- The longest access token accepted, in characters.
-local MAX_TOKEN = 16384
+local MAX_TOKEN = options.MAX_TOKEN
 
 -- The longest lifetime taken at face value: ten years.
 local MAX_LIFETIME = 10 * 365 * 86400

@@ -27,6 +27,8 @@ _M.ENV_CLIENT_SECRET_FILE = "THOUSANDEYES_CLIENT_SECRET_FILE"
 -- the API's host (option host) and a CA bundle (option ca_file)
 _M.ENV_HOST = "THOUSANDEYES_HOST"
 _M.ENV_CA_FILE = "THOUSANDEYES_CA_FILE"
+-- a User API token from the dashboard, for API requests (oauth2.client)
+_M.ENV_API_TOKEN = "THOUSANDEYES_API_TOKEN"
 
 -- Defaults of everything that has one.
 _M.defaults = {
@@ -46,7 +48,9 @@ _M.defaults = {
 }
 
 -- The options that hold secrets: never echoed, scrubbed from errors.
-_M.SECRET_OPTIONS = { "client_secret", "access_token", "thousandeyes_bearer_token" }
+_M.SECRET_OPTIONS = {
+    "client_secret", "access_token", "thousandeyes_bearer_token", "api_token",
+}
 
 -- Options whose values are never echoed in a message: the secrets, and
 -- the proxy, whose URL may carry a password.
@@ -102,6 +106,20 @@ function check.header(value)
     if not v then return nil, why end
     if has_control(v) then return nil, "must not contain CR or LF (header injection)" end
     return v
+end
+
+-- The longest bearer token taken, in characters (as from the endpoint).
+local MAX_TOKEN = 16384
+_M.MAX_TOKEN = MAX_TOKEN
+
+-- A static bearer token (a User API token): it goes into the
+-- Authorization header as it is, so only an RFC 6750 b64token will do.
+function check.api_token(value)
+    if type(value) ~= "string" or not core.is_b64token(value, MAX_TOKEN) then
+        return nil, "must be a bearer token (the User API token of the ThousandEyes "
+            .. "dashboard: letters, digits and - . _ ~ + /)"
+    end
+    return value
 end
 
 function check.boolean(value)
@@ -260,6 +278,7 @@ _M.schema = {
     max_body = integer(1, 1024 * 1024 * 1024),
     session = check.session,
     params = check.params,
+    api_token = check.api_token,
 }
 
 -- The token request's own form fields, which params may not set.
@@ -325,6 +344,7 @@ local function new_conf()
         host = nil, token_url = nil, url = nil, client_id = nil, client_secret = nil,
         scope = nil, ca_file = nil, no_proxy = nil, proxy = nil, params = nil,
         params_key = nil, session = nil, access_token = nil, x_tenant_id = nil,
+        api_token = nil,
     }
 end
 
@@ -343,15 +363,67 @@ local function check_url(url, name, allow_http)
         return misuse("option '%s' must not embed credentials; use client_id/client_secret", name)
     end
     if scheme == "http" and not allow_http and not is_loopback(parts.host) then
-        return misuse("option '%s' uses plain http:// to %s: the client secret would travel "
+        return misuse("option '%s' uses plain http:// to %s: the credentials would travel "
             .. "unencrypted (use https, or set allow_http = true)", name, parts.host)
     end
     return url
 end
 
+-- Where the credentials come from: the options, else the environment's
+-- client id and secret, else (for API requests) its API token.  Sets
+-- conf.client_id and conf.client_secret, or conf.api_token; or returns
+-- nil and why.
+local function credentials(conf, for_api)
+    if conf.api_token then
+        if not for_api then
+            return misuse("option 'api_token' is a User API token for API requests "
+                .. "(oauth2.client, oauth2.request); a token request needs client_id and "
+                .. "client_secret")
+        end
+        if conf.client_id or conf.client_secret or conf.access_token then
+            return misuse("option 'api_token' is used as it is, with no token endpoint: give "
+                .. "it or client_id and client_secret, not both")
+        end
+        return true
+    end
+    if conf.client_id == nil then
+        conf.client_id = getenv(_M.ENV_CLIENT_ID)
+        if conf.client_id == "" then conf.client_id = nil end
+    end
+    if conf.client_secret == nil then
+        local secret, why = env_secret()
+        if why then return nil, why end
+        conf.client_secret = secret
+    end
+    if for_api and conf.client_id == nil and conf.client_secret == nil
+            and conf.access_token == nil then
+        local token = getenv(_M.ENV_API_TOKEN)
+        if token and token ~= "" then
+            if not check.api_token(token) then
+                return misuse("%s must hold a bearer token (the User API token of the "
+                    .. "ThousandEyes dashboard)", _M.ENV_API_TOKEN)
+            end
+            conf.api_token = token
+            return true
+        end
+    end
+    if conf.client_id == nil then
+        return misuse("option 'client_id' is required (or set %s)%s", _M.ENV_CLIENT_ID,
+            for_api and ", or option 'api_token' (or " .. _M.ENV_API_TOKEN .. ") for a "
+                .. "User API token" or "")
+    end
+    if conf.client_secret == nil and conf.access_token == nil then
+        return misuse("option 'client_secret' is required (or set %s or %s)",
+            _M.ENV_CLIENT_SECRET, _M.ENV_CLIENT_SECRET_FILE)
+    end
+    return true
+end
+
 --- Validate opts: the normalised configuration, or nil and a message
--- (the public functions raise it, pointing at their caller).
-function _M.validate(opts)
+-- (the public functions raise it, pointing at their caller).  With
+-- `for_api` (oauth2.client) a static api_token may stand in for the
+-- client credentials.
+function _M.validate(opts, for_api)
     if type(opts) ~= "table" then
         return misuse("options must be a table, got %s", describe(opts))
     end
@@ -385,15 +457,8 @@ function _M.validate(opts)
     end
 
     -- credentials may come from the environment so scripts hold no secret
-    if conf.client_id == nil then
-        conf.client_id = getenv(_M.ENV_CLIENT_ID)
-        if conf.client_id == "" then conf.client_id = nil end
-    end
-    if conf.client_secret == nil then
-        local secret, why = env_secret()
-        if why then return nil, why end
-        conf.client_secret = secret
-    end
+    local found, problem = credentials(conf, for_api)
+    if not found then return nil, problem end
     local host_from_env = false
     if conf.host == nil and conf.token_url == nil then
         local host = getenv(_M.ENV_HOST)
@@ -402,13 +467,6 @@ function _M.validate(opts)
     if conf.ca_file == nil then
         local ca_file = getenv(_M.ENV_CA_FILE)
         if ca_file and ca_file ~= "" then conf.ca_file = ca_file end
-    end
-    if conf.client_id == nil then
-        return misuse("option 'client_id' is required (or set %s)", _M.ENV_CLIENT_ID)
-    end
-    if conf.client_secret == nil and conf.access_token == nil then
-        return misuse("option 'client_secret' is required (or set %s or %s)",
-            _M.ENV_CLIENT_SECRET, _M.ENV_CLIENT_SECRET_FILE)
     end
 
     if conf.host == nil then conf.host = _M.DEFAULT_HOST end
@@ -477,9 +535,9 @@ end
 -- defaults filled in) and the module's own, which `own` describes as
 -- name = { default, check }, check(value) returning the value kept or
 -- nil and a phrase ("must be a function").  The one checker of
--- oauth2.client, oauth2.openresty and the command line.  Returns conf,
--- policy and the own values; or nil and a message.
-function _M.split(opts, own)
+-- oauth2.client, oauth2.openresty and the command line; `for_api` as for
+-- validate.  Returns conf, policy and the own values; or nil and a message.
+function _M.split(opts, own, for_api)
     if type(opts) ~= "table" then
         return misuse("options must be a table, got %s", describe(opts))
     end
@@ -507,7 +565,7 @@ function _M.split(opts, own)
     local policy, problem = policy_rules.check(opts)
     if not policy then return nil, problem end
     local conf
-    conf, problem = _M.validate(token_opts)
+    conf, problem = _M.validate(token_opts, for_api)
     if not conf then return nil, problem end
     return conf, policy, values
 end

@@ -218,7 +218,9 @@ class Handler(BaseHTTPRequestHandler):
     def tests_page(self, query):
         """Three pages of two tests each, linked as the API links them."""
         page = int((urllib.parse.parse_qs(query).get("cursor") or ["1"])[0])
-        base = "http://%s/v7/tests" % (self.headers.get("Host") or "127.0.0.1")
+        # links in the scheme this server speaks, as the real API's are
+        scheme = "https" if isinstance(self.server, TLSServer) else "http"
+        base = "%s://%s/v7/tests" % (scheme, self.headers.get("Host") or "127.0.0.1")
         tests = [{"testId": str(page * 10 + i), "testName": "test %d-%d" % (page, i)}
                  for i in (1, 2)]
         links = {"self": {"href": "%s?cursor=%d" % (base, page)}}
@@ -245,6 +247,9 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.expires_in = config["expires_in"]
             if config.get("revoke"):
                 STATE.issued = {}  # every token issued so far now gets 401
+            for token in config.get("api_tokens", []):
+                # User API tokens, as made in the dashboard: valid for years
+                STATE.issued[token] = time.time() + 10 * 365 * 86400
             if "token_padding" in config:
                 STATE.token_padding = int(config["token_padding"])
             if "rate_limit" in config:
