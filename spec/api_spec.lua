@@ -168,6 +168,107 @@ describe("API requests", function()
         assert.equals(1, server:stats().api_requests)
     end)
 
+    -- the retry loop's sleeps, recorded instead of slept
+    local function record_sleeps()
+        local runtime, slept = oauth2.runtime, {}
+        local real_sleep = runtime.sleep
+        runtime.sleep = function(seconds) slept[#slept + 1] = seconds end
+        finally(function() runtime.sleep = real_sleep end)
+        return slept
+    end
+
+    local function events_named(name)
+        local list = {}
+        for _, e in ipairs(events) do
+            if e[1] == name then list[#list + 1] = e[2] end
+        end
+        return list
+    end
+
+    it("gives the organization's rate limit with every answer", function()
+        server:control { rate_limit = { limit = 240, remaining = 17, reset = 1900000000 } }
+        local res = assert(client:request("GET", "/v7/tests"))
+        assert.same({ limit = 240, remaining = 17, reset = 1900000000 }, res.rate_limit)
+        -- an answer without the headers has none
+        server:control { api_script = { { status = 200, body = {} } } }
+        res = assert(client:request("GET", "/v7/tests"))
+        assert.is_nil(res.rate_limit)
+    end)
+
+    it("waits for the reset of the family that refused a 429", function()
+        local slept = record_sleeps()
+        -- the instant-test limit is spent (reset in 3 s); the organization's
+        -- is not (reset in 50 s): the wait is the instant tests'
+        server:control { api_script = { { status = 429, body = { title = "Too Many Requests" },
+            headers = {
+                ["X-Instant-Test-Rate-Limit-Remaining"] = "0",
+                ["X-Instant-Test-Rate-Limit-Reset"] = tostring(os.time() + 3),
+                ["X-Organization-Rate-Limit-Remaining"] = "100",
+                ["X-Organization-Rate-Limit-Reset"] = tostring(os.time() + 50),
+            } } } }
+        local res = assert(client:request("POST", "/v7/tests/http-server/instant", {
+            json = {}, idempotent = true }))
+        assert.equals(200, res.status)
+        assert.equals(1, #slept)
+        assert.is_true(slept[1] >= 1 and slept[1] <= 4, "waited " .. slept[1])
+        local told = events_named("api_429")
+        assert.equals(1, #told)
+        assert.equals(slept[1], told[1].wait)
+        -- a template deployment's limit the same way
+        slept[1] = nil
+        server:control { api_script = { { status = 429, body = { title = "Too Many Requests" },
+            headers = {
+                ["X-Template-Deploy-Rate-Limit-Remaining"] = "0",
+                ["X-Template-Deploy-Rate-Limit-Reset"] = tostring(os.time() + 2),
+            } } } }
+        assert.equals(200, assert(client:request("GET", "/v7/templates")).status)
+        assert.is_true(slept[1] >= 0.5 and slept[1] <= 3, "waited " .. slept[1])
+    end)
+
+    it("tells on_event of every wait, a 5xx retry's too", function()
+        local slept = record_sleeps()
+        server:control { api_script = { { status = 503 }, { status = 502 } } }
+        assert.equals(200, assert(client:request("GET", "/v7/tests")).status)
+        local told = events_named("api_retry")
+        assert.equals(2, #told)
+        assert.equals(503, told[1].status)
+        assert.equals(502, told[2].status)
+        assert.equals("GET", told[1].method)
+        assert.same({ told[1].wait, told[2].wait }, slept)
+    end)
+
+    it("paces: waits out an exhausted limit before sending, when asked to", function()
+        local slept = record_sleeps()
+        local now = require("oauth2.core").now
+        local paced = oauth2.client { host = server.http_url, client_id = "api-id",
+            client_secret = SECRET, clock = function() return now() end, pace = true,
+            on_event = function(event, info) events[#events + 1] = { event, info } end }
+        finally(function() paced:close() end)
+        local spent = { status = 200, body = { ok = true }, headers = {
+            ["X-Organization-Rate-Limit-Remaining"] = "0",
+            ["X-Organization-Rate-Limit-Reset"] = tostring(os.time() + 20) } }
+        server:control { api_script = { spent } }
+        assert(paced:request("GET", "/v7/tests"))
+        assert.equals(0, #slept)
+        -- the last answer said nothing remains: the next request waits first
+        assert.equals(200, assert(paced:request("GET", "/v7/tests")).status)
+        assert.equals(1, #slept)
+        assert.is_true(slept[1] > 15 and slept[1] <= 21, "waited " .. slept[1])
+        -- (told the wait; the sleep adds a few ms for a coarse clock)
+        assert.is_true(math.abs(slept[1] - events_named("api_pace")[1].wait) < 0.01)
+        -- a wait past the deadline is not made: the request goes, the
+        -- server decides
+        server:control { api_script = { spent } }
+        assert(paced:request("GET", "/v7/tests"))
+        assert(paced:request("GET", "/v7/tests", { deadline = 5 }))
+        assert.equals(1, #slept)
+        -- without pace, no wait
+        server:control { api_script = { spent } }
+        assert(client:request("GET", "/v7/tests"))
+        assert(client:request("GET", "/v7/tests"))
+        assert.equals(1, #slept)
+    end)
+
     it("retries a GET on 503 but not a POST unless asked", function()
         server:control { api_script = { { status = 503 } } }
         local res = assert(client:request("GET", "/v7/tests"))

@@ -236,7 +236,8 @@ local function response(res, session, conf, header)
     local status = res.status
     local out = setmetatable({ status = status, ok = status >= 200 and status < 300,
         headers = headers, body = res.body or "",
-        retry_after = res.retry_after and min(res.retry_after, core.MAX_SECONDS) }, Response)
+        retry_after = res.retry_after and min(res.retry_after, core.MAX_SECONDS),
+        rate_limit = retry.rate_limit(function(name) return headers[name] end) }, Response)
     if is_json(headers["content-type"]) and out.body ~= "" then
         out.json = cjson.decode(out.body)
     end
@@ -354,6 +355,37 @@ local function fresh_header(client, deadline_at)
     return header, err
 end
 
+-- What the last answer to each client said of the organization's rate
+-- limit, for pacing: nothing remaining until a monotonic time.
+local exhausted = setmetatable({}, { __mode = "k" })
+
+-- Note a response's rate limit for pacing.
+local function note_limit(client, res)
+    local limit = res.rate_limit
+    if not limit then return end
+    if limit.remaining and limit.remaining <= 0 then
+        local wait = retry.until_reset(limit.reset)
+        if wait then
+            exhausted[client] = retry.runtime.now() + wait
+            return
+        end
+    end
+    exhausted[client] = nil
+end
+
+-- With pacing on, wait out an exhausted rate limit before sending, when
+-- the deadline allows; otherwise send, and let the server decide.
+local function pace(client, method, deadline_at)
+    local until_at = client.pace and exhausted[client]
+    if not until_at then return end
+    local now = retry.runtime.now
+    local wait = until_at - now()
+    exhausted[client] = nil
+    if wait <= 0 or now() + wait + WAIT_GRACE >= deadline_at then return end
+    client:emit("api_pace", { method = method, wait = wait })
+    retry.runtime.sleep(wait + WAIT_GRACE)
+end
+
 --- Send a checked call with the token of `client`: res or nil and an
 -- error.  A raise inside (a hook, a broken session) closes the connection
 -- and goes on up.
@@ -374,6 +406,7 @@ function _M.send(client, call)
                 header, err = client:header()
             end
             if not header then return nil, err, false end
+            pace(client, method, deadline_at)
             req.headers.Authorization = header
             res, err = session:request(req, timeout, connect_timeout)
             req.headers.Authorization = nil
@@ -382,6 +415,7 @@ function _M.send(client, call)
                 return nil, err, retry.KIND[err.kind] and call.repeatable
             end
             res = response(res, session, conf, header)
+            note_limit(client, res)
             local left = deadline_at - now()
             -- a static token (api_token) is the same token again: no renewal
             if res.status ~= 401 or renewed or left < 0.001 or client.static then break end
@@ -395,14 +429,21 @@ function _M.send(client, call)
             connect_timeout = min(connect_timeout, timeout)
         end
         if res.status == 429 then
+            -- Retry-After, else the reset of the family that refused it
+            local headers = res.headers
             return res, nil, true, retry.server_wait(res.retry_after,
-                retry.number(res.headers["x-organization-rate-limit-reset"]))
+                retry.limit_reset(function(name) return headers[name] end))
         end
         return res, nil, retry.STATUS[res.status] and call.repeatable
     end
-    local function on_wait(wait, res)
+    -- every wait is told: a 429's, and a retry's after a 5xx or a
+    -- transport failure
+    local function on_wait(wait, res, err)
         if res and res.status == 429 then
             client:emit("api_429", { status = 429, method = method, wait = wait })
+        else
+            client:emit("api_retry", { status = res and res.status, kind = err and err.kind,
+                method = method, wait = wait })
         end
     end
     local ok, res, err = pcall(retry.run, call.plan, call.deadline, attempt, on_wait)

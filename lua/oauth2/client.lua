@@ -66,6 +66,8 @@ local OWN = {
     aid = { false, check_aid },
     clock = { false, options.checks.callable },
     on_event = { false, options.checks.hook },
+    -- API requests wait out an exhausted rate limit instead of drawing a 429
+    pace = { false, options.checks.boolean },
     store = { false, check_store },
 }
 
@@ -554,6 +556,7 @@ function static_client(conf, own)
                      stale = 0, invalidations = 0, store_errors = 0 },
         on_event = own.on_event or nil,
         aid = own.aid or nil,
+        pace = own.pace,
     }, Static)
 end
 
@@ -601,6 +604,7 @@ function _M.new(opts)
         store_quiet_until = -huge, -- no word about a failing store before then
         on_event = own.on_event or nil,
         aid = own.aid or nil,  -- added to API requests that name no aid
+        pace = own.pace,       -- API requests wait out an exhausted rate limit
         -- the hot path's method in the object itself: one table lookup
         -- fewer per call than through the metatable (about 10 ns on 5.4)
         token = Client.token,

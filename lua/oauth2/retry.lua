@@ -11,7 +11,7 @@
 local core = require "oauth2.core"
 local transport = require "oauth2.transport"
 
-local type, tonumber, format = type, tonumber, string.format
+local type, tonumber, ipairs, format = type, tonumber, ipairs, string.format
 local max, min = math.max, math.min
 local time = os.time
 
@@ -48,17 +48,48 @@ function _M.number(value)
     return max(-MAX_NUMBER, min(value, MAX_NUMBER))
 end
 
---- The X-Organization-Rate-Limit-* headers through `header(name)` (a
--- session's or a response's lookup), or nil when none came.
-function _M.rate_limit(header)
+-- The API's rate-limit header families: the organization's, and the
+-- stricter ones of instant tests and of template deployments.
+local FAMILIES = {
+    "x-organization-rate-limit", "x-instant-test-rate-limit", "x-template-deploy-rate-limit",
+}
+
+--- One family's X-...-Rate-Limit-{Limit,Remaining,Reset} headers through
+-- `header(name)` (a session's or a response's lookup), the organization's
+-- by default: {limit, remaining, reset}, or nil when none came.
+function _M.rate_limit(header, family)
     local number = _M.number
+    family = family or FAMILIES[1]
     local limit = {
-        limit = number(header("x-organization-rate-limit-limit")),
-        remaining = number(header("x-organization-rate-limit-remaining")),
-        reset = number(header("x-organization-rate-limit-reset")),
+        limit = number(header(family .. "-limit")),
+        remaining = number(header(family .. "-remaining")),
+        reset = number(header(family .. "-reset")),
     }
     if limit.limit or limit.remaining or limit.reset then return limit end
     return nil
+end
+
+--- The reset of the family that refused a request (a 429): the family
+-- with nothing remaining, else the latest reset any family gave; nil
+-- when none gave one.
+function _M.limit_reset(header)
+    local latest
+    for _, family in ipairs(FAMILIES) do
+        local limit = _M.rate_limit(header, family)
+        if limit and limit.reset then
+            if limit.remaining and limit.remaining <= 0 then return limit.reset end
+            if not latest or limit.reset > latest then latest = limit.reset end
+        end
+    end
+    return latest
+end
+
+--- Seconds until a rate limit's reset: the header is a UTC timestamp;
+-- servers that send a delta are taken at their word.  Nil without one.
+function _M.until_reset(reset)
+    if not reset then return nil end
+    if reset > 1e9 then reset = reset - time() end
+    return bounded_wait(max(0, reset))
 end
 
 --- Seconds a server asked to wait: Retry-After (libcurl reads both its
@@ -66,10 +97,7 @@ end
 -- the rate limit's reset; nil when it said neither.
 function _M.server_wait(retry_after, reset)
     if retry_after then return bounded_wait(retry_after) end
-    if not reset then return nil end
-    -- the header is a UTC timestamp; tolerate servers that send a delta
-    if reset > 1e9 then reset = reset - time() end
-    return bounded_wait(max(0, reset))
+    return _M.until_reset(reset)
 end
 
 --- Full-jitter exponential backoff before attempt `attempt + 1`, for a

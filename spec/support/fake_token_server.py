@@ -211,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.command == "GET" and path == "/v7/tests":
             self.tests_page(query)
         else:
-            self.send(200, {"Content-Type": "application/json"},
+            self.send(200, {"Content-Type": "application/json", **rate_limit_headers()},
                       json.dumps({"ok": True, "method": self.command, "path": path,
                                   "query": query, "body": body.decode("utf-8", "replace")}))
 
@@ -226,7 +226,7 @@ class Handler(BaseHTTPRequestHandler):
         links = {"self": {"href": "%s?cursor=%d" % (base, page)}}
         if page < 3:
             links["next"] = {"href": "%s?cursor=%d" % (base, page + 1)}
-        self.send(200, {"Content-Type": "application/hal+json"},
+        self.send(200, {"Content-Type": "application/hal+json", **rate_limit_headers()},
                   json.dumps({"tests": tests, "_links": links}))
 
     def control(self, body):
