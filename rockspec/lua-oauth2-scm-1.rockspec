@@ -73,6 +73,7 @@ build = {
       ["oauth2.store.memory"] = "lua/oauth2/store/memory.lua",
       ["oauth2.store.redis"] = "lua/oauth2/store/redis.lua",
       ["oauth2.store.shm"] = "lua/oauth2/store/shm.lua",
+      ["oauth2.trace"] = "lua/oauth2/trace.lua",
       ["oauth2.transport"] = "lua/oauth2/transport.lua",
    },
    install = {

@@ -26,6 +26,7 @@ local core = require "oauth2.core"
 local cjson = require "cjson.safe"
 local options = require "oauth2.options"
 local retry = require "oauth2.retry"
+local trace = require "oauth2.trace"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
@@ -395,7 +396,9 @@ function _M.send(client, call)
     local deadline_at = now() + call.deadline
     local session = connection(client)
     local renewed = false
-    local function attempt(_, timeout, connect_timeout)
+    -- the debug trace, when on
+    local sink, traced = trace.sink(conf), 0
+    local function attempt(number, timeout, connect_timeout)
         local res, err
         for _ = 1, 2 do
             -- once the token was rejected, fetch anew within the deadline
@@ -408,8 +411,14 @@ function _M.send(client, call)
             if not header then return nil, err, false end
             pace(client, method, deadline_at)
             req.headers.Authorization = header
+            local started = sink and now()
             res, err = session:request(req, timeout, connect_timeout)
             req.headers.Authorization = nil
+            if sink then
+                traced = number
+                trace.attempt(sink, secrets_of(conf, header), method, req.url, res, err,
+                    now() - started, number)
+            end
             if not res then
                 err = errors.new(err, secrets_of(conf, header))
                 return nil, err, retry.KIND[err.kind] and call.repeatable
@@ -439,6 +448,10 @@ function _M.send(client, call)
     -- every wait is told: a 429's, and a retry's after a 5xx or a
     -- transport failure
     local function on_wait(wait, res, err)
+        if sink then
+            trace.wait(sink, options.secrets(conf), method, req.url, wait, traced + 1,
+                res and "HTTP " .. res.status or err and err.kind)
+        end
         if res and res.status == 429 then
             client:emit("api_429", { status = 429, method = method, wait = wait })
         else

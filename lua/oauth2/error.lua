@@ -76,6 +76,12 @@ local function scrub_string(text, secrets)
     return text
 end
 
+--- A text with every plain occurrence of the given secrets replaced.
+function _M.scrub_text(text, secrets)
+    if not secrets then return text end
+    return scrub_string(text, secrets)
+end
+
 -- Scrub strings in place, through nested tables (the decoded body too).
 local function scrub(value, secrets, seen)
     if type(value) == "string" then

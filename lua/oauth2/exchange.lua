@@ -11,6 +11,7 @@ local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 local retry = require "oauth2.retry"
 local bearer = require "oauth2.bearer"
+local trace = require "oauth2.trace"
 
 local type, pairs, pcall, error = type, pairs, pcall, error
 local floor = math.floor
@@ -175,9 +176,17 @@ end
 local function exchange(conf, request, session, deadline)
     if not deadline or deadline > conf.deadline then deadline = conf.deadline end
     local now = retry.runtime.now
-    return retry.run(conf, deadline, function(_, timeout, connect_timeout)
+    -- the debug trace, when on (its secrets made only then)
+    local sink = trace.sink(conf)
+    local secrets = sink and options.secrets(conf)
+    local attempts = 0
+    return retry.run(conf, deadline, function(attempt, timeout, connect_timeout)
         local sent_at, sent_mono = time(), now()
         local res, err = session:request(request, timeout, connect_timeout)
+        if sink then
+            attempts = attempt
+            trace.attempt(sink, secrets, "POST", conf.url, res, err, now() - sent_mono, attempt)
+        end
         if not res then
             err.retryable = retry.KIND[err.kind] == true
         elseif res.status >= 200 and res.status < 300 then
@@ -188,6 +197,9 @@ local function exchange(conf, request, session, deadline)
             err = http_error(res, session)
         end
         return nil, err, err.retryable, err.retry_after
+    end, sink and function(wait, _, err)
+        trace.wait(sink, secrets, "POST", conf.url, wait, attempts + 1,
+            err.status and "HTTP " .. err.status or err.kind)
     end)
 end
 

@@ -228,6 +228,14 @@ function check.callable(value)
     return value
 end
 
+-- The debug trace: true, false, or a function that takes each line.
+function check.debug(value)
+    if type(value) ~= "boolean" and type(value) ~= "function" then
+        return nil, "must be a boolean or a function (line)"
+    end
+    return value
+end
+
 -- A hook called with (event, info), or absent: false.
 function check.hook(value)
     if value == nil or value == false then return false end
@@ -279,6 +287,7 @@ _M.schema = {
     session = check.session,
     params = check.params,
     api_token = check.api_token,
+    debug = check.debug,
 }
 
 -- The token request's own form fields, which params may not set.
@@ -344,7 +353,7 @@ local function new_conf()
         host = nil, token_url = nil, url = nil, client_id = nil, client_secret = nil,
         scope = nil, ca_file = nil, no_proxy = nil, proxy = nil, params = nil,
         params_key = nil, session = nil, access_token = nil, x_tenant_id = nil,
-        api_token = nil,
+        api_token = nil, debug = nil,
     }
 end
 
