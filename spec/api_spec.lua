@@ -185,6 +185,25 @@ describe("API requests", function()
         return list
     end
 
+    it("says what it has cached, never the token, and forgets it on request", function()
+        assert.is_nil(client:cached())
+        local token = assert(client:token())
+        local held = assert(client:cached())
+        assert.equals("Bearer", held.token_type)
+        assert.equals("memory", held.store)
+        assert.is_nil(held.access_token)
+        local now = os.time()
+        assert.is_true(held.fetched_at <= now and held.fetched_at >= now - 5)
+        assert.is_true(held.refresh_at > now and held.refresh_at < held.expires_at)
+        assert.is_true(held.expires_at <= now + 3600)
+        assert.is_true(client:forget())
+        assert.is_nil(client:cached())
+        assert.is_false(client:forget())
+        local again = assert(client:token())
+        assert.are_not.equals(token.access_token, again.access_token)
+        assert.equals(2, server:stats().token_requests)
+    end)
+
     it("gives the organization's rate limit with every answer", function()
         server:control { rate_limit = { limit = 240, remaining = 17, reset = 1900000000 } }
         local res = assert(client:request("GET", "/v7/tests"))

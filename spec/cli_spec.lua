@@ -248,6 +248,98 @@ describe("thousandeyes-token", function()
         assert.is_nil(err:find(token, 1, true))
     end)
 
+    it("says what is cached (info), whether it is valid (test), and forgets it (reset)",
+        function()
+        -- nothing cached yet: test exits 1, info says so, neither fetches
+        local code, out, err = cli(host() .. " test", creds)
+        assert.equals(1, code, err)
+        assert.equals("", out)
+        code, out, err = cli(host() .. " info", creds)
+        assert.equals(1, code)
+        assert.equals("", out)
+        assert.matches("no valid token is cached", err)
+        assert.equals(0, server:stats().token_requests)
+        -- one run fetches and caches; test and info then read the cache
+        local token
+        code, token = cli(host() .. " --scope tests:read", creds)
+        assert.equals(0, code)
+        token = token:gsub("%s+$", "")
+        code = cli(host() .. " --scope tests:read test", creds)
+        assert.equals(0, code)
+        code, out, err = cli(host() .. " --scope tests:read info", creds)
+        assert.equals(0, code, err)
+        assert.matches("token_type: Bearer\n", out)
+        assert.matches("scope: tests:read\n", out)
+        assert.matches("expires_at: %d%d%d%d%-%d%d%-%d%dT[%d:]+Z %(in %d+ s%)\n", out)
+        assert.matches("store: oauth2%.store file .*lua%-oauth2\n", out)
+        assert.is_nil(out:find(token, 1, true))
+        assert.equals(1, server:stats().token_requests)
+        -- other credentials (another scope) have nothing cached
+        code = cli(host() .. " --scope alerts:read test", creds)
+        assert.equals(1, code)
+        -- reset forgets it for every run: the next one fetches anew
+        code, out = cli(host() .. " --scope tests:read reset", creds)
+        assert.equals(0, code)
+        assert.equals("forgotten\n", out)
+        code = cli(host() .. " --scope tests:read test", creds)
+        assert.equals(1, code)
+        code, out = cli(host() .. " --scope tests:read", creds)
+        assert.equals(0, code)
+        assert.are_not.equals(token, out:gsub("%s+$", ""))
+        assert.equals(2, server:stats().token_requests)
+        -- --refresh fetches anew and caches that one
+        code, out = cli(host() .. " --scope tests:read --refresh", creds)
+        assert.equals(0, code)
+        local refreshed = out:gsub("%s+$", "")
+        code, out = cli(host() .. " --scope tests:read", creds)
+        assert.equals(0, code)
+        assert.equals(refreshed, out:gsub("%s+$", ""))
+        assert.equals(3, server:stats().token_requests)
+        -- without a cache there is nothing to ask
+        code, out, err = cli(host() .. " --no-cache info", creds)
+        assert.equals(2, code)
+        assert.equals("", out)
+        assert.matches("needs the token cache", err)
+    end)
+
+    it("walks pages with api --paginate, shows headers with -i, adds them with -H", function()
+        local code, out, err = cli(host() .. " api GET /v7/tests --paginate", creds)
+        assert.equals(0, code, err)
+        local ids = {}
+        for line in out:gmatch("[^\n]+") do
+            for _, test in ipairs(cjson.decode(line).tests) do ids[#ids + 1] = test.testId end
+        end
+        assert.same({ "11", "12", "21", "22", "31", "32" }, ids)
+        code, out, err = cli(host() .. " api GET /v7/tags -i -H 'X-Extra: yes'"
+            .. " --http-header 'X-Other:  two words '", creds)
+        assert.equals(0, code, err)
+        local head, body = out:match("^(.-)\n\n(.*)$")
+        assert.matches("^HTTP 200\n", head)
+        assert.matches("\ncontent%-type: application/json", head)
+        assert.matches("\nx%-organization%-rate%-limit%-remaining: %d+", head)
+        assert.equals("/v7/tags", cjson.decode(body).path)
+        local seen = server:stats().api_log
+        seen = seen[#seen].headers
+        assert.equals("yes", seen["x-extra"])
+        assert.equals("two words", seen["x-other"])
+        -- a page that fails: its problem, exit 1
+        server:control { api_script = { { status = 403,
+            body = { title = "Forbidden", detail = "no access" } } } }
+        code, out, err = cli(host() .. " api GET /v7/tests --paginate", creds)
+        assert.equals(1, code)
+        assert.equals("", out)
+        assert.matches("Forbidden %- no access", err)
+        -- misuse
+        code, out, err = cli(host() .. " api GET /v7/tests -H nonsense", creds)
+        assert.equals(2, code)
+        assert.equals("", out)
+        assert.matches('%-H needs "Name: value"', err)
+        code, out, err = cli(host() .. " api POST /v7/tests --paginate", creds)
+        assert.equals("", out)
+        assert.equals(2, code)
+        assert.matches("%-%-paginate walks a GET listing", err)
+    end)
+
     it("makes one token request for 20 runs in a row, and --no-cache one each", function()
         for _ = 1, 20 do
             local code, out, err = cli(host(), creds)

@@ -423,6 +423,53 @@ function Client:invalidate()
     return true
 end
 
+--- What is cached for this client, never the token itself: token_type,
+-- scope, fetched_at, refresh_at and expires_at (Unix times: when it was
+-- asked for, when a call refreshes it, when it stops being served) and
+-- `store` (where it is kept); nil when no valid token is cached; nil and
+-- the reason when the shared store failed.  Nothing is fetched.
+function Client:cached()
+    local entry = self.entry
+    if entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    if self.shared then
+        local record, why = cache.look(self.ctx)
+        if why then return nil, why end
+        local wall = core.time()
+        if not cache.usable(record, wall) then return nil end
+        return { token_type = record.token_type, scope = record.scope,
+                 fetched_at = floor(record.fetched_at), refresh_at = floor(record.refresh_at),
+                 expires_at = floor(record.expire_at), store = tostring(self.shared) }
+    end
+    local now = self.clock()
+    if not (entry.token and now < entry.expire_after) then return nil end
+    local wall = core.time()
+    return { token_type = entry.token.token_type, scope = entry.token.scope,
+             fetched_at = floor(wall - (now - entry.fetched_at)),
+             refresh_at = floor(wall + (entry.refresh_after - now)),
+             expires_at = floor(wall + (entry.expire_after - now)), store = "memory" }
+end
+
+--- Forget the token: in this process and in the shared store, for every
+-- holder of a copy, with no cool-down; the next call fetches.  Returns
+-- whether a token was forgotten; nil and why when the store failed.
+function Client:forget()
+    local entry = self.entry
+    if entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    local dropped = entry.token ~= nil
+    drop_token(entry)
+    entry.last_error, entry.next_try, entry.failures = nil, -huge, 0
+    if self.shared then
+        local record, why = cache.look(self.ctx)
+        if why then return nil, why end
+        if record and type(record.access_token) == "string" then
+            cache.invalidate(self.ctx, stores.token_id(self.secret, record.access_token),
+                core.time())
+            dropped = true
+        end
+    end
+    return dropped
+end
+
 --- Counters and state: fetches, hits, refreshes, retries, failures, stale
 -- (old token served while its refresh failed), invalidations, last_error,
 -- expires_in (seconds until the token's real expiry, nil without one),
