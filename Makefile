@@ -60,7 +60,7 @@ LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUSTED  ?= /usr/bin/busted
 
-.PHONY: all build test test-one demo install clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet lint fuzz
+.PHONY: all build test test-one demo playground install clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet lint fuzz
 
 all build: $(MODULES)
 
@@ -83,6 +83,12 @@ test-one:
 
 demo: $(MODULES)
 	$(LUA) examples/demo.lua
+
+# The fake token endpoint and API over HTTPS on PORT, with the exports to
+# point the library, the CLI and the example nginx at it; Ctrl-C stops it.
+PORT ?= 8443
+playground: $(MODULES)
+	@$(LUA) examples/playground.lua $(PORT)
 
 install: $(MODULES)
 	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store

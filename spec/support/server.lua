@@ -177,13 +177,16 @@ _M.make_certificates = make_certificates
 -- Start the fake endpoint; returns a Server with http_url, https_url,
 -- ca_file, wrong_ca_file, cert_file and key_file (its certificate for
 -- 127.0.0.1, signed by ca_file) and the client credentials it accepts.
-function _M.start()
+-- opts.tls_port: the HTTPS port to listen on (default: a free one).
+function _M.start(opts)
     local dir = temp_dir()
     make_certificates(dir)
-    local server, ports = launch(dir, "fake_token_server.py", {
+    local args = {
         "--cert", quote(dir .. "/server.pem"), "--key", quote(dir .. "/server.key"),
         "--client-ca", quote(dir .. "/ca.pem"),
-    })
+    }
+    if opts and opts.tls_port then args[#args + 1] = "--tls-port " .. tonumber(opts.tls_port) end
+    local server, ports = launch(dir, "fake_token_server.py", args)
     server.http_url = ("http://127.0.0.1:%d"):format(ports.http)
     server.https_url = ("https://127.0.0.1:%d"):format(ports.https)
     server.mtls_url = ("https://127.0.0.1:%d"):format(ports.mtls)

@@ -33,7 +33,8 @@ end
 -- checkout's modules, with env (a table) as extra environment and the
 -- THOUSANDEYES_* credentials cleared unless given there.
 function _M.lua_command(env, args)
-    local vars = { "env -u THOUSANDEYES_CLIENT_ID -u THOUSANDEYES_CLIENT_SECRET",
+    local vars = { "env -u THOUSANDEYES_CLIENT_ID -u THOUSANDEYES_CLIENT_SECRET "
+        .. "-u THOUSANDEYES_API_TOKEN -u OAUTH2_DEBUG",
         "LUA_PATH=" .. _M.quote("lua/?.lua;lua/?/init.lua;;"),
         "LUA_CPATH=" .. _M.quote(_M.build .. "/?.so;;") }
     for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. _M.quote(v) end

@@ -1,0 +1,74 @@
+-- make playground (examples/playground.lua): the fake endpoint and API
+-- over HTTPS on a chosen port, whose printed exports are enough for the
+-- CLI, with client credentials or a User API token; stopped by Ctrl-C
+-- (SIGINT), leaving nothing behind.
+
+local shell = require "shell"
+local nginx = require "nginx"
+local cjson = require "cjson"
+
+describe("the playground", function()
+    it("serves on the port given, prints the exports, and stops on Ctrl-C", function()
+        local dir = shell.temp_dir()
+        local port = nginx.free_port()
+        local out_file = dir .. "/out"
+        local _, pid = shell.run(shell.lua_command({}, "examples/playground.lua " .. port)
+            .. " >" .. shell.quote(out_file) .. " 2>&1 & echo $!")
+        pid = pid:match("%d+")
+        finally(function()
+            shell.run("kill -TERM " .. pid .. " 2>/dev/null; rm -rf " .. shell.quote(dir))
+        end)
+        -- the exports, once it is up
+        local text
+        for _ = 1, 200 do
+            text = shell.read_file(out_file) or ""
+            if text:find("Ctrl-C stops it", 1, true) then break end
+            shell.run("sleep 0.1")
+        end
+        local exports = {}
+        for name, value in text:gmatch("\nexport ([%w_]+)=([^\n]+)") do exports[name] = value end
+        assert.equals("https://127.0.0.1:" .. port, exports.THOUSANDEYES_HOST, text)
+        assert.is_string(exports.THOUSANDEYES_CA_FILE)
+        local api_token = text:match("export THOUSANDEYES_API_TOKEN=(%S+)")
+        assert.is_string(api_token, text)
+
+        -- the CLI, with nothing but those variables
+        local env = { XDG_RUNTIME_DIR = dir }
+        for name, value in pairs(exports) do env[name] = value end
+        local code, pages = shell.run(shell.lua_command(env,
+            "bin/thousandeyes-token api GET /v7/tests --paginate"), { lua = true })
+        assert.equals(0, code, pages)
+        local count = 0
+        for line in pages:gmatch("[^\n]+") do
+            local page = cjson.decode(line)
+            count = count + 1
+            -- links in the scheme it serves
+            assert.matches("^https://", page._links.self.href)
+        end
+        assert.equals(3, count)
+        -- and with the User API token in place of the client credentials
+        code, pages = shell.run(shell.lua_command({ THOUSANDEYES_HOST = exports.THOUSANDEYES_HOST,
+            THOUSANDEYES_CA_FILE = exports.THOUSANDEYES_CA_FILE,
+            THOUSANDEYES_API_TOKEN = api_token },
+            "bin/thousandeyes-token api GET /v7/tests"), { lua = true })
+        assert.equals(0, code, pages)
+        assert.equals("11", cjson.decode(pages).tests[1].testId)
+
+        -- Ctrl-C: it stops, and its server and files go with it
+        shell.run("kill -INT " .. pid)
+        local gone = false
+        for _ = 1, 100 do
+            if shell.run("kill -0 " .. pid .. " 2>/dev/null") ~= 0 then gone = true break end
+            shell.run("sleep 0.1")
+        end
+        assert.is_true(gone, "the playground did not stop")
+        assert.matches("# playground stopped", shell.read_file(out_file))
+        local ca_dir = exports.THOUSANDEYES_CA_FILE:match("^(.*)/")
+        assert.is_nil(io.open(ca_dir .. "/ca.pem"), "its files were left behind")
+        code = shell.run(shell.lua_command({ THOUSANDEYES_HOST = exports.THOUSANDEYES_HOST,
+            THOUSANDEYES_CA_FILE = exports.THOUSANDEYES_CA_FILE, THOUSANDEYES_API_TOKEN = api_token,
+            }, "bin/thousandeyes-token api GET /v7/tests --timeout 2 --retries 0"),
+            { lua = true })
+        assert.equals(1, code)
+    end)
+end)
