@@ -2,11 +2,13 @@
  * core.c - oauth2.core: one HTTP exchange over libcurl, results as Lua tables.
  *
  * This is the mechanism half of the library (the policy lives in Lua).  A
- * session owns one easy handle inside its own multi handle, so consecutive
- * exchanges reuse the keep-alive connection and the TLS session, and every
- * exchange can be driven step by step (start, then step until done) without
- * blocking; the blocking `request` is the same path waiting on the multi
- * handle.  Network and HTTP outcomes are returned as data (`nil, err`), only
+ * session owns one easy handle, so consecutive exchanges reuse the
+ * keep-alive connection and the TLS session.  An exchange can be driven
+ * step by step (start, then step until done) without blocking, through a
+ * multi handle the session makes on the first start; the blocking
+ * `request` is libcurl's own loop (curl_easy_perform), which needs no
+ * multi handle of ours: making one costs a one-shot call more than the
+ * rest of its set-up.  Network and HTTP outcomes are returned as data (`nil, err`), only
  * misuse raises.  What is sent is a prepared request (request.c).
  *
  * Ownership rule: every C resource of an exchange (easy handle, response

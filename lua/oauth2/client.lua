@@ -152,11 +152,7 @@ local FETCH_GRACE = 1
 
 -- A warning on stderr, or in nginx's error.log.
 local function warn(text)
-    if ngx and ngx.log then -- luacheck: ignore
-        ngx.log(ngx.WARN, text) -- luacheck: ignore
-    else
-        io.stderr:write(text, "\n")
-    end
+    transport.log("WARN", text)
 end
 
 -- Say a problem with the shared store once per cool-down, naming the

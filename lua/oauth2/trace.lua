@@ -14,6 +14,7 @@
 
 local core = require "oauth2.core"
 local errors = require "oauth2.error"
+local transport = require "oauth2.transport"
 
 local type, tostring, format = type, tostring, string.format
 local match = string.match
@@ -26,11 +27,7 @@ _M.from_env = ENV ~= nil and ENV ~= "" and ENV ~= "0"
 
 -- The default sink: stderr, or nginx's error log (at notice level).
 local function write(line)
-    if ngx and ngx.log then -- luacheck: ignore
-        ngx.log(ngx.NOTICE, line) -- luacheck: ignore
-    else
-        io.stderr:write(line, "\n")
-    end
+    transport.log("NOTICE", line)
 end
 
 --- The sink of a configuration's trace: a function taking a line, or nil

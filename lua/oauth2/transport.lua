@@ -1,10 +1,10 @@
 -- oauth2.transport: drive the C core's exchanges, never blocking an event loop.
 --
--- One code path for every host: an exchange is started, then stepped until
--- done.  Inside OpenResty, where the running phase may yield, each step
--- polls without waiting and the light thread yields with ngx.sleep in
--- between; elsewhere each step waits on libcurl's multi handle.  The same
--- feature test picks the clock and the sleep used for retries and backoff.
+-- Inside OpenResty, where the running phase may yield, an exchange is
+-- started, then stepped without waiting, the light thread yielding with
+-- ngx.sleep in between; elsewhere the core's blocking request runs
+-- libcurl's own loop.  The same feature test picks the clock and the sleep
+-- used for retries and backoff, and where log lines go.
 
 local core = require "oauth2.core"
 
@@ -29,6 +29,16 @@ _M.can_yield = can_yield
 -- Seconds on a monotonic clock.
 _M.now = core.now
 
+--- A line in nginx's error log at `level` (ngx.WARN, ngx.NOTICE...), or
+-- on stderr outside nginx.
+function _M.log(level, text)
+    if ngx and ngx.log then
+        ngx.log(ngx[level], text)
+    else
+        io.stderr:write(text, "\n")
+    end
+end
+
 -- Wait, yielding to nginx where it may, blocking elsewhere.
 function _M.sleep(seconds)
     if seconds <= 0 then return end
@@ -49,7 +59,7 @@ Session.__index = Session
 function Session:request(req, timeout, connect_timeout)
     local session = self.core
     if session == nil then error("oauth2: use of a closed session", 2) end
-    -- outside nginx: the core's blocking loop (the same start and steps)
+    -- outside nginx: the core's blocking request (libcurl's own loop)
     if ngx == nil then return session:request(req, timeout, connect_timeout) end
     if session:busy() then
         if core.now() < self.busy_until then
