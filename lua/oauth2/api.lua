@@ -396,9 +396,11 @@ function _M.send(client, call)
     local deadline_at = now() + call.deadline
     local session = connection(client)
     local renewed = false
-    -- the debug trace, when on
-    local sink, traced = trace.sink(conf), 0
-    local function attempt(number, timeout, connect_timeout)
+    -- with the debug trace on, the requests go through a watched session
+    local watched = conf.trace
+        and trace.watch(conf.trace, options.secrets(conf), method, req.url, session)
+    local via = watched or session
+    local function attempt(_, timeout, connect_timeout)
         local res, err
         for _ = 1, 2 do
             -- once the token was rejected, fetch anew within the deadline
@@ -411,19 +413,13 @@ function _M.send(client, call)
             if not header then return nil, err, false end
             pace(client, method, deadline_at)
             req.headers.Authorization = header
-            local started = sink and now()
-            res, err = session:request(req, timeout, connect_timeout)
+            res, err = via:request(req, timeout, connect_timeout)
             req.headers.Authorization = nil
-            if sink then
-                traced = number
-                trace.attempt(sink, secrets_of(conf, header), method, req.url, res, err,
-                    now() - started, number)
-            end
             if not res then
                 err = errors.new(err, secrets_of(conf, header))
                 return nil, err, retry.KIND[err.kind] and call.repeatable
             end
-            res = response(res, session, conf, header)
+            res = response(res, via, conf, header)
             note_limit(client, res)
             local left = deadline_at - now()
             -- a static token (api_token) is the same token again: no renewal
@@ -448,10 +444,7 @@ function _M.send(client, call)
     -- every wait is told: a 429's, and a retry's after a 5xx or a
     -- transport failure
     local function on_wait(wait, res, err)
-        if sink then
-            trace.wait(sink, options.secrets(conf), method, req.url, wait, traced + 1,
-                res and "HTTP " .. res.status or err and err.kind)
-        end
+        if watched then watched.on_wait(wait, res, err) end
         if res and res.status == 429 then
             client:emit("api_429", { status = 429, method = method, wait = wait })
         else

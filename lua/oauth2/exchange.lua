@@ -171,22 +171,13 @@ function _M.build_request(conf)
     return prepared
 end
 
--- The attempts: the token or nil and a raw error table, and the number
--- of attempts made.  `deadline` (seconds) shortens conf.deadline.
-local function exchange(conf, request, session, deadline)
-    if not deadline or deadline > conf.deadline then deadline = conf.deadline end
+-- The attempts through `session` within `deadline`: the token or nil and
+-- a raw error table, and the number of attempts made.
+local function attempt_all(conf, request, session, deadline, on_wait)
     local now = retry.runtime.now
-    -- the debug trace, when on (its secrets made only then)
-    local sink = trace.sink(conf)
-    local secrets = sink and options.secrets(conf)
-    local attempts = 0
-    return retry.run(conf, deadline, function(attempt, timeout, connect_timeout)
+    return retry.run(conf, deadline, function(_, timeout, connect_timeout)
         local sent_at, sent_mono = time(), now()
         local res, err = session:request(request, timeout, connect_timeout)
-        if sink then
-            attempts = attempt
-            trace.attempt(sink, secrets, "POST", conf.url, res, err, now() - sent_mono, attempt)
-        end
         if not res then
             err.retryable = retry.KIND[err.kind] == true
         elseif res.status >= 200 and res.status < 300 then
@@ -197,10 +188,17 @@ local function exchange(conf, request, session, deadline)
             err = http_error(res, session)
         end
         return nil, err, err.retryable, err.retry_after
-    end, sink and function(wait, _, err)
-        trace.wait(sink, secrets, "POST", conf.url, wait, attempts + 1,
-            err.status and "HTTP " .. err.status or err.kind)
-    end)
+    end, on_wait)
+end
+
+-- The same, with `deadline` (seconds) shortening conf.deadline, and
+-- traced when the configuration's debug trace is on (oauth2.trace): the
+-- session is then watched, and the loop's waits told.
+local function exchange(conf, request, session, deadline)
+    if not deadline or deadline > conf.deadline then deadline = conf.deadline end
+    if not conf.trace then return attempt_all(conf, request, session, deadline) end
+    local watched = trace.watch(conf.trace, options.secrets(conf), "POST", conf.url, session)
+    return attempt_all(conf, request, watched, deadline, watched.on_wait)
 end
 
 --- One token for a validated configuration (see oauth2.options) and its

@@ -8,6 +8,7 @@
 
 local core = require "oauth2.core"
 local policy_rules = require "oauth2.policy"
+local trace = require "oauth2.trace"
 
 local type, pairs, ipairs, tostring, tonumber =
       type, pairs, ipairs, tostring, tonumber
@@ -353,7 +354,7 @@ local function new_conf()
         host = nil, token_url = nil, url = nil, client_id = nil, client_secret = nil,
         scope = nil, ca_file = nil, no_proxy = nil, proxy = nil, params = nil,
         params_key = nil, session = nil, access_token = nil, x_tenant_id = nil,
-        api_token = nil, debug = nil,
+        api_token = nil, debug = nil, trace = nil,
     }
 end
 
@@ -502,6 +503,8 @@ function _M.validate(opts, for_api)
         conf.params_key = concat(names, "\n")
     end
     if conf.connect_timeout > conf.timeout then conf.connect_timeout = conf.timeout end
+    -- where the debug trace goes, settled once: nil when it is off
+    conf.trace = trace.sink(conf)
     if conf.backoff_max < conf.backoff_base then conf.backoff_max = conf.backoff_base end
 
     if conf.token_url then

@@ -16,7 +16,8 @@ local core = require "oauth2.core"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
-local type, tostring, format = type, tostring, string.format
+local type, tostring, pcall, setmetatable = type, tostring, pcall, setmetatable
+local format = string.format
 local match = string.match
 
 local _M = { _VERSION = core._VERSION }
@@ -52,8 +53,8 @@ local function emit(sink, secrets, line)
     pcall(sink, errors.scrub_text(line, secrets))
 end
 
---- One attempt: `res` (a response with status) or `err` (no answer).
-function _M.attempt(sink, secrets, method, url, res, err, seconds, attempt)
+-- One attempt: `res` (a response with status) or `err` (no answer).
+local function attempt_line(sink, secrets, method, url, res, err, seconds, attempt)
     local outcome
     if res then
         outcome = tostring(res.status)
@@ -64,10 +65,45 @@ function _M.attempt(sink, secrets, method, url, res, err, seconds, attempt)
         shown(url), outcome, seconds, attempt))
 end
 
---- A wait before the next attempt.
-function _M.wait(sink, secrets, method, url, seconds, next_attempt, why)
+-- A wait before the next attempt.
+local function wait_line(sink, secrets, method, url, seconds, next_attempt, why)
     emit(sink, secrets, format("oauth2: waiting %.2f s before attempt %d of %s %s%s", seconds,
         next_attempt, method, shown(url), why and " (" .. why .. ")" or ""))
+end
+
+local Watched = {}
+Watched.__index = Watched
+
+function Watched:request(req, timeout, connect_timeout)
+    local started = transport.now()
+    local res, err = self.session:request(req, timeout, connect_timeout)
+    self.attempts = self.attempts + 1
+    attempt_line(self.sink, self.secrets, self.method, self.url or req.url, res, err,
+        transport.now() - started, self.attempts)
+    return res, err
+end
+
+function Watched:header(name)
+    return self.session:header(name)
+end
+
+function Watched:headers()
+    return self.session:headers()
+end
+
+--- `session` watched: each request through it, and each wait told to
+-- watched.on_wait(wait, res, err) by the retry loop, gets a line.  Only
+-- made when the trace is on: an untraced call pays nothing.  `url` may be
+-- nil when each request names its own.
+function _M.watch(sink, secrets, method, url, session)
+    local watched = setmetatable({ sink = sink, secrets = secrets, method = method, url = url,
+        session = session, attempts = 0 }, Watched)
+    watched.on_wait = function(wait, res, err)
+        local why = res and res.status and "HTTP " .. res.status
+            or err and (err.status and "HTTP " .. err.status or err.kind)
+        wait_line(sink, secrets, method, url, wait, watched.attempts + 1, why)
+    end
+    return watched
 end
 
 return _M
