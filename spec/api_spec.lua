@@ -537,6 +537,10 @@ describe("a static API token (api_token)", function()
         assert.equals(0, server:stats().token_requests)
         assert.same({}, events)
         assert.is_false(client:invalidate())
+        -- nothing cached to show or forget; the token stays in use
+        assert.is_nil(client:cached())
+        assert.is_false(client:forget())
+        assert.equals("Bearer " .. API_TOKEN, client:header())
         for _, text in ipairs { tostring(err), tostring(client), tostring(client:token()),
                                 cjson.encode(client:stats()) } do
             assert.is_nil(text:find(API_TOKEN, 1, true), text)

@@ -575,10 +575,17 @@ function Static:header()
     return self.entry.header
 end
 
---- Nothing to drop: a static token is the same after a 401.
+--- Nothing to drop, cache or forget: a static token is the same after a
+-- 401, and lives in no store.
 function Static:invalidate()
     if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
     return false
+end
+Static.forget = Static.invalidate
+
+function Static:cached()
+    if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
+    return nil
 end
 
 function Static:__tostring()
