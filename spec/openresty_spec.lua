@@ -465,6 +465,13 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(1, token_stats().shared.fetches)
     end)
 
+    it("fetches in a thread pool with the debug trace on (no function crosses into it)",
+        function()
+        start_nginx { options = 'thread_pool = "oauth2", debug = true,' }
+        for _, code in ipairs(burst("/v7/tests", 5)) do assert.equals(200, code) end
+        assert.equals(1, stats().token_requests)
+    end)
+
     it("runs the example configuration with only its addresses replaced", function()
         local config = slurp(nginx.root .. "/examples/nginx.conf")
         local port = nginx.free_port()

@@ -650,10 +650,13 @@ function _M.new(opts)
     local thread_conf
     if own.thread_pool then
         -- what a thread pool's Lua state gets: plain values only (and
-        -- params, a table of strings)
+        -- params, a table of strings); no function (a clock, the debug
+        -- trace's sink) crosses into it
         thread_conf = {}
         for name, value in pairs(conf) do
-            if name == "params" or type(value) ~= "table" and type(value) ~= "userdata" then
+            local kind = type(value)
+            if name == "params"
+                    or kind ~= "table" and kind ~= "userdata" and kind ~= "function" then
                 thread_conf[name] = value
             end
         end
