@@ -5,11 +5,16 @@
 #   make test                 the busted suite on Lua 5.4 and LuaJIT
 #   make demo                 fetch a token from the bundled fake endpoint
 #   make install PREFIX=/usr/local DESTDIR=   (modules and bin/thousandeyes-token)
+#   make uninstall            removes what make install put there (same settings)
+#   make dist                 a versioned rockspec and .src.rock in build/dist
+#   make deb                  Debian packages (dh-lua) in build/deb
 #   make HIREDIS=no           without oauth2.redis (the Redis store outside nginx)
 #
 # Every setting can be overridden on the command line or from the environment.
 
 LUA_VERSION ?= 5.4
+# the release: the version of the C core, which oauth2._VERSION reports
+VERSION := $(shell sed -n 's/^\#define OAUTH2_CORE_VERSION "\(.*\)"/\1/p' src/compat.h)
 
 ifeq ($(LUA_VERSION),luajit)
 LUA        ?= luajit
@@ -60,7 +65,7 @@ LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUSTED  ?= /usr/bin/busted
 
-.PHONY: all build test test-one demo playground install clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet lint fuzz
+.PHONY: all build test test-one demo playground install uninstall dist deb clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet lint fuzz
 
 all build: $(MODULES)
 
@@ -99,6 +104,61 @@ install: $(MODULES)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/thousandeyes-token > $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
 	chmod 0755 $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
+
+# Everything make install put there, for the same LUA_VERSION, PREFIX and
+# DESTDIR; the command-line tool only when it runs this Lua (a later
+# install for another Lua owns it now).
+uninstall:
+	rm -f $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/core.so $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/redis.so
+	rm -f $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua \
+	    $(patsubst lua/%,$(DESTDIR)$(LUA_SHAREDIR_INSTALL)/%,$(wildcard lua/oauth2/*.lua lua/oauth2/store/*.lua))
+	-rmdir $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2 \
+	    $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 2>/dev/null
+	@cli=$(DESTDIR)$(PREFIX)/bin/thousandeyes-token; \
+	if [ -f "$$cli" ] && [ "$$(head -n 1 "$$cli")" = "#!/usr/bin/env $(LUA)" ]; then \
+	    echo "rm -f $$cli"; rm -f "$$cli"; \
+	elif [ -f "$$cli" ]; then echo "$$cli runs another Lua: left in place"; fi
+
+# A release without a public home yet: in build/dist, the source archive
+# of HEAD, lua-oauth2-$(VERSION)-1.rockspec and the Redis one, and the
+# .src.rock of each, which `luarocks install --deps-mode=none FILE`
+# installs offline.  RELEASE_URL is where the archive will be published
+# (a URL ending in /); without it the rockspecs name the archive alone,
+# which only the .src.rock files carry (docs/release.md).
+RELEASE_URL ?=
+DIST = build/dist
+dist:
+	@command -v zip >/dev/null || { echo "make dist needs zip (apt-get install zip)"; exit 1; }
+	@git diff --quiet HEAD -- || echo "note: the archive is HEAD; uncommitted changes are not in it"
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	git archive --prefix=lua-oauth2-$(VERSION)/ -o $(DIST)/lua-oauth2-$(VERSION).tar.gz HEAD
+	@for rock in lua-oauth2 lua-oauth2-redis; do \
+	    spec=$$rock-$(VERSION)-1.rockspec; \
+	    sed -e 's|^version = "scm-1"|version = "$(VERSION)-1"|' \
+	        -e 's|^   url = "git+.*|   url = "$(RELEASE_URL)lua-oauth2-$(VERSION).tar.gz",\n   dir = "lua-oauth2-$(VERSION)",|' \
+	        -e 's|^   "lua-oauth2",|   "lua-oauth2 == $(VERSION)",|' \
+	        rockspec/$$rock-scm-1.rockspec > $(DIST)/$$spec || exit 1; \
+	    (cd $(DIST) && zip -q -X $$rock-$(VERSION)-1.src.rock $$spec lua-oauth2-$(VERSION).tar.gz) || exit 1; \
+	done
+	@ls -1 $(DIST)/*
+
+# Debian packages, built by dh-lua as Debian's own lua-cjson is, from a
+# copy of the working tree: lua-oauth2 (the modules and oauth2.core for
+# Lua 5.1, which LuaJIT and nginx load, 5.3 and 5.4), lua-oauth2-redis
+# and thousandeyes-token.  Needs the contributor packages (.ci/deps dev).
+DEB = build/deb
+DEB_BUILD_OPTIONS ?= noddebs
+deb:
+	@dpkg-query -W -f='$${Status}' dh-lua 2>/dev/null | grep -q "ok installed" \
+	    || { echo "make deb needs dh-lua (sh .ci/deps dev)"; exit 1; }
+	@v=$$(dpkg-parsechangelog -l debian/changelog -S Version); [ "$${v%-*}" = "$(VERSION)" ] \
+	    || { echo "debian/changelog is at $$v, the core at $(VERSION)"; exit 1; }
+	@rm -rf $(DEB) && mkdir -p $(DEB)/lua-oauth2-$(VERSION)
+	@cp -r src lua bin debian LICENSE README.md CHANGELOG.md $(DEB)/lua-oauth2-$(VERSION)/
+	@echo "dpkg-buildpackage (log: $(DEB)/build.log)"
+	@cd $(DEB)/lua-oauth2-$(VERSION) && DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" \
+	    dpkg-buildpackage -b -us -uc > ../build.log 2>&1 || { tail -n 40 ../build.log; exit 1; }
+	@ls -1 $(DEB)/*.deb
 
 # Static checks of the Lua code (Debian package lua-check).
 lint:

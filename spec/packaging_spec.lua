@@ -1,7 +1,11 @@
 -- The rockspec installs offline with `luarocks make --deps-mode=none`, and
--- what it installs is a working library.
+-- what it installs is a working library; make install and make uninstall
+-- undo each other; make dist's .src.rock installs offline; and (once per
+-- suite: SPEC_ONCE) make deb's packages install, load in every Lua and in
+-- nginx, and purge without a trace.
 
 local shell = require "shell"
+local nginx = require "nginx"
 
 -- Run a shell command: true when it exits 0, and its output.
 local function run(command)
@@ -98,6 +102,80 @@ describe("the rockspec", function()
         if f then f:close() end
     end)
 
+    it("removes with make uninstall all that make install put there", function()
+        local version = jit and "luajit" or _VERSION:match("%d+%.%d+")
+        local abi = jit and "5.1" or version
+        local dest = work .. "/dest-uninstall"
+        local make = ("make -s LUA_VERSION=%s PREFIX=/usr/local DESTDIR='%s'"):format(version, dest)
+        local ok, out = run(make .. " install")
+        assert.is_true(ok, out)
+        -- a file of someone else's beside ours stays
+        local other = dest .. "/usr/local/share/lua/" .. abi .. "/other.lua"
+        assert(io.open(other, "w")):close()
+        ok, out = run(make .. " uninstall")
+        assert.is_true(ok, out)
+        ok, out = run(("cd '%s' && find . -type f -o -type l"):format(dest))
+        assert.is_true(ok, out)
+        assert.equals("./usr/local/share/lua/" .. abi .. "/other.lua\n", out)
+        ok, out = run(("cd '%s' && find . -name 'oauth2*'"):format(dest))
+        assert.is_true(ok, out)
+        assert.equals("", out)
+
+        -- the command-line tool of another Lua's later install is left
+        ok, out = run(make .. " install")
+        assert.is_true(ok, out)
+        local cli = dest .. "/usr/local/bin/thousandeyes-token"
+        ok, out = run(("sed -i '1s|.*|#!/usr/bin/env another-lua|' '%s'"):format(cli))
+        assert.is_true(ok, out)
+        ok, out = run(make .. " uninstall")
+        assert.is_true(ok, out)
+        assert.matches("runs another Lua: left in place", out)
+        assert.is_not_nil(io.open(cli))
+    end)
+
+    it("makes a versioned rockspec and a .src.rock that installs offline (make dist)",
+        function()
+        local abi = jit and "5.1" or _VERSION:match("%d+%.%d+")
+        local dist = work .. "/dist"
+        local ok, out = run(("make -s dist DIST='%s'"):format(dist))
+        assert.is_true(ok, out)
+        local rockspec = assert(io.open(dist .. "/lua-oauth2-0.1.0-1.rockspec")):read("*a")
+        assert.matches('version = "0.1.0%-1"', rockspec)
+        assert.matches('url = "lua%-oauth2%-0.1.0.tar.gz"', rockspec)
+        local redis = assert(io.open(dist .. "/lua-oauth2-redis-0.1.0-1.rockspec")):read("*a")
+        assert.matches('"lua%-oauth2 == 0.1.0"', redis)
+
+        -- installed for LuaJIT, LuaRocks told its interpreter is luajit
+        local config = ""
+        if jit then
+            local f = assert(io.open(work .. "/luajit-config.lua", "w"))
+            f:write('lua_interpreter = "luajit"\n'
+                .. 'variables = { LUA_INCDIR = "/usr/include/luajit-2.1" }\n')
+            f:close()
+            config = ("LUAROCKS_CONFIG='%s/luajit-config.lua' "):format(work)
+        end
+        -- from another directory, with no network: only the rock's files
+        local dist_tree = work .. "/dist-tree"
+        for _, rock in ipairs { "lua-oauth2", "lua-oauth2-redis" } do
+            ok, out = run(("cd / && %sluarocks --lua-version %s --tree '%s' install "
+                .. "--deps-mode=none '%s/%s-0.1.0-1.src.rock'"):format(config, abi, dist_tree, dist,
+                rock))
+            assert.is_true(ok, out)
+        end
+        ok, out = run(("LUA_PATH='%s/share/lua/%s/?.lua;;' LUA_CPATH='%s/lib/lua/%s/?.so;;' "
+            .. "'%s/bin/thousandeyes-token' --version"):format(dist_tree, abi, dist_tree, abi, dist_tree))
+        assert.is_true(ok, out)
+        assert.matches("^thousandeyes%-token 0%.1%.0 %(" .. (jit and "LuaJIT" or "Lua " .. abi),
+            out)
+        local check = ("package.path='%s/share/lua/%s/?.lua;'..package.path "
+            .. "package.cpath='%s/lib/lua/%s/?.so;'..package.cpath "
+            .. "print(require('oauth2')._VERSION, require('oauth2.redis')._VERSION)")
+            :format(dist_tree, abi, dist_tree, abi)
+        ok, out = run(("cd / && %s -e %q"):format(jit and "luajit" or "lua" .. abi, check))
+        assert.is_true(ok, out)
+        assert.matches("^0%.1%.0%s+0%.1%.0", out)
+    end)
+
     it("builds and installs without hiredis (make HIREDIS=no)", function()
         local version = jit and "luajit" or _VERSION:match("%d+%.%d+")
         local abi = jit and "5.1" or version
@@ -122,5 +200,108 @@ describe("the rockspec", function()
         ok, out = run(("%s -e %q"):format(interpreter, check))
         assert.is_true(ok, out)
         assert.matches("false.*needs the module oauth2%.redis", out)
+    end)
+end)
+
+describe("the Debian packages (make deb)", function()
+    if os.getenv("SPEC_ONCE") ~= "1" then
+        pending("built once per suite (SPEC_ONCE)")
+        return
+    end
+    local work, root, proxy
+
+    -- dpkg on a scratch root of its own: the machine's packages untouched
+    local function dpkg(args)
+        return run(("dpkg --root='%s' --force-depends --force-not-root "
+            .. "--force-script-chrootless --no-triggers --log=/dev/null %s"):format(root, args))
+    end
+
+    setup(function()
+        work = shell.temp_dir()
+        root = work .. "/root"
+        assert(run(("mkdir -p '%s/var/lib/dpkg/info' '%s/var/lib/dpkg/updates' && "
+            .. "touch '%s/var/lib/dpkg/status'"):format(root, root, root)))
+    end)
+    teardown(function()
+        if proxy then proxy:stop() end
+        if work then os.execute(("rm -rf '%s'"):format(work)) end
+    end)
+
+    it("builds with dh-lua, installs, loads in Lua, LuaJIT and nginx, and purges", function()
+        -- dh-lua's own build-time tests are left out: what follows checks more
+        local ok, out = run(("make -s deb DEB='%s/deb' DEB_BUILD_OPTIONS='noddebs nocheck "
+            .. "parallel=2'"):format(work))
+        assert.is_true(ok, out)
+        ok, out = dpkg(("-i '%s'/deb/*.deb"):format(work))
+        assert.is_true(ok, out)
+        ok, out = run(("dpkg-query --admindir='%s/var/lib/dpkg' -W -f='${Package} ${Version}\n'")
+            :format(root))
+        assert.is_true(ok, out)
+        assert.equals("lua-oauth2 0.1.0-1\nlua-oauth2-redis 0.1.0-1\nthousandeyes-token 0.1.0-1\n",
+            out)
+
+        local _, multiarch = run("dpkg-architecture -qDEB_HOST_MULTIARCH")
+        multiarch = multiarch:match("%S+")
+        local function paths(abi)
+            return ("%s/usr/share/lua/%s/?.lua"):format(root, abi),
+                ("%s/usr/lib/%s/lua/%s/?.so"):format(root, multiarch, abi)
+        end
+        for _, case in ipairs { { "lua5.1", "5.1" }, { "luajit", "5.1" }, { "lua5.3", "5.3" },
+                                { "lua5.4", "5.4" } } do
+            local lpath, cpath = paths(case[2])
+            -- the package's files first, the system's lua-cjson after them
+            local check = ("package.path=%q package.cpath=%q..';'..package.cpath "
+                .. "print(require('oauth2')._VERSION, require('oauth2.redis')._VERSION)")
+                :format(lpath .. ";/usr/share/lua/" .. case[2] .. "/?.lua", cpath)
+            ok, out = run(("cd / && %s -e %q"):format(case[1], check))
+            assert.is_true(ok, case[1] .. ": " .. out)
+            assert.matches("^0%.1%.0%s+0%.1%.0", out, case[1])
+        end
+
+        -- the command-line tool runs lua5.4
+        local lpath, cpath = paths("5.4")
+        ok, out = run(("LUA_PATH='%s;;' LUA_CPATH='%s;;' '%s/usr/bin/thousandeyes-token' "
+            .. "--version"):format(lpath, cpath, root))
+        assert.is_true(ok, out)
+        assert.matches("^thousandeyes%-token 0%.1%.0 %(Lua 5%.4", out)
+
+        -- nginx's lua module loads the 5.1 build
+        local port = nginx.free_port()
+        lpath, cpath = paths("5.1")
+        proxy = nginx.start(nginx.user_line() .. "\n" .. nginx.fill([[
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+daemon on;
+pid logs/nginx.pid;
+error_log logs/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    lua_package_path "${LPATH};;";
+    lua_package_cpath "${CPATH};;";
+    server {
+        listen 127.0.0.1:${PORT};
+        location / {
+            content_by_lua_block {
+                local oauth2 = require "oauth2"
+                require "oauth2.openresty"
+                ngx.say(oauth2._VERSION, " ", jit.version)
+            }
+        }
+    }
+}
+]], { LPATH = lpath, CPATH = cpath, PORT = port }))
+        ok, out = run(("curl -sS http://127.0.0.1:%d/"):format(port))
+        assert.is_true(ok, out)
+        assert.matches("^0%.1%.0 LuaJIT", out, proxy:error_log())
+        proxy:stop()
+        proxy = nil
+
+        ok, out = dpkg("--purge thousandeyes-token lua-oauth2-redis lua-oauth2")
+        assert.is_true(ok, out)
+        -- dpkg took away the directories it made: nothing is left under usr/
+        ok, out = run(("find '%s' -mindepth 1 -path '%s/var' -prune -o -print"):format(root, root))
+        assert.is_true(ok, out)
+        assert.equals("", out)
     end)
 end)
