@@ -445,6 +445,9 @@ describe("thousandeyes-token", function()
         assert.matches("^Usage: thousandeyes%-token", out)
         code, out = cli("--version")
         assert.equals(0, code)
-        assert.matches("^thousandeyes%-token %d+%.%d+%.%d+\n$", out)
+        -- with the interpreter and libcurl it runs on, for bug reports
+        local interpreter = (jit and jit.version or _VERSION):gsub("%p", "%%%0")
+        assert.matches("^thousandeyes%-token %d+%.%d+%.%d+ %(" .. interpreter
+            .. ", libcurl/[%d.]+%)\n$", out)
     end)
 end)

@@ -1,5 +1,5 @@
--- The README's code blocks, run as they are written: they are read from
--- README.md itself, so the two cannot drift.  Only addresses change: the
+-- The code blocks of the README and of docs/, run as they are written:
+-- they are read from the files themselves, so the two cannot drift.  Only addresses change: the
 -- ThousandEyes host becomes the fake API's, Redis's default port the
 -- spec's redis-server.  Credentials come from the environment, as the
 -- README says they do.
@@ -9,6 +9,8 @@
 --           (apt-get lines only as root: they install what CI has)
 --   nginx   excerpts of examples/nginx.conf, which the OpenResty spec runs:
 --           each must be found there as it is
+--   text    (or no language) not run: output, diagrams, and commands that
+--           install into the system, which the packaging spec covers
 -- The first block is the README's two commands: its demo runs here, its
 -- test command is what CI runs (this suite).
 
@@ -40,8 +42,20 @@ local function blocks(text)
     return found
 end
 
-local readme = assert(shell.read_file("README.md"))
-local all = blocks(readme)
+-- README.md first, then docs/*.md in name order
+local files = { "README.md" }
+do
+    local p = io.popen("ls docs/*.md")
+    for path in p:lines() do files[#files + 1] = path end
+    p:close()
+end
+local all = {}
+for _, path in ipairs(files) do
+    for _, block in ipairs(blocks(assert(shell.read_file(path)))) do
+        block.file = path
+        all[#all + 1] = block
+    end
+end
 
 describe("the README's code blocks", function()
     local server, redis, dir, work
@@ -86,15 +100,17 @@ describe("the README's code blocks", function()
         assert.is_true((kinds.sh or 0) >= 4)
         assert.is_true((kinds.nginx or 0) >= 3)
         for _, block in ipairs(all) do
-            assert.is_truthy(({ lua = true, sh = true, nginx = true })[block.lang],
-                "README.md line " .. block.line .. ": a block of unknown kind '" .. block.lang .. "'")
+            assert.is_truthy(({ lua = true, sh = true, nginx = true, text = true, [""] = true })
+                [block.lang], block.file .. " line " .. block.line .. ": a block of unknown kind '"
+                .. block.lang .. "'")
         end
     end)
 
     local is_root = (select(2, shell.run("id -u")) or ""):match("^0") ~= nil
 
     for index, block in ipairs(all) do
-        local name = ("block %d (README.md line %d, %s)"):format(index, block.line, block.lang)
+        local name = ("block %d (%s line %d, %s)"):format(index, block.file, block.line,
+            block.lang)
         if block.lang == "lua" then
             it("runs " .. name, function()
                 local file = dir .. "/block" .. index .. ".lua"
@@ -112,18 +128,20 @@ describe("the README's code blocks", function()
                 assert.is_truthy(example:find(block.code, 1, true),
                     "not in examples/nginx.conf:\n" .. block.code)
             end)
-        elseif block.code:find("make test", 1, true) then
+        elseif block.file == "README.md" and block.code:find("make test", 1, true) then
             it("runs the demo of " .. name .. ", and CI runs its test command", function()
                 assert.matches("\nsh %.ci/deps && make demo", "\n" .. block.code)
-                assert.matches("\nsh %.ci/deps && make test", "\n" .. block.code)
-                assert.matches("\nmake test\n", "\n" .. assert(shell.read_file(".ci/run")))
+                assert.matches("\nsh %.ci/deps dev && make test", "\n" .. block.code)
+                local ci = assert(shell.read_file(".ci/run"))
+                assert.matches("\nmake test\n", "\n" .. ci)
+                assert.matches("sh %.ci/deps dev", ci)
                 local code, out = shell.run("cd " .. shell.quote(work) .. " && make -s demo")
                 assert.equals(0, code, out)
                 assert.matches("oauth2 token Bearer", out)
             end)
-        elseif block.code:find("apt-get", 1, true) and not is_root then
+        elseif block.lang == "sh" and block.code:find("apt-get", 1, true) and not is_root then
             pending(name .. ": installs packages, as root only")
-        else
+        elseif block.lang == "sh" then
             it("runs " .. name, function()
                 -- the CLI of the copy, on PATH, on a build of its own (no
                 -- sanitizer: the suite's may be an ASan one)
