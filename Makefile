@@ -114,8 +114,8 @@ uninstall:
 	rm -f $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/core.so $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/redis.so
 	rm -f $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua \
 	    $(patsubst lua/%,$(DESTDIR)$(LUA_SHAREDIR_INSTALL)/%,$(wildcard lua/oauth2/*.lua lua/oauth2/store/*.lua))
-	-rmdir $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2 \
-	    $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 2>/dev/null
+	rmdir $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2 \
+	    $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 2>/dev/null || true
 	@cli=$(DESTDIR)$(PREFIX)/bin/thousandeyes-token; \
 	if [ -f "$$cli" ] && [ "$$(head -n 1 "$$cli")" = "#!/usr/bin/env $(LUA)" ]; then \
 	    echo "rm -f $$cli"; rm -f "$$cli"; \
