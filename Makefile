@@ -94,8 +94,10 @@ demo: $(MODULES)
 # The fake token endpoint and API over HTTPS on PORT, with the exports to
 # point the library, the CLI and the example nginx at it; Ctrl-C stops it.
 PORT ?= 8443
+# API_LIMIT=N: past N API requests a minute, 429 with the rate-limit headers
+API_LIMIT ?=
 playground: $(MODULES)
-	@$(LUA) examples/playground.lua $(PORT)
+	@$(LUA) examples/playground.lua $(PORT) $(API_LIMIT)
 
 install: $(MODULES)
 	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store

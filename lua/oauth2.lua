@@ -70,7 +70,7 @@ function _M.request(method, target, opts)
     local cached, why = client.new(client_opts)
     if not cached then error(why, 2) end
     local call
-    call, why = api.check(cached.conf, method, target, request_opts, cached.aid)
+    call, why = api.check(cached.conf, method, target, request_opts, cached)
     if not call then
         cached:close()
         error(why, 2)
@@ -84,6 +84,14 @@ end
 --- A reusable connection to pass as opts.session, so consecutive calls
 -- share one keep-alive connection and TLS session.  Close it when done.
 _M.session = transport.session
+
+--- JSON values the API needs and a Lua table cannot say (oauth2.json):
+-- `empty_array` is sent as `[]`, and a table whose metatable is
+-- `array_mt` is sent as an array even when empty; decoded answers mark
+-- their arrays with it, so a GET, modify, PUT round trip keeps them.
+local json = require "oauth2.json"
+_M.empty_array = json.empty_array
+_M.array_mt = json.array_mt
 
 --- Whether a value is an error returned by this library.
 _M.is_error = errors.is_error

@@ -421,28 +421,39 @@ describe("API requests", function()
         assert.matches("unknown aid", tostring(steps[1][2]))
     end)
 
-    it("never follows a next link off the API's origin, and never raises for one", function()
-        for _, link in ipairs { "https://evil.example/v7/tests?page=2",
-                                "http://evil.example/v7/tests?page=2",
-                                "ftp://" .. server.http_url:match("//(.*)") .. "/v7/tests" } do
+    it("asks a next link off the API's origin of the API's origin, and never raises for one",
+            function()
+        -- the link's host is never asked: its path and query go to the
+        -- configured API origin (the token goes nowhere else)
+        for _, link in ipairs { "https://evil.example/v7/tests?cursor=3",
+                                "http://evil.example/v7/tests?cursor=3" } do
             local before = server:stats().api_requests
             server:control { api_script = { { status = 200, body = {
                 tests = { { testId = "1" } }, _links = { next = { href = link } } } } } }
-            local steps = {}
-            -- allowing evil.example by name still keeps plain http:// out
-            for page, err in client:pages("/v7/tests", { allow_other_host = { "other.example" },
-                                                         retries = 0 }) do
-                steps[#steps + 1] = { page, err }
+            local ids = {}
+            for page, err in client:pages("/v7/tests", { retries = 0 }) do
+                assert.is_table(page, tostring(err))
+                for _, test in ipairs(page.tests) do ids[#ids + 1] = test.testId end
             end
-            assert.equals(2, #steps, link)
-            assert.equals("1", steps[1][1].tests[1].testId)
-            assert.is_false(steps[2][1])
-            assert.equals("protocol", steps[2][2].kind)
-            assert.matches("next page's link was not followed", tostring(steps[2][2]))
-            assert.is_nil(tostring(steps[2][2]):find("allow_other_host", 1, true))
-            -- one API request: the link was never tried
-            assert.equals(before + 1, server:stats().api_requests)
+            assert.same({ "1", "31", "32" }, ids, link)
+            assert.equals(before + 2, server:stats().api_requests)
+            assert.equals("cursor=3", last_api().query)
         end
+        -- a link that is no http(s) URL is refused, as an error of the walk
+        local before = server:stats().api_requests
+        server:control { api_script = { { status = 200, body = {
+            tests = { { testId = "1" } }, _links = { next = { href = "ftp://"
+                .. server.http_url:match("//(.*)") .. "/v7/tests" } } } } } }
+        local steps = {}
+        for page, err in client:pages("/v7/tests", { retries = 0 }) do
+            steps[#steps + 1] = { page, err }
+        end
+        assert.equals(2, #steps)
+        assert.equals("1", steps[1][1].tests[1].testId)
+        assert.is_false(steps[2][1])
+        assert.equals("protocol", steps[2][2].kind)
+        assert.matches("next page's link was not followed", tostring(steps[2][2]))
+        assert.equals(before + 1, server:stats().api_requests)
     end)
 
     it("refuses a full URL on another host unless allowed, and misuse", function()
@@ -486,6 +497,193 @@ describe("API requests", function()
         local text = cjson.encode(events)
         assert.is_nil(text:find(SECRET, 1, true))
         assert.is_nil(text:find("te%-%x+"))
+    end)
+end)
+
+describe("what ThousandEyes' API descriptions expect", function()
+    local server, client
+
+    setup(function()
+        server = fake.start()
+    end)
+    teardown(function()
+        if server then server:stop() end
+    end)
+    -- a clock of this test's own: its clients share no token with the
+    -- clients of earlier tests (whose tokens died with the reset)
+    local clock
+    before_each(function()
+        server:reset { clients = { ["api-id"] = SECRET } }
+        local now = require("oauth2.core").now
+        clock = function() return now() end
+        client = oauth2.client { host = server.http_url, client_id = "api-id",
+            client_secret = SECRET, retries = 0, clock = clock }
+    end)
+    after_each(function()
+        client:close()
+    end)
+
+    local function api_log()
+        return server:stats().api_log
+    end
+    local function last_api()
+        local log = api_log()
+        return log[#log]
+    end
+
+    it("sends an empty array as [], and keeps the arrays of a GET, modify, PUT round trip",
+            function()
+        assert(client:request("POST", "/v7/tests/http-server", { json = {
+            testName = "t", alertRules = oauth2.empty_array,
+            labels = setmetatable({}, oauth2.array_mt), agents = { { agentId = 1 } } } }))
+        local sent = last_api().body
+        assert.matches('"alertRules":[]', sent, 1, true)
+        assert.matches('"labels":[]', sent, 1, true)
+        assert.matches('"agents":[{"agentId":1}]', sent, 1, true)
+        -- a plain empty table is still an object
+        assert(client:request("POST", "/v7/tests/http-server", { json = { headers = {} } }))
+        assert.equals('{"headers":{}}', last_api().body)
+        -- what the API sent as [] goes back as []; "[]" in a string stays a string
+        -- (as text: this side's cjson would write the empty lists as {})
+        server:control { api_script = { { status = 200, body = '{"testId": "1", '
+            .. '"alertRules": [], "sharedWithAccounts": [ ], "testName": "[] x", '
+            .. '"nested": [{"labels": []}]}' } } }
+        local res = assert(client:request("GET", "/v7/tests/http-server/1"))
+        local test = res.json
+        assert.same({}, test.alertRules)
+        test.testName = "renamed"
+        assert(client:request("PUT", "/v7/tests/http-server/1", { json = test }))
+        local back = last_api().body
+        assert.matches('"alertRules":[]', back, 1, true)
+        assert.matches('"sharedWithAccounts":[]', back, 1, true)
+        assert.matches('"nested":[{"labels":[]}]', back, 1, true)
+        assert.matches('"testName":"renamed"', back, 1, true)
+        -- a cycle is an error of the call, not a raise
+        local cycle = {}
+        cycle.self = cycle
+        assert.has_error(function()
+            client:request("POST", "/v7/tests", { json = cycle })
+        end)
+    end)
+
+    it("keeps the call's query on every page, as the SDK does", function()
+        local queries = {}
+        for page, res in client:pages("/v7/tests", { query = { aid = "7", expand = "agents" } })
+                do
+            assert.is_table(page, tostring(res))
+            queries[#queries + 1] = last_api().query
+        end
+        assert.same({ "aid=7&expand=agents", "cursor=2&aid=7&expand=agents",
+                      "cursor=3&aid=7&expand=agents" }, queries)
+        -- a parameter the link sets itself is the link's
+        server:control { api_script = { { status = 200, body = { tests = {},
+            _links = { next = { href = server.http_url .. "/v7/tests?cursor=3&aid=9" } } } } } }
+        local seen = {}
+        for _ in client:items("/v7/tests", "tests", { query = { aid = "7" } }) do end
+        for _, entry in ipairs(api_log()) do seen[#seen + 1] = entry.query end
+        assert.equals("cursor=3&aid=9", seen[#seen])
+    end)
+
+    it("stops at a next link it has asked already, with what it read", function()
+        local again = server.http_url .. "/v7/tests?cursor=2"
+        local page = { status = 200, body = { tests = { { testId = "x" } },
+            _links = { next = { href = again } } } }
+        server:control { api_script = { page, page, page } }
+        local before = server:stats().api_requests
+        local ids = {}
+        for test, err in client:items("/v7/tests", "tests") do
+            assert.is_nil(err)
+            ids[#ids + 1] = test.testId
+        end
+        assert.same({ "x", "x" }, ids)
+        assert.equals(before + 2, server:stats().api_requests)
+    end)
+
+    it("sends API calls to an explicit host, whatever token_url says", function()
+        local split = oauth2.client { client_id = "api-id", client_secret = SECRET, clock = clock,
+            token_url = server.http_url .. "/v7/oauth2/token", host = server.https_url,
+            ca_file = server.ca_file }
+        finally(function() split:close() end)
+        assert(split:request("GET", "/v7/agents"))
+        assert.equals(tonumber(server.https_url:match(":(%d+)$")), last_api().port)
+        assert.equals(1, server:stats().token_requests)
+        -- without host, the token URL's origin is the API's, as before
+        local alone = oauth2.client { client_id = "api-id", client_secret = SECRET, clock = clock,
+            token_url = server.https_url .. "/v7/oauth2/token", ca_file = server.ca_file }
+        finally(function() alone:close() end)
+        assert(alone:request("GET", "/v7/agents"))
+        assert.equals(tonumber(server.https_url:match(":(%d+)$")), last_api().port)
+    end)
+
+    it("asks the API's own next links of the configured origin (a gateway)", function()
+        server:control { api_script = { { status = 200, body = { tests = { { testId = "1" } },
+            _links = { next = { href = "https://api.thousandeyes.com/v7/tests?cursor=3" } } } } } }
+        local ids = {}
+        for test, err in client:items("/v7/tests", "tests", { query = { aid = "5" } }) do
+            assert.is_nil(err)
+            ids[#ids + 1] = test.testId
+        end
+        assert.same({ "1", "31", "32" }, ids)
+        local last = last_api()
+        assert.equals("/v7/tests", last.path)
+        assert.equals("cursor=3&aid=5", last.query)
+        assert.equals(tonumber(server.http_url:match(":(%d+)$")), last.port)
+    end)
+
+    it("sends the client's headers under each call's, and fills path parameters", function()
+        local with = oauth2.client { host = server.http_url, client_id = "api-id", clock = clock,
+            client_secret = SECRET, headers = { ["X-Source"] = "lua", ["X-Mode"] = "a" } }
+        finally(function() with:close() end)
+        assert(with:request("GET", "/v7/tests/{testId}/results/{kind}",
+            { path = { testId = "a/b?c=d#e", kind = 42 }, headers = { ["x-mode"] = "b" } }))
+        local seen = last_api()
+        assert.equals("/v7/tests/a%2Fb%3Fc%3Dd%23e/results/42", seen.path)
+        assert.equals("", seen.query)
+        assert.equals("lua", seen.headers["x-source"])
+        assert.equals("b", seen.headers["x-mode"])
+        -- a dot segment, a missing value, a name the path lacks: said at once
+        assert.has_error(function()
+            with:request("GET", "/v7/tests/{testId}", { path = { testId = ".." } })
+        end, "oauth2: path parameter 'testId' must not be empty, \".\" or \"..\"")
+        assert.has_error(function()
+            with:request("GET", "/v7/tests/{testId}", { path = {} })
+        end, "oauth2: the path names {testId} but the request option 'path' has no 'testId'")
+        assert.has_error(function() with:request("GET", "/v7/tests/{testId}") end,
+            "oauth2: the path names {testId}: give its value in the request option 'path'")
+        assert.has_error(function()
+            with:request("GET", "/v7/tests", { path = { testId = "1" } })
+        end, "oauth2: request option 'path' has 'testId', which the path does not name as "
+            .. "{testId}")
+        assert.has_error(function()
+            oauth2.client { client_id = "x", client_secret = SECRET, host = server.http_url,
+                headers = { Authorization = "Bearer x" } }
+        end, "oauth2: option 'headers' must not set Authorization: the client does")
+        assert.has_error(function()
+            oauth2.client { client_id = "x", client_secret = SECRET, host = server.http_url,
+                headers = { ["X-A"] = "a\1b" } }
+        end, "oauth2: option 'headers' must map header names to strings without control "
+            .. "characters")
+    end)
+
+    it("gives a 403 for a scope the token lacks, and a 429 with the real headers", function()
+        server:control { api_scopes = { ["/v7/alerts"] = "alerts:read" } }
+        local res = assert(client:request("GET", "/v7/alerts"))
+        assert.equals(403, res.status)
+        local err = res:error()
+        assert.equals("Forbidden", err.title)
+        assert.matches("does not include alerts:read", tostring(err), 1, true)
+        local scoped = oauth2.client { host = server.http_url, client_id = "api-id",
+            client_secret = SECRET, scope = "alerts:read", clock = clock }
+        finally(function() scoped:close() end)
+        assert.equals(200, assert(scoped:request("GET", "/v7/alerts")).status)
+        -- two a minute: the third is refused with the organization's headers
+        server:control { api_scopes = {}, api_limit = 2 }
+        assert.equals(200, assert(client:request("GET", "/v7/agents")).status)
+        assert.equals(200, assert(client:request("GET", "/v7/agents")).status)
+        res = assert(client:request("GET", "/v7/agents", { deadline = 0.5 }))
+        assert.equals(429, res.status)
+        assert.equals(2, res.rate_limit.limit)
+        assert.equals(0, res.rate_limit.remaining)
     end)
 end)
 

@@ -157,7 +157,6 @@ describe("thousandeyes-token", function()
         local cases = {
             { "--header --json", "option '%-%-json' can not be used together with option "
                 .. "'%-%-header'" },
-            { "--host http://a --token-url http://b", "can not be used together" },
             { "--insecure --ca-file x", "can not be used together" },
             { "--timeout=-1", "%-%-timeout must be a positive number of seconds" },
             { "--retries 1.5", "%-%-retries must be an integer from 0 to 100, got 1%.5" },
@@ -239,6 +238,11 @@ describe("thousandeyes-token", function()
         assert.equals(2, code)
         assert.equals("", out)
         assert.matches("is used as it is: there is no token to fetch", err)
+        -- --header gives the header API requests carry, for curl -H
+        code, out, err = cli(host() .. " --header", { THOUSANDEYES_API_TOKEN = token })
+        assert.equals(0, code, err)
+        assert.equals("Authorization: Bearer " .. token .. "\n", out)
+        assert.equals(0, server:stats().token_requests)
         -- given with --client-id too: refused, naming the flag
         code, out, err = cli(host() .. " --client-id cli-id --api-token-file "
             .. shell.quote(file) .. " api GET /v7/tests", creds)
@@ -322,6 +326,18 @@ describe("thousandeyes-token", function()
         seen = seen[#seen].headers
         assert.equals("yes", seen["x-extra"])
         assert.equals("two words", seen["x-other"])
+        -- the call's query on every page; API calls to --host beside --token-url
+        code, out, err = cli("--token-url " .. server.http_url .. "/v7/oauth2/token --host "
+            .. server.https_url .. " --ca-file " .. shell.quote(server.ca_file)
+            .. " api GET /v7/tests --paginate --query aid=42", creds)
+        assert.equals(0, code, err)
+        assert.equals(3, select(2, out:gsub("\n", "")))
+        local log = server:stats().api_log
+        local https_port = tonumber(server.https_url:match(":(%d+)$"))
+        for i = #log - 2, #log do
+            assert.matches("aid=42", log[i].query, 1, true)
+            assert.equals(https_port, log[i].port)
+        end
         -- a page that fails: its problem, exit 1
         server:control { api_script = { { status = 403,
             body = { title = "Forbidden", detail = "no access" } } } }

@@ -46,6 +46,15 @@ describe("the playground", function()
             assert.matches("^https://", page._links.self.href)
         end
         assert.equals(3, count)
+        -- a scope it was not given: 403, said; with the scope: the data
+        local code_403, out_403 = shell.run(shell.lua_command(env,
+            "bin/thousandeyes-token api GET /v7/alerts 2>&1"), { lua = true })
+        assert.equals(1, code_403, out_403)
+        assert.matches("Forbidden", out_403, 1, true)
+        assert.matches("alerts:read", out_403, 1, true)
+        code = shell.run(shell.lua_command(env,
+            "bin/thousandeyes-token --scope alerts:read api GET /v7/alerts"), { lua = true })
+        assert.equals(0, code)
         -- and with the User API token in place of the client credentials
         code, pages = shell.run(shell.lua_command({ THOUSANDEYES_HOST = exports.THOUSANDEYES_HOST,
             THOUSANDEYES_CA_FILE = exports.THOUSANDEYES_CA_FILE,

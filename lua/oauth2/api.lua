@@ -23,20 +23,20 @@
 -- nginx, where light threads never share one.
 
 local core = require "oauth2.core"
-local cjson = require "cjson.safe"
+local json = require "oauth2.json"
 local options = require "oauth2.options"
 local retry = require "oauth2.retry"
 local trace = require "oauth2.trace"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
-local type, pairs, ipairs, tostring, error, pcall, setmetatable =
-      type, pairs, ipairs, tostring, error, pcall, setmetatable
+local type, pairs, ipairs, tostring, tonumber, error, pcall, setmetatable =
+      type, pairs, ipairs, tostring, tonumber, error, pcall, setmetatable
 local min, floor = math.min, math.floor
 local concat, sort = table.concat, table.sort
-local find, lower, upper, format, gsub, match, sub =
+local find, lower, upper, format, gsub, match, sub, gmatch, char =
       string.find, string.lower, string.upper, string.format, string.gsub, string.match,
-      string.sub
+      string.sub, string.gmatch, string.char
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 
 local _M = { _VERSION = core._VERSION }
@@ -47,7 +47,7 @@ local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS
 -- The options of one request, beside the client's.
 local REQUEST_OPTIONS = {
     query = true, json = true, body = true, content_type = true, headers = true,
-    idempotent = true, allow_other_host = true, deadline = true, timeout = true,
+    path = true, idempotent = true, allow_other_host = true, deadline = true, timeout = true,
     max_body = true, retries = true, max_pages = true,
 }
 _M.REQUEST_OPTIONS = REQUEST_OPTIONS
@@ -95,19 +95,21 @@ local function encode_query(query)
     return concat(parts, "&")
 end
 
--- The full URL of `target` for a client whose API is at conf.url: a path
--- ("/v7/tests" or "v7/tests") joins its origin; a full URL must be on that
+-- The full URL of `target` for a client whose API is at conf.api_url: a
+-- path ("/v7/tests" or "v7/tests") joins it; a full URL must be on its
 -- origin, or on a host `allow_other_host` names, and plain http:// only
 -- where the client's own rule allows it (allow_http, or loopback), so
 -- the token never leaves for a place the caller did not name.  The URL,
 -- or nil and why.
 local function target_url(conf, target, allow_other_host)
-    local origin = options.url_origin(conf.url)
+    local origin = options.url_origin(conf.api_url)
     if type(target) ~= "string" or target == "" then
         return nil, "the path or URL must be a non-empty string"
     end
     if find(target, "[%z\r\n ]") then return nil, "the path or URL contains a space or control" end
-    if not find(target, "^%a[%w+.-]*://") then return origin .. "/" .. gsub(target, "^/+", "") end
+    if not find(target, "^%a[%w+.-]*://") then
+        return conf.api_url .. "/" .. gsub(target, "^/+", "")
+    end
     local parts = core.parse_url(target)
     local scheme = parts and lower(parts.scheme or "")
     if not parts or not parts.host or (scheme ~= "https" and scheme ~= "http") then
@@ -122,6 +124,63 @@ local function target_url(conf, target, allow_other_host)
         return nil, format("%s is plain http://: the token does not travel in clear", there)
     end
     return target
+end
+
+-- A path parameter as one path segment: escaped whole (a "/" or "?" in
+-- it stays inside it), never a dot segment; or nil and why.
+local function path_segment(name, value)
+    local t = type(value)
+    if t == "number" then
+        value = value == floor(value) and format("%d", value) or tostring(value)
+    elseif t ~= "string" then
+        return nil, format("path parameter '%s' must be a string or a number", name)
+    end
+    if value == "" or value == "." or value == ".." then
+        return nil, format("path parameter '%s' must not be empty, \".\" or \"..\"", name)
+    end
+    return core.escape(value)
+end
+
+-- The target with its {name} parts filled from `path`, each value one
+-- escaped segment; or nil and why (a part without a value, a value
+-- without a part).
+local function fill_path(target, path)
+    if path == nil then
+        -- a full URL (a server's link) is taken as it is
+        local name = type(target) == "string" and not find(target, "^%a[%w+.-]*://")
+            and match(target, "{([%w_%-]+)}")
+        if name then
+            return nil, format("the path names {%s}: give its value in the request option "
+                .. "'path'", name)
+        end
+        return target
+    end
+    if type(path) ~= "table" then
+        return nil, "request option 'path' must map the names in the path's {braces} to values"
+    end
+    if type(target) ~= "string" then return target end
+    local used, why = {}, nil
+    local filled = gsub(target, "{([^{}]*)}", function(name)
+        if why then return nil end
+        local value = path[name]
+        if value == nil then
+            why = format("the path names {%s} but the request option 'path' has no '%s'",
+                name, name)
+            return nil
+        end
+        used[name] = true
+        local segment
+        segment, why = path_segment(name, value)
+        return segment
+    end)
+    if why then return nil, why end
+    for name in pairs(path) do
+        if not used[name] then
+            return nil, format("request option 'path' has '%s', which the path does not name "
+                .. "as {%s}", tostring(name), tostring(name))
+        end
+    end
+    return filled
 end
 
 -- allow_other_host as a set of lower-case host names, or nil and why.
@@ -144,12 +203,18 @@ local function other_hosts(value)
 end
 
 -- The request table for the C core: the client's transport options, the
--- method, URL, headers and body of this call.  Or nil and why.
-local function build(conf, method, url, opts)
+-- method, URL, headers (the client's, then the call's over them) and body
+-- of this call.  Or nil and why.
+local function build(conf, method, url, opts, defaults)
     local headers = {
         ["Accept"] = "application/hal+json, application/json, application/problem+json",
     }
     if conf.x_tenant_id then headers["x-tenant-id"] = conf.x_tenant_id end
+    if defaults then
+        -- checked by the client's options; a call's header of the same name
+        -- (any case) replaces it
+        for name, value in pairs(defaults) do headers[name] = value end
+    end
     if opts.headers ~= nil then
         if type(opts.headers) ~= "table" then return nil, "option 'headers' must be a table" end
         for name, value in pairs(opts.headers) do
@@ -159,6 +224,9 @@ local function build(conf, method, url, opts)
             if lower(name) == "authorization" then
                 return nil, "option 'headers' must not set Authorization: the client does"
             end
+            for other in pairs(headers) do
+                if lower(other) == lower(name) then headers[other] = nil end
+            end
             headers[name] = value
         end
     end
@@ -167,7 +235,7 @@ local function build(conf, method, url, opts)
         return nil, "options 'json' and 'body' exclude each other"
     end
     if opts.json ~= nil then
-        local text, why = cjson.encode(opts.json)
+        local text, why = json.encode(opts.json)
         if not text then return nil, "option 'json' cannot be encoded: " .. tostring(why) end
         body = text
         headers["Content-Type"] = "application/json"
@@ -189,8 +257,9 @@ local function build(conf, method, url, opts)
         url = url, method = method, headers = headers, body = body,
         verify = conf.verify, ca_file = conf.ca_file, ca_path = conf.ca_path,
         cert = conf.cert, key = conf.key, proxy = conf.proxy,
-        no_proxy = options.url_origin(url) == options.url_origin(conf.url) and conf.no_proxy
-            or nil,
+        -- plain http:// goes only to loopback (or where allow_http said):
+        -- never through a proxy that may be anywhere
+        no_proxy = not conf.allow_http and lower(sub(url, 1, 5)) == "http:" or nil,
         user_agent = conf.user_agent, max_body = opts.max_body or MAX_BODY,
     }
 end
@@ -240,7 +309,7 @@ local function response(res, session, conf, header)
         retry_after = res.retry_after and min(res.retry_after, core.MAX_SECONDS),
         rate_limit = retry.rate_limit(function(name) return headers[name] end) }, Response)
     if is_json(headers["content-type"]) and out.body ~= "" then
-        out.json = cjson.decode(out.body)
+        out.json = json.decode(out.body)
     end
     if not out.ok then error_of[out] = status_error(out, secrets_of(conf, header), conf) end
     return out
@@ -269,9 +338,11 @@ end
 --- A call checked against a client's configuration: {method, req (the
 -- request table for the C core, without Authorization), plan (of the
 -- retry loop), deadline, repeatable}; or nil and what is wrong, a message
--- starting "oauth2: ".  `aid`, the client's account group, joins the
--- query unless the call names one.
-function _M.check(conf, method, target, opts, aid)
+-- starting "oauth2: ".  `client` lends its defaults: its account group
+-- (aid) joins the query unless the call names one, its headers go under
+-- the call's.
+function _M.check(conf, method, target, opts, client)
+    local aid = client and client.aid
     opts = opts or {}
     if type(opts) ~= "table" then return nil, "oauth2: request options must be a table" end
     for name in pairs(opts) do
@@ -285,6 +356,8 @@ function _M.check(conf, method, target, opts, aid)
     method = upper(method)
     local hosts, why = other_hosts(opts.allow_other_host)
     if not hosts then return nil, "oauth2: " .. why end
+    target, why = fill_path(target, opts.path)
+    if not target then return nil, "oauth2: " .. why end
     local url
     url, why = target_url(conf, target, hosts)
     if not url then return nil, "oauth2: " .. why end
@@ -293,7 +366,7 @@ function _M.check(conf, method, target, opts, aid)
         url = url .. (find(url, "?", 1, true) and "&" or "?") .. "aid=" .. aid
     end
     local req
-    req, why = build(conf, method, url, opts)
+    req, why = build(conf, method, url, opts, client and client.headers)
     if not req then return nil, "oauth2: " .. why end
     for _, name in ipairs { "deadline", "timeout" } do
         local ok, problem = check_seconds(opts, name)
@@ -464,8 +537,39 @@ end
 -- The options of pages() beside the request's.
 local PAGES_OPTIONS = { max_pages = true }
 
+-- The names a URL's query sets, percent-decoded.
+local function query_names(url)
+    local names = {}
+    local query = match(url, "%?([^#]*)")
+    if query then
+        for pair in gmatch(query, "[^&]+") do
+            local name = gsub(match(pair, "^[^=]*"), "%%(%x%x)", function(hex)
+                return char(tonumber(hex, 16))
+            end)
+            names[name] = true
+        end
+    end
+    return names
+end
+
+-- The URL of a next link: as it is on the API's origin (or a host the
+-- call allows); on any other origin (the API's own name seen through a
+-- gateway or a proxy, or anywhere else) its path and query asked of the
+-- API's origin, so the token goes nowhere else.  Or nil and why.
+local function next_url(conf, link, hosts)
+    local url, why = target_url(conf, link, hosts)
+    if url then return url end
+    local parts = find(link, "^%a[%w+.-]*://") and core.parse_url(link)
+    local scheme = parts and lower(parts.scheme or "")
+    if not parts or (scheme ~= "https" and scheme ~= "http") then return nil, why end
+    local path = match(link, "^%a[%w+.-]*://[^/?#]*(/[^#]*)") or "/"
+    return target_url(conf, conf.api_url .. path, hosts)
+end
+
 --- The pages of a listing: an iterator (see client:pages), or nil and
--- what is wrong with the call.
+-- what is wrong with the call.  A next link is asked with every query
+-- parameter of the call that the link does not set itself (as
+-- ThousandEyes' SDKs do), and the walk ends at a link already asked.
 function _M.pages(client, target, opts)
     opts = opts or {}
     if type(opts) ~= "table" then return nil, "oauth2: request options must be a table" end
@@ -477,13 +581,15 @@ function _M.pages(client, target, opts)
     for name, value in pairs(opts) do
         if not PAGES_OPTIONS[name] then
             first[name] = value
-            -- the next pages carry their own query
-            if name ~= "query" then later[name] = value end
+            -- the next pages are full URLs: no path parameters to fill
+            if name ~= "query" and name ~= "path" then later[name] = value end
         end
     end
-    local call, why = _M.check(client.conf, "GET", target, first, client.aid)
+    local call, why = _M.check(client.conf, "GET", target, first, client)
     if not call then return nil, why end
     local hosts = other_hosts(opts.allow_other_host)
+    local query = type(opts.query) == "table" and opts.query or nil
+    local asked = { [call.req.url] = true }
     local count, refused = 0, nil
     return function()
         if refused then
@@ -514,11 +620,25 @@ function _M.pages(client, target, opts)
         local links = type(page._links) == "table" and page._links or {}
         local nxt = type(links.next) == "table" and links.next.href or links.next
         if type(nxt) == "string" and nxt ~= "" then
-            local url, problem = target_url(client.conf, nxt, hosts)
+            local url, problem = next_url(client.conf, nxt, hosts)
             if url then
-                call, problem = _M.check(client.conf, "GET", url, later, client.aid)
+                -- the call's query, less what the link sets
+                if query then
+                    local set = query_names(url)
+                    local carried = {}
+                    for name, value in pairs(query) do
+                        if not set[name] then carried[name] = value end
+                    end
+                    later.query = carried
+                end
+                call, problem = _M.check(client.conf, "GET", url, later, client)
             end
-            if not call then
+            if call and asked[call.req.url] then
+                -- a page asked already: the listing is read
+                call = nil
+            elseif call then
+                asked[call.req.url] = true
+            else
                 refused = errors.new { kind = "protocol",
                     message = "the next page's link was not followed: "
                         .. (problem or ""):gsub("^oauth2: ", "") }

@@ -62,8 +62,33 @@ local function check_aid(value)
     return value
 end
 
+-- Headers sent with every API request (a call's own go over them): a
+-- table of names and values, never Authorization.
+local function check_headers(value)
+    if value == false then return false end
+    if type(value) ~= "table" then
+        return nil, 'must map header names to values, such as { ["X-Trace"] = "on" }'
+    end
+    local headers = {}
+    for name, text in pairs(value) do
+        if type(name) ~= "string" or not name:find("^[%w!#$%%&'*+.^_`|~-]+$") then
+            return nil, "must map header names (tokens such as X-Trace) to values"
+        end
+        if name:lower() == "authorization" then
+            return nil, "must not set Authorization: the client does"
+        end
+        -- RFC 9110 5.5: no control character but a tab in a field value
+        if type(text) ~= "string" or text:find("[%z\1-\8\10-\31\127]") then
+            return nil, "must map header names to strings without control characters"
+        end
+        headers[name] = text
+    end
+    return headers
+end
+
 local OWN = {
     aid = { false, check_aid },
+    headers = { false, check_headers },
     clock = { false, options.checks.callable },
     on_event = { false, options.checks.hook },
     -- API requests wait out an exhausted rate limit instead of drawing a 429
@@ -496,7 +521,7 @@ end
 -- res {status, headers, body, json} or nil and an error.
 function Client:request(method, target, opts)
     if self.entry == CLOSED then error("oauth2: use of a closed client", 2) end
-    local call, why = api().check(self.conf, method, target, opts, self.aid)
+    local call, why = api().check(self.conf, method, target, opts, self)
     if not call then error(why, 2) end
     return api().send(self, call)
 end
@@ -606,6 +631,7 @@ function static_client(conf, own)
                      stale = 0, invalidations = 0, store_errors = 0 },
         on_event = own.on_event or nil,
         aid = own.aid or nil,
+        headers = own.headers or nil,
         pace = own.pace,
     }, Static)
 end
@@ -654,6 +680,7 @@ function _M.new(opts)
         store_quiet_until = -huge, -- no word about a failing store before then
         on_event = own.on_event or nil,
         aid = own.aid or nil,  -- added to API requests that name no aid
+        headers = own.headers or nil, -- sent with every API request
         pace = own.pace,       -- API requests wait out an exhausted rate limit
         -- the hot path's method in the object itself: one table lookup
         -- fewer per call than through the metatable (about 10 ns on 5.4)

@@ -354,7 +354,7 @@ local function new_conf()
         host = nil, token_url = nil, url = nil, client_id = nil, client_secret = nil,
         scope = nil, ca_file = nil, no_proxy = nil, proxy = nil, params = nil,
         params_key = nil, session = nil, access_token = nil, x_tenant_id = nil,
-        api_token = nil, debug = nil, trace = nil,
+        api_token = nil, debug = nil, trace = nil, api_url = nil,
     }
 end
 
@@ -479,7 +479,6 @@ function _M.validate(opts, for_api)
         if ca_file and ca_file ~= "" then conf.ca_file = ca_file end
     end
 
-    if conf.host == nil then conf.host = _M.DEFAULT_HOST end
     if conf.auth_method == "client_secret_basic" then
         if conf.access_token then
             return misuse("options 'access_token' and auth_method 'client_secret_basic' "
@@ -507,11 +506,17 @@ function _M.validate(opts, for_api)
     conf.trace = trace.sink(conf)
     if conf.backoff_max < conf.backoff_base then conf.backoff_max = conf.backoff_base end
 
+    -- the host the caller named, if any: with token_url it is still the
+    -- API's origin (a token server apart from the API)
+    local named_host = conf.host
+    if conf.host == nil then conf.host = _M.DEFAULT_HOST end
+    local api_host
     if conf.token_url then
         local url, why = check_url(conf.token_url, "token_url", conf.allow_http)
         if not url then return nil, why end
         conf.url = url
-    else
+    end
+    if not conf.token_url or named_host ~= nil then
         local host = gsub(conf.host, "/+$", "")
         if not find(host, "^%a[%w+.-]*://") then
             local _, why = misuse("option 'host' must be a URL starting with https://, such "
@@ -527,8 +532,11 @@ function _M.validate(opts, for_api)
         if find(host, "[?#]") then
             return misuse("option 'host' must not carry a query or fragment")
         end
-        conf.url = host .. _M.TOKEN_PATH
+        api_host = host
+        if not conf.token_url then conf.url = host .. _M.TOKEN_PATH end
     end
+    -- where API requests go: the host, else the token URL's origin
+    conf.api_url = api_host or _M.url_origin(conf.url)
     -- plain http is allowed without allow_http only to this machine: no
     -- proxy, which may be anywhere, may see the secret travel in clear
     if not conf.allow_http and lower(match(conf.url, "^(%a+):") or "") == "http" then

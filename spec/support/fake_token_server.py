@@ -51,6 +51,10 @@ class State:
         self.api_unauthorized = 0
         self.api_script = []  # answers to API requests before behaving normally
         self.api_log = []  # method, path, query, body, headers of each API request
+        self.scopes = {}  # access token -> the scopes it was issued with
+        self.api_scopes = {}  # path prefix -> the scope an API request there needs
+        self.api_limit = None  # API requests a minute before 429s (None: no limit)
+        self.api_window = (0, 0)  # (minute started at, requests in it)
 
     def stats(self):
         return {
@@ -76,13 +80,13 @@ def rate_limit_headers():
     }
 
 
-def problem(status, title, detail, errors=None, type_="about:blank"):
+def problem(status, title, detail, errors=None, type_="about:blank", instance=TOKEN_PATH):
     body = {
         "type": type_,
         "title": title,
         "status": status,
         "detail": detail,
-        "instance": TOKEN_PATH,
+        "instance": instance,
     }
     if errors is not None:
         body["errors"] = errors
@@ -156,7 +160,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/v7/"):
             self.api(b"")
         else:
-            self.send(*problem(404, "Not Found", "no such resource"))
+            self.send(*problem(404, "Not Found", "no such resource", instance=self.path.partition("?")[0]))
 
     def do_POST(self):
         self.parse_target()
@@ -168,7 +172,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/v7/"):
             self.api(body)
         else:
-            self.send(*problem(404, "Not Found", "no such resource"))
+            self.send(*problem(404, "Not Found", "no such resource", instance=self.path.partition("?")[0]))
 
     def do_other(self):
         self.parse_target()
@@ -176,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/v7/"):
             self.api(body)
         else:
-            self.send(*problem(404, "Not Found", "no such resource"))
+            self.send(*problem(404, "Not Found", "no such resource", instance=self.path.partition("?")[0]))
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_other
 
@@ -196,6 +200,7 @@ class Handler(BaseHTTPRequestHandler):
             STATE.api_requests += 1
             STATE.api_log.append({
                 "method": self.command, "path": path, "query": query,
+                "port": self.server.server_address[1],
                 "body": body.decode("utf-8", "replace"),
                 "headers": {k.lower(): v for k, v in self.headers.items()
                             if k.lower() != "authorization"}})
@@ -204,16 +209,58 @@ class Handler(BaseHTTPRequestHandler):
             scripted = STATE.api_script.pop(0) if STATE.api_script and valid else None
             if not valid:
                 STATE.api_unauthorized += 1
+            refusal = self.refusal(path, token) if valid and scripted is None else None
         if scripted is not None:
             self.send_scripted(scripted)
         elif not valid:
             self.send(*oauth_error(401, "invalid_token", "Missing, invalid or expired token"))
+        elif refusal is not None:
+            self.send(*refusal)
         elif self.command == "GET" and path == "/v7/tests":
             self.tests_page(query)
         else:
             self.send(200, {"Content-Type": "application/json", **rate_limit_headers()},
                       json.dumps({"ok": True, "method": self.command, "path": path,
                                   "query": query, "body": body.decode("utf-8", "replace")}))
+
+    def refusal(self, path, token):
+        """The API's 429 once the minute's budget is spent (api_limit), or
+        its 403 for a token without the scope a path needs (api_scopes).
+        Called with STATE.lock held."""
+        if STATE.api_limit is not None:
+            now = time.time()
+            started, count = STATE.api_window
+            if now - started >= 60:
+                started, count = now, 0
+            count += 1
+            STATE.api_window = (started, count)
+            reset = int(started + 60) + 1
+            remaining = max(0, STATE.api_limit - count)
+            if count > STATE.api_limit:
+                status, headers, text = problem(
+                    429, "Too Many Requests", "Organization rate limit exceeded",
+                    type_="https://developer.cisco.com/docs/thousandeyes/rate-limits",
+                    instance=path)
+                headers.update({
+                    "X-Organization-Rate-Limit-Limit": str(STATE.api_limit),
+                    "X-Organization-Rate-Limit-Remaining": "0",
+                    "X-Organization-Rate-Limit-Reset": str(reset),
+                })
+                return status, headers, text
+            STATE.rate_limit.update({"limit": STATE.api_limit, "remaining": remaining,
+                                     "reset": reset})
+        needed = None
+        for prefix, scope in STATE.api_scopes.items():
+            if (path == prefix or path.startswith(prefix.rstrip("/") + "/")) and \
+                    (needed is None or len(prefix) > len(needed[0])):
+                needed = (prefix, scope)
+        granted = STATE.scopes.get(token)
+        if needed is not None and granted is not None and needed[1] not in granted.split():
+            return problem(
+                403, "Forbidden",
+                "The token's scope (%s) does not include %s, which %s needs"
+                % (granted, needed[1], path), instance=path)
+        return None
 
     def tests_page(self, query):
         """Three pages of two tests each, linked as the API links them."""
@@ -254,6 +301,11 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.token_padding = int(config["token_padding"])
             if "rate_limit" in config:
                 STATE.rate_limit.update(config["rate_limit"])
+            if "api_scopes" in config:
+                STATE.api_scopes = dict(config["api_scopes"] or {})
+            if "api_limit" in config:
+                STATE.api_limit = config["api_limit"]
+                STATE.api_window = (0, 0)
         self.send(200, {"Content-Type": "application/json"}, '{"ok":true}')
 
     def token(self, body):
@@ -391,6 +443,7 @@ class Handler(BaseHTTPRequestHandler):
             lifetime = 300
         with STATE.lock:
             STATE.issued[token["access_token"]] = time.time() + float(lifetime)
+            STATE.scopes[token["access_token"]] = token["scope"]
         return 200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, json.dumps(token)
 
 
