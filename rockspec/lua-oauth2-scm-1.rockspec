@@ -64,6 +64,7 @@ build = {
       ["oauth2.endpoint"] = "lua/oauth2/endpoint.lua",
       ["oauth2.error"] = "lua/oauth2/error.lua",
       ["oauth2.exchange"] = "lua/oauth2/exchange.lua",
+      ["oauth2.json"] = "lua/oauth2/json.lua",
       ["oauth2.openresty"] = "lua/oauth2/openresty.lua",
       ["oauth2.options"] = "lua/oauth2/options.lua",
       ["oauth2.policy"] = "lua/oauth2/policy.lua",
