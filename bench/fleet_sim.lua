@@ -99,7 +99,7 @@ local function with_outage(store, after, length)
     local from, to = math.huge, math.huge
     local function down()
         if from == math.huge and now >= after then
-            for _, held in pairs(store.records) do
+            for _, held in pairs(store.entries) do
                 from = held.record.refresh_at - EPOCH - length / 2
                 to = from + length
             end
@@ -144,7 +144,7 @@ local function simulate(kind)
     }
     local fleet_store
     if kind == "redis" or kind == "outage" then
-        fleet_store = stores.memory(60)
+        fleet_store = stores.memory { lease = 60 }
         fleet_store.look_every = 900
         if kind == "outage" then
             -- 10 minutes around the first refresh point after mid-run
@@ -155,7 +155,7 @@ local function simulate(kind)
     for _ = 1, NODES do
         local node_store = fleet_store
         if kind == "shm" then
-            node_store = stores.memory(60)
+            node_store = stores.memory { lease = 60 }
             node_store.look_every = 900
         end
         for _ = 1, WORKERS do
@@ -166,7 +166,7 @@ local function simulate(kind)
                 session = session, retries = 0, store = node_store,
                 clock = function() return now end,
             })
-            worker.store_quiet_until = math.huge -- a warning per worker is noise here
+            worker.engine.quiet_until = math.huge -- a warning per worker is noise here
             workers[#workers + 1] = worker
             -- the fleet starts within its first minute
             heap_push(heap, math.random() * 60, worker)
@@ -178,8 +178,9 @@ local function simulate(kind)
         now = at
         worker:token()
         local entry = worker.entry
-        local next_at = entry.serve_until -- the earlier of the refresh point and the next look
-        if entry.token == nil then next_at = entry.next_try end
+        -- the earlier of the next point a refresh may be tried and the next look
+        local next_at = entry.serve_until
+        if entry.token == nil then next_at = entry.retry_at end
         -- a worker with traffic asks at least once a second
         heap_push(heap, math.max(next_at, now + 1), worker)
     end

@@ -1,20 +1,82 @@
--- oauth2.cache, the engine of shared tokens, on a virtual clock.
+-- oauth2.cache, the engine of a cached token, on a virtual clock.
 --
 -- A world holds a virtual clock, a scheduler of coroutines (one per
--- process or node), a fake endpoint that takes virtual time, and a store:
--- the memory store on the virtual clock, or a stand-in for Redis on the
--- same contract that can fail the way a Redis does (error replies,
--- timeouts, a lease taken whose reply never came back).  Each rule of
--- oauth2.cache is specified once here; the real nginx, Redis and process
--- specs keep only a few smoke tests.
+-- caller), a fake endpoint that takes virtual time (the engine's source),
+-- and a shared store: the memory store on the virtual clock, wrapped so
+-- it can fail the way a Redis does (error replies, timeouts, a lease
+-- taken whose reply never came back).  A place (a process, an nginx
+-- node) is an engine made by cache.new itself over a first layer of its
+-- own: the memory store (oauth2.client's) or the shm store (oauth2.
+-- openresty's) on a shared dict that keeps virtual time.  Each rule of
+-- oauth2.cache is specified once here, for every first layer; the real
+-- nginx, Redis and process specs keep only the wiring.
 
 local cache = require "oauth2.cache"
 local stores = require "oauth2.store"
+local records = require "oauth2.record"
 local policy_rules = require "oauth2.policy"
 
 local SECRET = "sentinel-Secret-cache1"
 
--- A new world: clock, scheduler, endpoint, store.
+-- This process's pid: the fake workers' own, so their locks stay theirs.
+local PID = tonumber(io.open("/proc/self/stat"):read("*l"):match("^(%d+)"))
+
+-- A lua_shared_dict on a virtual clock: values, flags and expiry.
+local function fake_dict(now)
+    local items = {}
+    local dict = {}
+    local function live(key)
+        local item = items[key]
+        if item and item.until_at and now() >= item.until_at then
+            items[key] = nil
+            return nil
+        end
+        return item
+    end
+    function dict.get(_, key)
+        local item = live(key)
+        if item then return item.value, item.flags end
+        return nil
+    end
+    function dict.set(_, key, value, exptime, flags)
+        items[key] = { value = value, flags = flags,
+                       until_at = exptime and exptime > 0 and now() + exptime or nil }
+        return true
+    end
+    function dict.add(self, key, ...)
+        if live(key) then return false, "exists" end
+        return self:set(key, ...)
+    end
+    dict.safe_add = dict.add
+    function dict.delete(_, key) items[key] = nil end
+    function dict.incr(_, key, by, init)
+        local item = live(key)
+        local value = (item and item.value or init) + by
+        items[key] = { value = value, until_at = item and item.until_at }
+        return value
+    end
+    return dict
+end
+
+-- The shm store, loaded against a fake ngx whose clock is the world's
+-- (the module keeps the ngx it was loaded with); and that ngx.
+local function shm_module(w)
+    local saved = { ngx = rawget(_G, "ngx"), loaded = package.loaded["oauth2.store.shm"] }
+    local fake_ngx = {
+        shared = {},
+        worker = { pid = function() return PID end },
+        now = w.now, update_time = function() end,
+        log = function() end, ERR = 4,
+    }
+    _G.ngx = fake_ngx
+    package.loaded["oauth2.store.shm"] = nil
+    local module = require "oauth2.store.shm"
+    _G.ngx = saved.ngx
+    package.loaded["oauth2.store.shm"] = saved.loaded
+    return module, fake_ngx
+end
+
+-- A new world: clock, scheduler, endpoint, shared store.
 local function world(opts)
     opts = opts or {}
     local w = { t = 1000, queue = {}, requests = {}, commands = 0 }
@@ -24,6 +86,7 @@ local function world(opts)
         local co, main = coroutine.running() -- (nil in 5.1's main thread)
         if co and not main then coroutine.yield(w.t + seconds)
         else w.t = w.t + seconds end
+        return true
     end
     -- the endpoint: `script` answers in order, then tokens
     w.script = {}
@@ -42,12 +105,16 @@ local function world(opts)
             return nil, { kind = answer.kind, status = answer.status,
                           retry_after = answer.retry_after, message = "it failed" }
         end
+        if answer and answer.token then
+            -- an endpoint that hands out a token it issued before
+            return { access_token = answer.token, token_type = "Bearer", expires_in = 3600 }
+        end
         w.issued = w.issued + 1
         return { access_token = "token-" .. w.issued, token_type = "Bearer",
                  expires_in = opts.expires_in or 3600 }
     end
-    local memory = stores.memory(60, w.now)
-    -- the store, wrapped so faults can be injected and commands counted
+    local memory = stores.memory { lease = 60, clock = w.now }
+    -- the shared store, wrapped so faults can be injected and commands counted
     w.fault = nil -- nil, "error" (an error reply), "lost" (SET NX done, reply lost)
     w.store = {
         atomic = false,
@@ -78,57 +145,49 @@ local function world(opts)
     }
     w.memory = memory
     w.policy = assert(policy_rules.check(opts.policy or { refresh_jitter = 0 }))
+    w.first_kind = opts.first or "memory"
+    if w.first_kind == "shm" then w.shm, w.ngx = shm_module(w) end
+    w.places = 0
     return w
 end
 
--- A process or node of the world: a first layer (its record) over the
--- engine, the way oauth2.client and oauth2.openresty use it.
-local function node(w, conf)
+-- A place of the world: an engine over a first layer of its own (a new
+-- process, a new nginx node with its own dict) and, unless `alone`, the
+-- world's shared store.
+local function place(w, conf)
     conf = conf or {}
-    local n = { store_errors = 0, record = nil, cool_until = -math.huge }
-    n.ctx = {
-        store = w.store, key = "key", secret = SECRET, policy = w.policy,
-        lease = cache.lease_for { timeout = conf.timeout or 10, deadline = conf.deadline or 30 },
-        deadline = conf.deadline or 30, failures = 0,
-        wall = w.now, sleep = w.sleep, exchange = w.exchange,
-        store_failed = function() n.store_errors = n.store_errors + 1 end,
+    local p = { store_errors = 0 }
+    local first
+    w.places = w.places + 1
+    if w.first_kind == "shm" then
+        -- each node a dict of its own
+        local name = "tokens-" .. w.places
+        w.ngx.shared[name] = fake_dict(w.now)
+        first = assert(w.shm.new(name, 60, function(token) return "Bearer " .. token end))
+    else
+        first = stores.memory { clock = w.now }
+    end
+    p.first = first
+    local timeout, deadline = conf.timeout or 10, conf.deadline or 30
+    p.engine = cache.new {
+        source = w.exchange, policy = w.policy, secret = SECRET,
+        first = first, first_key = "key", shared = not conf.alone and w.store or nil,
+        key = "key", clock = w.now, wall = w.now, deadline = deadline,
+        lease = cache.lease_for { timeout = timeout, deadline = deadline },
+        first_wait = w.sleep, wait = w.sleep,
+        count = function(name)
+            if name == "store_errors" then p.store_errors = p.store_errors + 1 end
+        end,
     }
-    -- the token (a record), or nil and an error
-    function n.token()
-        local now = w.now()
-        local record = n.record
-        if record and now < record.refresh_at then return record end
-        if now < n.cool_until and not (record and now < record.expire_at) then
-            return nil, n.err
-        end
-        local held
-        if record and now < record.expire_at then
-            n.alone_at = n.alone_at or policy_rules.alone_at(record.refresh_at, record.expire_at)
-            held = { expire_at = record.expire_at, alone_at = n.alone_at,
-                     deadline = w.policy.refresh_timeout }
-        end
-        local got, err = cache.obtain(n.ctx, held)
-        if got then
-            if got ~= n.record then n.alone_at = nil end
-            n.record, n.ctx.failures = got, 0
-            return got
-        end
-        if got == false then return n.record end
-        n.err, n.cool_until = err, w.now() + err.retry_after
-        if err.failures then n.ctx.failures = err.failures end
-        -- a failed refresh: the old token serves while it is valid
-        if record and w.now() < record.expire_at then return record end
-        return nil, err
+    -- the token (the first layer's record), or nil and an error
+    function p.token()
+        return p.engine:get()
     end
-    -- the periodic look of a holder of a fresh copy
-    function n.look()
-        local record = cache.look(n.ctx)
-        if record and n.record and record.rejected
-                and stores.token_id(SECRET, n.record.access_token) == record.rejected then
-            n.record = nil
-        end
+    -- what the first layer holds
+    function p.record()
+        return (p.engine:record("first"))
     end
-    return n
+    return p
 end
 
 -- Run functions as coroutines on the virtual clock until all are done.
@@ -147,39 +206,57 @@ local function run(w, fns)
     end
 end
 
-describe("oauth2.cache", function()
-    it("makes one token request for many nodes at a cold start", function()
-        local w = world()
-        local nodes, fns = {}, {}
+for _, first_kind in ipairs { "memory", "shm" } do
+describe("oauth2.cache with a " .. first_kind .. " first layer", function()
+    local function new_world(opts)
+        opts = opts or {}
+        opts.first = first_kind
+        return world(opts)
+    end
+
+    it("makes one token request for many places at a cold start", function()
+        local w = new_world()
+        local places, fns = {}, {}
         for i = 1, 20 do
-            nodes[i] = node(w)
-            fns[i] = function() assert(nodes[i].token()) end
+            places[i] = place(w)
+            fns[i] = function() assert(places[i].token()) end
         end
         run(w, fns)
         assert.equals(1, #w.requests)
-        for i = 2, 20 do assert.equals(nodes[1].record.access_token, nodes[i].record.access_token) end
+        for i = 2, 20 do
+            assert.equals(places[1].record().access_token, places[i].record().access_token)
+        end
     end)
 
-    it("writes every record with a time to live", function()
-        local w = world()
-        local n = node(w)
-        assert(n.token())
-        local entry = w.memory.records.key
+    it("makes one token request for many callers of one place", function()
+        local w = new_world()
+        local p = place(w)
+        local fns = {}
+        for i = 1, 10 do fns[i] = function() assert(p.token()) end end
+        run(w, fns)
+        assert.equals(1, #w.requests)
+    end)
+
+    it("writes every shared record with a time to live", function()
+        local w = new_world()
+        local p = place(w)
+        assert(p.token())
+        local entry = w.memory.entries.key
         assert.is_number(entry.until_at)
         -- the token's expiry (3600 s, 10% margin), not forever
         assert.near(w.t + 3240, entry.until_at, 1)
         -- a failure's record lives as long as its cool-down at least
         w.t = w.t + 3600
         w.script = { { kind = "http", status = 503 } }
-        assert.is_nil(n.token())
-        entry = w.memory.records.key
+        assert.is_nil(p.token())
+        entry = w.memory.entries.key
         assert.is_true(entry.until_at >= w.t + w.policy.cooldown - 1)
     end)
 
     it("takes a store's error reply for a store failure, never a held lease", function()
-        local w = world()
+        local w = new_world()
         w.fault = "error"
-        local a, b = node(w), node(w)
+        local a, b = place(w), place(w)
         run(w, { function() assert(a.token()) end, function() assert(b.token()) end })
         -- each fetched alone, nobody waited for a lease nobody holds
         assert.equals(2, #w.requests)
@@ -195,55 +272,44 @@ describe("oauth2.cache", function()
     end)
 
     it("lets a fleet go on within a lease when a lease holder was killed", function()
-        local w = world()
+        local w = new_world()
         -- a holder took the lease and died before fetching
-        assert(w.memory:try_lock("key", node(w).ctx.lease))
-        local n = node(w)
-        run(w, { function() assert(n.token()) end })
+        assert(w.memory:try_lock("key", cache.lease_for { timeout = 10, deadline = 30 }))
+        local p = place(w)
+        run(w, { function() assert(p.token()) end })
         assert.equals(1, #w.requests)
         -- within one lease (one attempt's timeout and 5 s), not 60 s
         assert.is_true(w.requests[1].at - 1000 <= 15.5, tostring(w.requests[1].at - 1000))
     end)
 
     it("does not wait out a lease whose reply was lost", function()
-        local w = world()
+        local w = new_world()
         w.fault = "lost"
-        local n = node(w)
-        run(w, { function() assert(n.token()) end })
+        local p = place(w)
+        run(w, { function() assert(p.token()) end })
         -- the lost reply is a store failure: fetched alone at once
         assert.equals(1, #w.requests)
         assert.is_true(w.t < 1001)
         -- the orphaned lease lapses within one lease for the others
         w.fault = nil
-        w.memory.records.key = nil
-        local other = node(w)
+        w.memory:set("key", nil, nil)
+        local other = place(w)
         run(w, { function() assert(other.token()) end })
         assert.is_true(w.t - 1000 <= 16, tostring(w.t - 1000))
     end)
 
-    it("never lets an old holder's unlock release a newer lease", function()
-        local w = world()
-        local old = assert(w.memory:try_lock("key", 1))
-        w.t = w.t + 2
-        local new = assert(w.memory:try_lock("key", 15))
-        old:unlock()
-        assert.is_false(w.memory:try_lock("key", 15))
-        new:unlock()
-        assert.truthy(w.memory:try_lock("key", 15))
-    end)
-
     for _, kind in ipairs { "protocol", "network", "timeout", "tls", "http", "config" } do
         it("remembers a failure of kind " .. kind .. " for its cool-down", function()
-            local w = world()
-            local n = node(w)
+            local w = new_world()
+            local p = place(w)
             w.script = { { kind = kind, status = kind == "http" and 400 or nil } }
             for _ = 1, 50 do
-                assert.is_nil(n.token())
+                assert.is_nil(p.token())
                 w.t = w.t + 0.05
             end
             assert.equals(1, #w.requests)
-            -- fleet-wide, except a node's own config mistake
-            local other = node(w)
+            -- fleet-wide, except a place's own config mistake
+            local other = place(w)
             if kind == "config" then
                 assert(other.token())
                 assert.equals(2, #w.requests)
@@ -255,28 +321,42 @@ describe("oauth2.cache", function()
     end
 
     it("lengthens the cool-down across failures in a row, fleet-wide", function()
-        local w = world()
+        local w = new_world()
         for i = 1, 1000 do w.script[i] = { kind = "http", status = 503 } end
-        local nodes = {}
-        for i = 1, 5 do nodes[i] = node(w) end
-        -- ten minutes of calls, every node once a second
+        local places = {}
+        for i = 1, 5 do places[i] = place(w) end
+        -- ten minutes of calls, every place once a second
         for _ = 1, 600 do
-            for _, n in ipairs(nodes) do n.token() end
+            for _, p in ipairs(places) do p.token() end
             w.t = w.t + 1
         end
         -- 5 s doubling (jittered) up to 300 s: a handful, not 120
         assert.is_true(#w.requests >= 5 and #w.requests <= 9, tostring(#w.requests))
+        -- the count lives in the shared record, past each cool-down
+        assert.is_true(w.memory:get("key").failures >= 5)
         -- and the first success ends it
         w.script = {}
         w.t = w.t + 300
-        assert(nodes[1].token())
-        assert.equals(0, nodes[1].ctx.failures)
+        assert(places[1].token())
+        assert.is_nil(places[1].record().failures)
+        assert.is_nil(w.memory:get("key").failures)
+    end)
+
+    it("keeps the count of a place without a shared store past the cool-down", function()
+        local w = new_world()
+        for i = 1, 100 do w.script[i] = { kind = "http", status = 503 } end
+        local p = place(w, { alone = true })
+        for _ = 1, 600 do
+            p.token()
+            w.t = w.t + 1
+        end
+        assert.is_true(#w.requests >= 5 and #w.requests <= 9, tostring(#w.requests))
     end)
 
     it("keeps waiters to O(1) store commands per second", function()
-        local w = world()
+        local w = new_world()
         w.latency = 12 -- a slow endpoint (within the 15 s lease)
-        local holder, waiter = node(w), node(w)
+        local holder, waiter = place(w), place(w)
         local commands
         run(w, {
             function() assert(holder.token()) end,
@@ -293,12 +373,12 @@ describe("oauth2.cache", function()
     end)
 
     it("serves a holder's valid token while another holds the lease", function()
-        local w = world { latency = 20 }
-        local a, b = node(w), node(w)
+        local w = new_world { latency = 20 }
+        local a, b = place(w), place(w)
         assert(a.token())
-        b.record = a.record
-        -- the store lost its record (evicted, flushed): only b's copy is left
-        w.memory.records.key = nil
+        assert(b.token())
+        -- the store lost its record (evicted, flushed): only the copies are left
+        w.memory:set("key", nil, nil)
         w.t = w.t + 2900 -- past the refresh point
         local served
         run(w, {
@@ -310,20 +390,215 @@ describe("oauth2.cache", function()
                 assert.is_true(w.t - started < 0.01)
             end,
         })
-        assert.equals(b.record, served)
+        assert.equals("token-1", served.access_token)
+        assert.equals(2, #w.requests)
     end)
 
     it("gives a refresh of a valid token its own short deadline", function()
-        local w = world()
-        local n = node(w)
-        assert(n.token())
+        local w = new_world()
+        local p = place(w)
+        assert(p.token())
         assert.is_nil(w.requests[1].deadline)
         w.t = w.t + 2900
         w.latency = 60 -- a hanging endpoint
         local started = w.t
-        assert(n.token())
+        assert(p.token())
         assert.equals(5, w.requests[2].deadline)
         assert.is_true(w.t - started <= 5)
+    end)
+
+    it("serves the old token while a refresh fails, and never past its expiry", function()
+        local w = new_world()
+        local p = place(w, { alone = true })
+        local first = assert(p.token())
+        w.script = { { kind = "http", status = 503 }, { kind = "http", status = 503 } }
+        w.t = w.t + 2900
+        local record, err, how = p.token()
+        assert.equals(first.access_token, record.access_token)
+        assert.is_nil(err)
+        assert.equals("stale", how)
+        assert.equals(2, #w.requests)
+        -- past the expiry (3240 s): never served, the failure is said
+        w.t = 1000 + 3241
+        w.script = { { kind = "http", status = 503 } }
+        record, err = p.token()
+        assert.is_nil(record)
+        assert.equals(503, err.status)
+    end)
+
+    it("publishes no older token over a newer one", function()
+        local w = new_world()
+        local slow, fast = place(w), place(w)
+        w.script = { { latency = 30 } } -- the first holder's fetch hangs past its lease
+        run(w, {
+            function() assert(slow.token()) end,
+            function()
+                w.sleep(16) -- the lease lapsed: another fetches
+                assert(fast.token())
+            end,
+        })
+        assert.equals(2, #w.requests)
+        -- the record keeps the token fetched later (issued first)
+        assert.equals("token-1", fast.record().access_token)
+        assert.equals("token-1", w.memory:get("key").access_token)
+        assert.equals("token-1", slow.record().access_token)
+    end)
+
+    it("keeps the fleet's cool-down in every place, neither counted again nor lengthened",
+            function()
+        local w = new_world()
+        local p = place(w)
+        w.script = { { kind = "http", status = 503 } }
+        local _, err = p.token()
+        assert.equals(1, err.failures)
+        local fleet = w.memory:get("key")
+        assert.equals(fleet.next_try, p.record().next_try)
+        -- another place, later, takes what is left of the fleet's cool-down
+        w.t = w.t + 2
+        local other = place(w)
+        _, err = other.token()
+        assert.equals(503, err.status)
+        assert.near(fleet.next_try, other.record().next_try, 1e-6)
+        assert.equals(1, other.record().failures)
+        -- its other callers get the cool-down without a request
+        _, err = other.token()
+        assert.equals(503, err.status)
+        assert.equals(1, #w.requests)
+    end)
+
+    it("lets a place with a valid token serve it while another place fetches", function()
+        local w = new_world()
+        local p = place(w)
+        assert(p.token())
+        w.t = w.t + 3000 -- past the refresh point, before the expiry
+        local lease = assert(w.memory:try_lock("key", 15))
+        local record, err, how = p.token()
+        assert.equals("token-1", record.access_token)
+        assert.is_nil(err)
+        assert.equals("stale", how)
+        assert.equals(1, #w.requests)
+        -- and asks again only in a while, not on every call
+        local commands = w.commands
+        for _ = 1, 10 do assert(p.token()) end
+        assert.equals(commands, w.commands)
+        lease:unlock()
+    end)
+
+    describe("invalidation", function()
+        it("holds one cool-down for every place, and drops copies at their next look",
+                function()
+            local w = new_world()
+            local a, b = place(w), place(w)
+            assert(a.token())
+            assert(b.token())
+            assert.equals(1, #w.requests)
+            w.t = w.t + 2
+            assert.is_true(a.engine:invalidate())
+            -- b still holds a copy: its next look drops it
+            assert.equals("dropped", b.engine:look())
+            assert.is_nil(b.record().access_token)
+            -- nobody fetches within the cool-down (10 s after the fetch)
+            local _, err = a.token()
+            assert.equals("invalidated", err.code)
+            _, err = b.token()
+            assert.equals("invalidated", err.code)
+            assert.equals(1, #w.requests)
+            -- then one request for all
+            w.t = w.t + 9
+            assert(a.token())
+            assert(b.token())
+            assert.equals(2, #w.requests)
+            assert.equals(a.record().access_token, b.record().access_token)
+        end)
+
+        it("never drops a token fetched after the rejected one", function()
+            local w = new_world()
+            local a = place(w)
+            assert(a.token())
+            w.t = w.t + 20
+            assert.is_true(a.engine:invalidate("token-1"))
+            assert(a.token())
+            assert.equals(2, #w.requests)
+            -- a late 401 for the old token
+            assert.is_false(a.engine:invalidate("token-1"))
+            assert.equals("token-2", a.record().access_token)
+            assert.equals("token-2", w.memory:get("key").access_token)
+        end)
+
+        it("never serves a rejected token again, from any layer", function()
+            local w = new_world()
+            local a, b = place(w), place(w)
+            assert(a.token())
+            assert(b.token())
+            w.t = w.t + 20
+            -- a saw it rejected; the shared store has not heard yet (down)
+            w.fault = "error"
+            assert.is_true(a.engine:invalidate("token-1"))
+            w.fault = nil
+            -- b publishes its copy back: a never takes it
+            w.memory:set("key", nil, b.record(), 3000)
+            local record = assert(a.token())
+            assert.equals("token-2", record.access_token)
+            -- and the store's copy was purged on the way
+            assert.equals("token-2", w.memory:get("key").access_token)
+        end)
+
+        it("never serves a rejected token again, though the endpoint hands it out again",
+                function()
+            local w = new_world()
+            local a = place(w)
+            assert(a.token())
+            w.t = w.t + 20
+            assert.is_true(a.engine:invalidate("token-1"))
+            w.script = { { token = "token-1" } }
+            local record, err = a.token()
+            assert.is_nil(record)
+            assert.equals("invalidated", err.code)
+            assert.is_nil(a.record().access_token)
+            assert.is_nil(w.memory:get("key").access_token)
+            -- the next fetch brings a token that serves
+            assert.equals("token-2", assert(a.token()).access_token)
+        end)
+
+        it("forgets with no cool-down, in every layer", function()
+            local w = new_world()
+            local a, b = place(w), place(w)
+            assert(a.token())
+            assert(b.token())
+            assert.is_true(a.engine:forget())
+            assert.equals("dropped", b.engine:look())
+            assert(a.token())
+            assert.equals(2, #w.requests)
+        end)
+    end)
+
+    it("takes a newer token of another place at a look", function()
+        local w = new_world()
+        local a, b = place(w), place(w)
+        assert(a.token())
+        assert(b.token())
+        -- a replaces it (its refresh) while b holds a fresh copy
+        w.t = w.t + 2900
+        assert(a.token())
+        assert.equals("token-2", a.record().access_token)
+        assert.equals("taken", b.engine:look())
+        assert.equals("token-2", b.record().access_token)
+        assert.equals(2, #w.requests)
+    end)
+end)
+end
+
+describe("oauth2.cache's pieces", function()
+    it("never lets an old holder's unlock release a newer lease", function()
+        local t = 0
+        local memory = stores.memory { clock = function() return t end }
+        local old = assert(memory:try_lock("key", 1))
+        t = t + 2
+        local new = assert(memory:try_lock("key", 15))
+        old:unlock()
+        assert.is_false(memory:try_lock("key", 15))
+        new:unlock()
+        assert.truthy(memory:try_lock("key", 15))
     end)
 
     it("spreads the points of fetching alone over the whole window", function()
@@ -339,139 +614,9 @@ describe("oauth2.cache", function()
         for i = 1, 8 do assert.is_true(buckets[i] < 650, table.concat(buckets, " ")) end
     end)
 
-    it("publishes no older token over a newer one", function()
-        local w = world()
-        local slow, fast = node(w), node(w)
-        w.script = { { latency = 30 } } -- the first holder's fetch hangs past its lease
-        run(w, {
-            function() assert(slow.token()) end,
-            function()
-                w.sleep(16) -- the lease lapsed: another fetches
-                assert(fast.token())
-            end,
-        })
-        assert.equals(2, #w.requests)
-        -- the record keeps the token fetched later (issued first)
-        local record = assert(w.memory:get("key"))
-        assert.equals("token-1", fast.record.access_token)
-        assert.equals("token-1", record.access_token)
-        assert.equals("token-1", slow.record.access_token)
-    end)
-
-    describe("a layer over another (an nginx node over the fleet's store)", function()
-        -- a node's context: its own store, whose fetch is the fleet's obtain
-        local function layered(w, fleet)
-            local own = stores.memory(60, w.now)
-            local ctx = {}
-            for k, v in pairs(fleet.ctx) do ctx[k] = v end
-            ctx.store = own
-            ctx.exchange = function(_, held) return cache.obtain(fleet.ctx, held) end
-            return ctx, own
-        end
-
-        it("makes one request for the workers of many nodes, keeping the fleet's times", function()
-            local w = world()
-            local nodes, fns = {}, {}
-            for i = 1, 3 do
-                nodes[i] = { layered(w, node(w)) }
-                for _ = 1, 4 do
-                    fns[#fns + 1] = function() assert(cache.obtain(nodes[i][1])) end
-                end
-            end
-            run(w, fns)
-            -- and a node that comes later takes the fleet's record as it is
-            w.t = w.t + 100
-            nodes[4] = { layered(w, node(w)) }
-            assert(cache.obtain(nodes[4][1]))
-            assert.equals(1, #w.requests)
-            local fleet = assert(w.memory:get("key", SECRET))
-            for i = 1, 4 do
-                local record = assert(nodes[i][2]:get("key", SECRET))
-                assert.equals(fleet.access_token, record.access_token)
-                assert.equals(fleet.fetched_at, record.fetched_at)
-                assert.equals(fleet.refresh_at, record.refresh_at)
-            end
-        end)
-
-        it("keeps the fleet's cool-down, neither counted again nor lengthened", function()
-            local w = world()
-            local ctx, own = layered(w, node(w))
-            w.script = { { kind = "http", status = 503 } }
-            local _, err = cache.obtain(ctx)
-            assert.equals(1, err.failures)
-            local fleet = w.memory:get("key", SECRET)
-            assert.equals(fleet.next_try, own:get("key", SECRET).next_try)
-            -- another node, later, takes what is left of the fleet's cool-down
-            w.t = w.t + 2
-            local other, other_own = layered(w, node(w))
-            _, err = cache.obtain(other)
-            assert.equals(503, err.status)
-            local record = other_own:get("key", SECRET)
-            assert.equals(fleet.next_try, record.next_try)
-            assert.is_nil(record.failures)
-            -- the node's other workers get the cool-down without a request
-            _, err = cache.obtain(other)
-            assert.equals(503, err.status)
-            assert.equals(1, #w.requests)
-        end)
-
-        it("lets a node with a valid token serve it while another node fetches", function()
-            local w = world()
-            local ctx, own = layered(w, node(w))
-            assert(cache.obtain(ctx))
-            w.t = w.t + 3000 -- past the refresh point, before the expiry
-            local lease = assert(w.memory:try_lock("key", 15))
-            local record = own:get("key", SECRET)
-            local got, again = cache.obtain(ctx, { expire_at = record.expire_at,
-                alone_at = record.expire_at })
-            assert.is_false(got)
-            assert.is_true(again > 0 and again <= 1)
-            assert.equals(1, #w.requests)
-            lease:unlock()
-        end)
-    end)
-
-    describe("invalidation", function()
-        it("holds one cool-down for every node, and drops copies at their next look", function()
-            local w = world()
-            local a, b = node(w), node(w)
-            assert(a.token())
-            assert(b.token())
-            assert.equals(1, #w.requests)
-            w.t = w.t + 2
-            local id = stores.token_id(SECRET, a.record.access_token)
-            assert.is_true(cache.invalidate(a.ctx, id, a.record.fetched_at + 10))
-            a.record = nil
-            -- b still holds a copy: its next look drops it
-            b.look()
-            assert.is_nil(b.record)
-            -- nobody fetches within the cool-down (10 s after the fetch)
-            local _, err = a.token()
-            assert.equals("invalidated", err.code)
-            _, err = b.token()
-            assert.equals("invalidated", err.code)
-            assert.equals(1, #w.requests)
-            -- then one request for all
-            w.t = w.t + 9
-            assert(a.token())
-            assert(b.token())
-            assert.equals(2, #w.requests)
-            assert.equals(a.record.access_token, b.record.access_token)
-        end)
-
-        it("does not drop a token fetched after the rejected one", function()
-            local w = world()
-            local a = node(w)
-            assert(a.token())
-            local old = stores.token_id(SECRET, a.record.access_token)
-            w.t = w.t + 20
-            assert(cache.invalidate(a.ctx, old, a.record.fetched_at + 10))
-            a.record = nil
-            assert(a.token())
-            assert.equals(2, #w.requests)
-            -- a late invalidation of the old token
-            assert.is_false(cache.invalidate(a.ctx, old, w.t))
-            assert.equals("token-2", w.memory:get("key").access_token)
-        end)
+    it("names a token by a keyed hash only", function()
+        local id = records.token_id(SECRET, "token-1")
+        assert.matches("^%x+$", id)
+        assert.are_not.equal(id, records.token_id(SECRET .. "2", "token-1"))
     end)
 end)

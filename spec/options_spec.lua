@@ -272,7 +272,7 @@ describe("the options of oauth2.client and oauth2.openresty (options.split)", fu
             refused("oauth2.openresty", nginx_with { thread_pool = "" }))
         assert.matches("option 'dict' must name a lua_shared_dict",
             refused("oauth2.openresty", {}))
-        assert.matches("option 'store': a redis store needs",
+        assert.matches("option 'store' must be a redis:// URL",
             refused("oauth2.openresty", nginx_with { store = "/tmp/dir" }))
         assert.matches("option 'clock' must be a function",
             refused("oauth2.client", { clock = 1 }))

@@ -92,9 +92,10 @@ describe("the store contract", function()
 
             it("deletes a token only if it is still the one named", function()
                 store:set("k3", "s", { access_token = "new", next_try = 5 })
-                assert.is_false(store:delete_token_if("k3", "s", stores.token_id("s", "old")))
+                local records = require "oauth2.record"
+                assert.is_false(store:delete_token_if("k3", "s", records.token_id("s", "old")))
                 assert.equals("new", store:get("k3", "s").access_token)
-                assert.truthy(store:delete_token_if("k3", "s", stores.token_id("s", "new")))
+                assert.truthy(store:delete_token_if("k3", "s", records.token_id("s", "new")))
                 local record = store:get("k3", "s")
                 assert.is_nil(record.access_token)
                 assert.equals(5, record.next_try)
@@ -103,7 +104,7 @@ describe("the store contract", function()
     end
 
     it("lets a memory store's lock lapse after its lease", function()
-        local store = stores.memory(0.05)
+        local store = stores.memory { lease = 0.05 }
         assert(store:try_lock("k"))
         assert.is_false(store:try_lock("k"))
         core.sleep(0.1)

@@ -24,6 +24,7 @@
 
 local core = require "oauth2.core"
 local json = require "oauth2.json"
+local bearer = require "oauth2.bearer"
 local options = require "oauth2.options"
 local retry = require "oauth2.retry"
 local trace = require "oauth2.trace"
@@ -292,10 +293,10 @@ local function status_error(res, secrets, conf)
 end
 
 -- What no error of a request may carry: the client's secrets and the
--- token sent (the header after "Bearer "); made only for an error.
+-- token sent; made only for an error.
 local function secrets_of(conf, header)
     local secrets = options.secrets(conf)
-    secrets[#secrets + 1] = sub(header, 8)
+    secrets[#secrets + 1] = bearer.token_of(header) or header
     return secrets
 end
 

@@ -63,4 +63,11 @@ function _M.header(access_token)
     return "Bearer " .. access_token
 end
 
+--- The access token of an Authorization header's value made by header(),
+-- or nil for any other value.
+function _M.token_of(header)
+    if type(header) ~= "string" or sub(header, 1, 7) ~= "Bearer " then return nil end
+    return sub(header, 8)
+end
+
 return _M

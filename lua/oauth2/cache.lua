@@ -1,78 +1,65 @@
--- oauth2.cache: the rules of a token shared through a store, written once.
+-- oauth2.cache: the engine of a cached token, every layer in it.
 --
--- oauth2.client (one Lua process) and oauth2.openresty (one nginx node)
--- keep a token of their own in a first layer (a Lua table, a shared
--- dict) and, with a store (oauth2.store: file, Redis, shared dict), share
--- it with every other process or node.  Everything about the sharing
--- happens here, once: read the shared record, take the lease, look again,
--- fetch, publish the token or the failure, let go, wait for a holder,
--- fall back when the store fails, spread an invalidation.  The decisions:
+--   local engine = cache.new { source = fetch, first = memory_store,
+--                              shared = redis_store, policy = policy, ... }
+--   local record, err = engine:get()
 --
--- * A store that fails (down, an error reply, a timeout, a reply too
---   large) is a store failure, never a held lease: the caller is told
---   (store_failed, to log once per cool-down and count) and goes on as
---   if there were no store: it serves its valid token and fetches alone
---   from a point of its own (oauth2.policy.alone_at), spread over the
---   window from the refresh point to the expiry.
+-- In the spirit of lua-resty-mlcache (one object: its first layer inside
+-- it, a shared layer below, a callback behind a lock) and of Go's
+-- ReuseTokenSource (caching wraps a source).  oauth2.client and
+-- oauth2.openresty configure it; the places they run supply hooks (a
+-- clock, waits, timers); every rule lives here, in one function each:
+--
+-- * The same obtain loop runs at each layer: read the layer's record,
+--   serve it while fresh, take the layer's lock, look again (another may
+--   have published meanwhile), fetch from the layer below (the shared
+--   store's obtain, or the source), publish, let go.  A caller without a
+--   valid token waits for a holder (polling the layer, its pace doubling)
+--   at most a lease; one with a valid token never waits: it serves it.
+-- * A store that fails (down, an error reply, a timeout) is a store
+--   failure, never a held lease: said once per cool-down, counted, and
+--   handled as if there were no store: a caller serves its valid token
+--   until a point of its own (oauth2.policy.alone_at), then fetches alone.
 -- * A lease is short: one attempt's timeout and a little (lease_for).
---   When it lapses another may fetch too: a duplicate fetch costs one
---   request, a fleet without a token costs every request.  A caller
---   with a valid token never waits for a holder: it serves its token and
---   looks again within a second; one without waits at most a lease (or
---   its deadline), then fetches alone.
--- * A waiter costs O(1) store commands per second: it looks again after
---   50 ms, then doubling up to 1 s.
--- * Every failed fetch is remembered for its cool-down (oauth2.policy.
---   failure_wait), fleet-wide in the record, except a `config` failure
---   (this node's own mistake, made before any exchange); consecutive
---   failures lengthen it, counted in the record (`failures`).
--- * An invalidation drops the token from the record only if it is still
---   the rejected one, keeps its id (`rejected`, so every holder of a copy
---   drops it at its next look) and sets the cool-down for every process:
---   no fetch before invalidate_cooldown after the rejected token's fetch.
--- * A publish never undoes a newer token: a holder whose lease lapsed
---   while another fetched keeps the other's token.
--- * Every record written has a time to live: its token's expiry, or its
---   cool-down when that is later.
--- * Records carry wall-clock times (processes share no other clock); the
---   callers keep their own times on a monotonic clock.
---
--- The engine runs on hooks, so the same code runs in a plain Lua
--- process, in nginx's light threads and on the specs' virtual clock:
---
---   ctx.store, ctx.key, ctx.secret   where and under which key and secret
---   ctx.policy                       oauth2.policy's checked options
---   ctx.lease, ctx.deadline          seconds: a lease, a waiter's patience
---   ctx.wall()                       seconds since the epoch
---   ctx.sleep(seconds)               wait (yielding where it can)
---   ctx.exchange(deadline, held)     one fetch: token, or nil and err (or
---                                    a layer below's answer, see fetch)
---   ctx.store_failed(why)            the store failed (why names no secret)
---   ctx.failures                     failures in a row this caller saw
---   ctx.rejected                     id of a token this caller saw
---                                    rejected whose purge may not have
---                                    reached the store yet (or nil)
+-- * Every failed fetch is remembered for its cool-down in every layer it
+--   passes, the shared record for the fleet (except a `config` failure:
+--   this place's own mistake); failures in a row lengthen the cool-down,
+--   counted in the records, the count outliving the cool-down.
+-- * A rejected token is never served again: an invalidation drops it
+--   from each layer only while it is still the one rejected, keeps its id
+--   (every holder of a copy drops it at its next look, no layer takes it
+--   back) and sets the cool-down for every holder.
+-- * A publish never undoes a newer token.  Every record written has a
+--   time to live (oauth2.record.ttl).
+-- * One clock per layer: the first layer's is the caller's own (a
+--   client's monotonic clock), shared records carry the wall clock;
+--   records move between them by the difference of the two clocks.
 
 local core = require "oauth2.core"
 local policy_rules = require "oauth2.policy"
+local records = require "oauth2.record"
 local errors = require "oauth2.error"
-local stores = require "oauth2.store"
 
-local type, tonumber, floor, max, min = type, tonumber, math.floor, math.max, math.min
+local type, pairs, tostring, pcall, error, setmetatable =
+      type, pairs, tostring, pcall, error, setmetatable
+local max, min, huge = math.max, math.min, math.huge
 local format = string.format
+
+local fresh, usable, cooling = records.fresh, records.usable, records.cooling
 
 local _M = { _VERSION = core._VERSION }
 
 -- Seconds a lease outlives one attempt's timeout.
 local LEASE_SLACK = 5
 
--- A waiter's first pause, and its longest, in seconds.
-local POLL_FIRST, POLL_MAX = 0.05, 1
-
 -- How soon a caller with a valid token looks again when another holds
 -- the lease, and at most when the store fails.
 local LOOK_AGAIN = 1
 local STORE_AGAIN = 2
+
+-- A waiter's first pause and its longest, in seconds, by default: a
+-- shared store costs O(1) commands a second per waiter.
+local PACE = { 0.05, 1 }
 
 --- The lease of a fetch for a validated configuration: one attempt's
 -- timeout (within the deadline) and a little.
@@ -80,64 +67,38 @@ function _M.lease_for(conf)
     return min(conf.timeout, conf.deadline) + LEASE_SLACK
 end
 
---- Whether a record holds a token that serves at wall time `now`
--- (before its refresh point).
-local function fresh(record, now)
-    return record and type(record.access_token) == "string"
-        and type(record.refresh_at) == "number" and type(record.expire_at) == "number"
-        and now < record.refresh_at and now < record.expire_at or false
-end
-_M.fresh = fresh
+local Engine = {}
+Engine.__index = Engine
 
---- Whether a record holds a token that is valid at `now` (refresh due
--- or not).
-local function usable(record, now)
-    return record and type(record.access_token) == "string"
-        and type(record.expire_at) == "number" and now < record.expire_at or false
-end
-_M.usable = usable
-
---- A record's cool-down as an error while it runs, or nil.
-local function cooling(record, now)
-    if not record or type(record.next_try) ~= "number" or now >= record.next_try then
-        return nil
-    end
-    return errors.new { kind = record.kind or "http", code = record.code,
-        status = type(record.status) == "number" and floor(record.status) or nil,
-        message = record.message or "the last fetch failed", retryable = true,
-        retry_after = record.next_try - now, cached = true }
-end
-_M.cooling = cooling
-
---- The record of a token fetched with its request sent at wall time
--- `sent_at`, timed by the policy; `prior` (the record it replaces) lends
--- its `rejected`.
-function _M.token_record(policy, token, sent_at, prior)
-    local lifetime, refresh_at, expire_at = policy_rules.schedule(policy, token, sent_at)
-    return { access_token = token.access_token, token_type = token.token_type,
-             scope = token.scope, expires_in = token.expires_in,
-             fetched_at = sent_at, lifetime = lifetime,
-             refresh_at = refresh_at, expire_at = expire_at,
-             rejected = prior and prior.rejected }
+-- Add one to a counter, and tell the place's own counting.
+local function count(self, name)
+    self.counters[name] = self.counters[name] + 1
+    if self.count then self.count(name) end
 end
 
--- Seconds a record may be kept at wall time `now`: until its token's
--- expiry or its cool-down's end, whichever is later (at least 1).
-local function ttl_of(record, now)
-    return max(1, (record.expire_at or 0) - now, (record.next_try or 0) - now)
+-- ------------------------------------------------------------ store access
+
+-- Say a store's failure once per cool-down (naming the store, never its
+-- password) and count it; the engine goes on as without it.
+local function store_failed(self, layer, why)
+    count(self, "store_errors")
+    local now = self.first.clock()
+    if now < self.quiet_until then return end
+    self.quiet_until = now + self.policy.cooldown
+    self.log("WARN", format("oauth2: %s failed (%s): this %s serves the token it holds and "
+        .. "fetches alone when it must", tostring(layer.store), tostring(why), self.place))
 end
 
--- The shared record (false for none), or nil and why the store failed.
--- A token this caller saw rejected is not served (and purged again).
-local function read(ctx)
-    local record, why, note = ctx.store:get(ctx.key, ctx.secret)
+-- A layer's record (false for none), or nil and why the store failed.  A
+-- token `rejected` names is not served (and purged again there).
+local function read(self, layer, rejected)
+    local record, why, note = layer.store:get(layer.key, self.secret)
     if why then return nil, why end
-    if note then ctx.store_failed(note) end
+    if note then store_failed(self, layer, note) end
     if not record then return false end
-    local rejected = ctx.rejected
     if rejected and type(record.access_token) == "string"
-            and stores.token_id(ctx.secret, record.access_token) == rejected then
-        ctx.store:delete_token_if(ctx.key, ctx.secret, rejected)
+            and records.token_id(self.secret, record.access_token) == rejected then
+        layer.store:delete_token_if(layer.key, self.secret, rejected, nil, 60)
         record.access_token, record.refresh_at, record.expire_at = nil, nil, nil
     end
     return record
@@ -145,183 +106,534 @@ end
 
 -- Write a record with its time to live; a failure to write is a store
 -- failure, told, never the caller's.
-local function write(ctx, record)
-    local ok, why = ctx.store:set(ctx.key, ctx.secret, record, ttl_of(record, ctx.wall()))
-    if not ok then ctx.store_failed(why) end
+local function write(self, layer, record)
+    local ok, why = layer.store:set(layer.key, self.secret, record,
+        records.ttl(record, layer.clock()))
+    if not ok then store_failed(self, layer, why) end
 end
 
--- Publish a token just fetched, unless the store holds another, fetched
+-- Publish a token into a layer, unless the layer holds another, fetched
 -- later and still valid (a holder whose lease lapsed never undoes a newer
--- token).  The record that stands.
-local function publish_token(ctx, record)
-    local current = read(ctx)
-    local now = ctx.wall()
-    if current and usable(current, now) and current.access_token ~= record.access_token
-            and type(current.fetched_at) == "number"
-            and current.fetched_at > record.fetched_at then
-        return current
+-- token), or names this one rejected.  The record that stands, or nil
+-- (the token was rejected meanwhile).
+local function publish_token(self, layer, record)
+    local current = read(self, layer)
+    if current then
+        local now = layer.clock()
+        if usable(current, now) and current.access_token ~= record.access_token
+                and type(current.fetched_at) == "number"
+                and current.fetched_at > record.fetched_at then
+            return current
+        end
+        if records.rejects(current, self.secret, record.access_token) then return nil end
+        if current.rejected then record.rejected = current.rejected end
     end
-    if current and current.rejected then record.rejected = current.rejected end
-    write(ctx, record)
+    if layer.first and layer.below then
+        -- without the shared store, the point from which this place
+        -- fetches alone, drawn once per token
+        record.alone_at = policy_rules.alone_at(record.refresh_at, record.expire_at)
+    end
+    write(self, layer, record)
     return record
 end
 
--- Publish a failure's cool-down, keeping a token the record still holds.
-local function publish_failure(ctx, err, wait, failures)
-    local record = read(ctx)
+-- Publish a failure's cool-down into a layer, keeping a token it holds.
+local function publish_failure(self, layer, err)
+    local record = read(self, layer)
     if record == nil then return end
     record = record or {}
-    local now = ctx.wall()
-    record.next_try = now + wait
-    record.failures = failures
-    record.kind, record.status, record.code = err.kind, err.status, err.code
-    record.message = errors.text(err.message)
-    write(ctx, record)
+    local fields = records.failure(err, layer.clock() + err.retry_after, err.failures)
+    for k, v in pairs(fields) do record[k] = v end
+    record.quiet_until = nil
+    write(self, layer, record)
+    layer.failed = { next_try = fields.next_try, err = err }
 end
 
--- Fetch now: the token's record (published when `publish`), or nil and
--- the error, its cool-down in retry_after and its count in failures.
--- The exchange may be a layer below (nginx's node over the fleet's
--- store): its record keeps its times, its failure its cool-down, and its
--- `false, seconds` (serve your own token) passes up.
-local function fetch(ctx, prior, held, publish)
-    local sent_at = ctx.wall()
-    local token, err, how = ctx.exchange(held and held.deadline, held)
-    if token then
-        local record = token
-        if not token.refresh_at then
-            record = _M.token_record(ctx.policy, token, sent_at, prior)
+-- Drop a token (by id) from a layer while it is still the one there,
+-- with a cool-down (fields, or nil): atomic where the store is, else
+-- under its lock (a holder of it is fetching: its token is new anyway).
+local function drop(self, layer, token_id, cooldown)
+    local store = layer.store
+    local ttl = max(60, cooldown and cooldown.next_try - layer.clock() or 0)
+    if store.atomic then
+        return store:delete_token_if(layer.key, self.secret, token_id, cooldown, ttl) == true
+    end
+    local lock = store:try_lock(layer.key, layer.lease)
+    if not lock then return false end
+    local dropped = store:delete_token_if(layer.key, self.secret, token_id, cooldown, ttl)
+    lock:unlock()
+    return dropped == true
+end
+
+-- ------------------------------------------------------------ the loop
+
+local obtain
+
+-- What the caller of a layer brings: its valid token's expiry, the point
+-- from which it fetches alone and how long a refresh may hold it (when
+-- it has one), the id of a token it saw rejected, its failures in a row.
+local function caller_of(self, record, now)
+    local caller = { rejected = record and record.rejected,
+                     failures = record and record.failures }
+    if usable(record, now) then
+        caller.expire_at = record.expire_at
+        caller.alone_at = record.alone_at or record.expire_at
+        caller.deadline = min(self.policy.refresh_timeout, record.expire_at - now)
+    end
+    return caller
+end
+
+-- The caller's times moved to another clock.
+local function caller_moved(caller, delta)
+    if not caller.expire_at then return caller end
+    return { rejected = caller.rejected, failures = caller.failures,
+             expire_at = caller.expire_at + delta, alone_at = caller.alone_at + delta,
+             deadline = caller.deadline }
+end
+
+-- Fetch now, for a layer: from the layer below, or from the source.
+-- Returns the record (published when `publish`), how (see get), or nil
+-- and the error (its cool-down in retry_after, its count in failures),
+-- or false, nil and the seconds after which to look again (serve your
+-- own token: the layer below is away, or another fetches there).
+local function fetch(self, layer, prior, caller, publish)
+    local below = layer.below
+    local err
+    if below then
+        local delta = layer.clock() - below.clock()
+        local record, problem, how = obtain(self, below, caller_moved(caller, -delta))
+        if record then
+            record = records.shift(record, delta)
+            if publish then
+                record = publish_token(self, layer, record)
+                if not record then
+                    return nil, errors.new { kind = "http", status = 401, code = "invalidated",
+                        retryable = true, retry_after = 0,
+                        message = "the token was rejected while it was fetched" }
+                end
+            end
+            return record, nil, how == "fetched" and "fetched" or "store"
         end
-        if publish then record = publish_token(ctx, record) end
-        return record, nil, how or "fetched"
+        if record == false then return false, nil, how end
+        err = problem
+    else
+        local sent_at = layer.clock()
+        local token
+        token, err = self.source(caller.deadline)
+        if token then
+            local record = records.of_token(self.policy, token, sent_at, prior)
+            if publish then
+                record = publish_token(self, layer, record)
+                if not record then
+                    return nil, errors.new { kind = "http", status = 401, code = "invalidated",
+                        retryable = true, retry_after = 0,
+                        message = "the token was rejected while it was fetched" }
+                end
+            end
+            return record, nil, "fetched"
+        end
+        if not err.cached then
+            local failures = max(caller.failures or 0,
+                prior and type(prior.failures) == "number" and prior.failures or 0) + 1
+            err.failures = failures
+            err.retry_after = policy_rules.failure_wait(self.policy, err, failures)
+            self.emit("failure", { kind = err.kind, status = err.status, code = err.code,
+                attempts = err.attempts or 1, retry_after = err.retry_after })
+        end
     end
-    if token == false then return false, err end
-    local failures, wait = err.failures, err.retry_after
-    if not (failures or err.cached) then
-        failures = max(ctx.failures or 0, prior and tonumber(prior.failures) or 0) + 1
-        wait = policy_rules.failure_wait(ctx.policy, err, failures)
-        err.retry_after, err.failures = wait, failures
+    if publish and not (err.kind == "config" and not layer.first) then
+        publish_failure(self, layer, err)
     end
-    if publish and err.kind ~= "config" then publish_failure(ctx, err, wait, failures) end
     return nil, err
 end
 
--- The store failed: serve a valid token until this caller's own point,
--- then fetch alone (publishing nothing: the store is away).
-local function without_store(ctx, why, held, now)
-    ctx.store_failed(why)
-    if held and now < held.expire_at and now < held.alone_at then
-        return false, min(STORE_AGAIN, held.alone_at - now)
+-- A layer's cool-down as an error while it runs: the very error of the
+-- failure this engine published there, its retry_after counted down, or
+-- one made from the record.
+local function cooled(layer, record, now)
+    local failure = cooling(record, now)
+    local last = layer.failed
+    if failure and last and last.next_try == record.next_try then
+        last.err.retry_after = failure.retry_after
+        return last.err
     end
-    return fetch(ctx, nil, held, false)
+    return failure
 end
 
---- Obtain a token through the store.  `held` describes the caller's own
--- token, if it has a valid one: { expire_at =, alone_at = (wall times),
--- deadline = (seconds a fetch may hold the caller, or nil) }.  Returns
---   record, nil, how   a record with a valid token (how: "store" when
---                      another fetched it, "fetched" when this call did),
---                      possibly with a cool-down (record.next_try)
---   nil, err           no valid token: the failure or the cool-down
---   false, seconds     serve your own token; look again after seconds
-function _M.obtain(ctx, held)
-    local store, wall = ctx.store, ctx.wall
+-- Without the store of `layer`: serve a valid token until the caller's
+-- own point, then fetch alone (publishing nothing: the store is away).
+local function without_store(self, layer, why, caller, now)
+    store_failed(self, layer, why)
+    if caller.expire_at and now < caller.expire_at and now < caller.alone_at then
+        return false, nil, min(STORE_AGAIN, caller.alone_at - now)
+    end
+    return fetch(self, layer, nil, caller, false)
+end
+
+-- The record of a layer that serves, with how: "fresh", or "stale" (a
+-- valid token due for refresh, served while another refreshes or a
+-- cool-down runs).
+local function serving(record, now)
+    return record, nil, fresh(record, now) and "fresh" or "stale"
+end
+
+--- Obtain a token at `layer` for a caller (caller_of; its times on this
+-- layer's clock).  Returns
+--   record, nil, how    a record with a valid token (how: "fresh" or
+--                       "stale" when the layer had it, "store" when a
+--                       layer below had it, "fetched" when this call did),
+--                       possibly with a cool-down (record.next_try)
+--   nil, err            no valid token: the failure or the cool-down
+--   false, nil, seconds serve your own token; look again after seconds
+function obtain(self, layer, caller)
+    local store, clock = layer.store, layer.clock
+    local first = layer.first
     -- a holder that cannot let go (stopped: an flock never lapses) holds
-    -- nobody past a lease, nor past the caller's own deadline
-    local give_up = wall() + min(ctx.deadline, ctx.lease)
-    local pause = POLL_FIRST
+    -- nobody past its patience
+    local give_up = clock() + layer.patience
+    local pace, pause = layer.pace, layer.pace[1]
     while true do
-        local record, why = read(ctx)
-        local now = wall()
-        if record == nil then return without_store(ctx, why, held, now) end
-        if fresh(record, now) then return record, nil, "store" end
-        local failure = cooling(record, now)
+        local record, why = read(self, layer, caller and caller.rejected)
+        local now = clock()
+        if record == nil then
+            if not first then return without_store(self, layer, why, caller, now) end
+            record = false
+        end
+        if first then caller = caller_of(self, record, now) end
+        if fresh(record, now) then return record, nil, "fresh" end
+        local failure = cooled(layer, record, now)
         if failure then
-            if usable(record, now) then return record, nil, "store" end
+            if usable(record, now) then return serving(record, now) end
             return nil, failure
         end
+        if usable(record, now) and type(record.quiet_until) == "number"
+                and now < record.quiet_until then
+            return serving(record, now)
+        end
         local lease
-        lease, why = store:try_lock(ctx.key, ctx.lease)
-        now = wall()
-        if lease == nil then return without_store(ctx, why, held, now) end
+        lease, why = store:try_lock(layer.key, layer.lease)
+        now = clock()
+        if lease == nil then
+            if not first then return without_store(self, layer, why, caller, now) end
+            -- a first layer that cannot lock (a full dict): fetch anyway
+            store_failed(self, layer, why)
+            return fetch(self, layer, record or nil, caller, true)
+        end
         if lease then
             -- the last holder may have published between the read and the lease
-            record, why = read(ctx)
-            if record == nil then
-                lease:unlock()
-                return without_store(ctx, why, held, wall())
-            end
-            now = wall()
+            record, why = read(self, layer, caller.rejected)
+            now = clock()
             local result, err, how
+            if record == nil then
+                if not first then
+                    lease:unlock()
+                    return without_store(self, layer, why, caller, clock())
+                end
+                record = false
+            end
+            if first then caller = caller_of(self, record, now) end
             if fresh(record, now) then
-                result, how = record, "store"
+                result, how = record, "fresh"
             else
-                failure = cooling(record, now)
+                failure = cooled(layer, record, now)
                 if failure then
-                    if usable(record, now) then result, how = record, "store"
+                    if usable(record, now) then result, err, how = serving(record, now)
                     else err = failure end
                 else
-                    result, err, how = fetch(ctx, record or nil, held, true)
+                    -- a source that raises must not leave the lock held
+                    local ok
+                    ok, result, err, how = pcall(fetch, self, layer, record or nil, caller, true)
+                    if not ok then
+                        lease:unlock()
+                        error(result, 0)
+                    end
+                    if result == nil and first and usable(record, clock()) then
+                        -- a failed refresh: the old token serves while valid
+                        result, err, how = serving(record, now)
+                    end
+                    if result == false and first then
+                        -- the layer below is away, or another fetches
+                        -- there: serve this one, and ask again in a while
+                        record = read(self, layer) or record
+                        if usable(record, now) then
+                            record.quiet_until = now + how
+                            write(self, layer, record)
+                            result, err, how = serving(record, now)
+                        else
+                            result, err, how = nil, errors.new { kind = "timeout",
+                                retryable = true, retry_after = 1,
+                                message = "the token expired while another fetched" }, nil
+                        end
+                    end
                 end
             end
             lease:unlock()
             return result, err, how
         end
         -- another holds the lease: a caller with a valid token serves it
-        -- and looks again soon; one without waits, at most a lease
-        if held and now < held.expire_at then
-            return false, max(0.05, min(LOOK_AGAIN, held.expire_at - now))
+        -- and looks again soon; one without waits, at most its patience
+        if not first and caller.expire_at and now < caller.expire_at then
+            return false, nil, max(0.05, min(LOOK_AGAIN, caller.expire_at - now))
         end
-        if usable(record, now) then return record, nil, "store" end
+        if usable(record, now) then return serving(record, now) end
         -- waited long enough: fetch alone (publishing over no newer token)
-        if now >= give_up then return fetch(ctx, record or nil, held, true) end
-        ctx.sleep(min(pause, give_up - now))
-        pause = min(pause * 2, POLL_MAX)
+        if now >= give_up then return fetch(self, layer, record or nil, caller, true) end
+        if not layer.wait(min(pause, give_up - now)) then
+            return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
+                message = "another caller is fetching the token right now" }
+        end
+        pause = min(pause * 2, pace[2])
     end
 end
 
---- Publish a record (taken from another layer) unless the store holds a
--- newer token; the record that stands.
-_M.publish = publish_token
+-- ------------------------------------------------------------ the engine
 
---- Fetch without a store (or with the store away): the token's record,
--- or nil and the error, its cool-down grown by ctx.failures.
-function _M.fetch_alone(ctx, held)
-    return fetch(ctx, nil, held, false)
+--- A token through the layers: the first layer's record with a valid
+-- token, how (see obtain), or nil and an error.  Inline: the caller runs
+-- the fetch when one is due (a process).
+function Engine:get()
+    local record, err, how = obtain(self, self.first)
+    if how == "store" then count(self, "hits") end
+    return record, err, how
 end
 
---- Spread the rejection of a token through the store: drop it from the
--- record if it is still the one rejected (token_id), keep its id there,
--- and set the fleet's cool-down: no fetch before `not_before` (wall).
--- Returns whether the record's token was dropped.
-function _M.invalidate(ctx, token_id, not_before)
-    local store = ctx.store
-    local cooldown = {
-        next_try = not_before, kind = "http", status = 401, code = "invalidated",
-        message = format("the token was invalidated; a new one is fetched no sooner "
-            .. "than %g s after the last", ctx.policy.invalidate_cooldown),
-    }
-    -- kept until the cool-down ends at least (the record's token is gone)
-    local ttl = max(1, not_before - ctx.wall())
-    if store.atomic then
-        return store:delete_token_if(ctx.key, ctx.secret, token_id, cooldown, ttl) == true
+--- One run of the obtain loop at the first layer, for a place that runs
+-- fetches apart from requests (a timer in nginx): its outcome, then the
+-- waiters woken.  A raise comes back as a `config` error.
+function Engine:run()
+    local first = self.first
+    local before = read(self, first)
+    local ok, record, err, how = pcall(obtain, self, first)
+    if not ok then
+        err = errors.new { kind = "config", message = "the fetch raised: " .. tostring(record),
+            retry_after = self.policy.cooldown, failures = 1 }
+        record = nil
+        publish_failure(self, first, err)
     end
-    -- read, compare and write under the store's lock; while another holds
-    -- it, it is fetching (its token is new anyway)
-    local lock = store:try_lock(ctx.key, ctx.lease)
-    if not lock then return false end
-    local dropped = store:delete_token_if(ctx.key, ctx.secret, token_id, cooldown, ttl)
-    lock:unlock()
-    return dropped == true
+    self.running = false
+    if how == "store" then count(self, "hits") end
+    if self.wake then self.wake() end
+    if err and before and usable(before, first.clock()) then
+        self.log("WARN", "oauth2: refresh ahead failed: " .. tostring(err))
+    end
+    return record, err
 end
 
---- What a caller holding a fresh copy learns at its periodic look: the
--- record, which may hold a newer token or name the caller's token as
--- rejected; nil (none) or nil and why (the store failed).
-function _M.look(ctx)
-    local record, why = read(ctx)
+--- Start a run where it may go on without the caller (schedule), unless
+-- one is under way here or a live process holds the first layer's lock.
+function Engine:refresh()
+    local first = self.first
+    if self.running or first.store:locked(first.key) then return false end
+    self.running = true
+    local ok, why = self.schedule(function(premature)
+        if premature then
+            self.running = false
+            return
+        end
+        self:run()
+    end)
+    if not ok then
+        self.running = false
+        self.log("ERR", "oauth2: cannot start the fetch timer: " .. tostring(why))
+    end
+    return ok
+end
+
+--- The cool-down the first layer remembers as an error, or nil.
+function Engine:failure()
+    local first = self.first
+    local record = read(self, first)
+    return record and cooling(record, first.clock()) or nil
+end
+
+--- Start a run and wait for its token at most `seconds`: the view
+-- (peek), or nil and an error (the run's failure), or nil, an error and
+-- true (the wait ended first).
+function Engine:wait_for(seconds)
+    local first = self.first
+    local clock = first.clock
+    self:refresh()
+    local deadline = clock() + seconds
+    local pause = first.pace[1]
+    while true do
+        local left = deadline - clock()
+        if left < 0.001 then break end
+        first.wait(min(pause, left), left)
+        pause = min(pause * 2, first.pace[2])
+        local a, b = first.store:peek(first.key)
+        if a then return a, b end
+        local failure = self:failure()
+        if failure then return nil, failure end
+        -- the fetcher is gone without an outcome: run one ourselves
+        self:refresh()
+    end
+    return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
+        message = format("no token yet: waited %g s for the fetch in progress "
+            .. "(it goes on in the background)", seconds) }, true
+end
+
+--- One look at the shared store for a holder of a fresh copy: a newer
+-- valid token there is taken, a copy the store names rejected is dropped,
+-- a cool-down there is kept.  Returns what happened: "taken", "dropped"
+-- or nil.
+function Engine:look()
+    local shared, first = self.shared, self.first
+    if not shared then return nil end
+    local mine = read(self, first) or nil
+    local record, why = read(self, shared, mine and mine.rejected)
+    if record == nil then
+        store_failed(self, shared, why)
+        return nil
+    end
+    if not record then return nil end
+    local token = mine and mine.access_token
+    if type(token) == "string" and records.rejects(record, self.secret, token) then
+        drop(self, first, record.rejected, nil)
+        count(self, "drops")
+        return "dropped"
+    end
+    local now = shared.clock()
+    local delta = first.clock() - now
+    local taken
+    if usable(record, now) and record.access_token ~= token then
+        local standing = publish_token(self, first, records.shift(record, delta))
+        if standing and standing.access_token == record.access_token then
+            count(self, "hits")
+            taken = "taken"
+        end
+    end
+    local failure = cooling(record, now)
+    if failure and not (mine and type(mine.next_try) == "number"
+            and mine.next_try >= record.next_try + delta - 0.01) then
+        publish_failure(self, first, failure)
+    end
+    return taken
+end
+
+--- Drop the first layer's token (the API answered 401 with it; with
+-- `rejected`, the access token refused, only while it is still the
+-- current one) in every layer, with the invalidation cool-down for every
+-- holder: no fetch before invalidate_cooldown has passed since the
+-- rejected token's fetch.  Whether a token was dropped here.
+function Engine:invalidate(rejected)
+    local first, shared = self.first, self.shared
+    local record = read(self, first)
+    local token = record and record.access_token
+    if type(token) ~= "string" or rejected and rejected ~= token then return false end
+    local token_id = records.token_id(self.secret, token)
+    local now = first.clock()
+    local not_before = (type(record.fetched_at) == "number" and record.fetched_at or now)
+        + self.policy.invalidate_cooldown
+    local cooldown = not_before > now and records.invalidated(self.policy, not_before) or nil
+    if not drop(self, first, token_id, cooldown) then return false end
+    count(self, "invalidations")
+    self.emit("invalidation", { cooldown = self.policy.invalidate_cooldown })
+    if shared then
+        -- in the shared store too, with the same cool-down for every holder
+        local at = not_before + (shared.clock() - now)
+        local cooldown_there = records.invalidated(self.policy, at)
+        self.spread(function() drop(self, shared, token_id, cooldown_there) end)
+    end
+    return true
+end
+
+--- Forget the token in every layer, with no cool-down: the next get
+-- fetches.  Whether a token was forgotten; nil and why when the shared
+-- store failed.
+function Engine:forget()
+    local first, shared = self.first, self.shared
+    local mine = read(self, first)
+    local dropped = mine and type(mine.access_token) == "string" or false
+    first.store:set(first.key, self.secret, {}, 1)
+    if shared then
+        local record, why = read(self, shared)
+        if record == nil then return nil, why end
+        if record and type(record.access_token) == "string" then
+            drop(self, shared, records.token_id(self.secret, record.access_token),
+                { next_try = shared.clock() })
+            dropped = true
+        end
+    end
+    return dropped
+end
+
+--- What the first layer's hot path reads (its store's peek).
+function Engine:peek()
+    return self.first.store:peek(self.first.key)
+end
+
+--- The record a layer holds ("first" or "shared"), or nil; nil and why
+-- when that store failed.  Nothing is fetched.
+function Engine:record(which)
+    local layer = self[which or "first"]
+    if not layer then return nil end
+    local record, why = read(self, layer)
     if record == nil then return nil, why end
-    return record or nil
+    return record or nil, nil, layer.clock()
+end
+
+--- Counters: hits (tokens another process or node fetched), drops
+-- (copies dropped as rejected elsewhere), invalidations, store_errors.
+function Engine:stats()
+    local stats = {}
+    for k, v in pairs(self.counters) do stats[k] = v end
+    return stats
+end
+
+-- A layer of the engine.
+local function layer(store, key, clock, lease, patience, wait, pace, first)
+    return { store = store, key = key, clock = clock, lease = lease,
+             patience = min(patience, lease), wait = wait, pace = pace or PACE, first = first }
+end
+
+local function no_op() end
+
+--- A new engine.  opts:
+--   source(deadline)    one fetch from the token endpoint: a token table,
+--                       or nil and an error (deadline: seconds a refresh
+--                       may hold its caller, or nil)
+--   first, first_key    the first layer's store (with peek and locked)
+--                       and key there
+--   shared, key         a shared store (or nil) and the key there
+--   secret, policy      the client secret (records are sealed with it),
+--                       oauth2.policy's checked options
+--   clock, wall         the first layer's clock, the shared layer's
+--   lease, deadline     seconds: the shared store's lease, a caller's
+--                       patience there
+--   first_lease, first_wait(seconds) -> bool, first_pace {first, max}
+--                       the first layer's lock, how a caller waits for
+--                       another's fetch there (false: it cannot)
+--   wait(seconds) -> bool  how a caller waits for the shared store
+--   schedule(fn)        run fn(premature) apart from the caller (timers)
+--   wake()              after a run: wake whoever waits (a semaphore)
+--   spread(fn)          run fn where the shared store may be reached
+--   log(level, text), place, emit(event, info), count(name): what to
+--                       say, where this runs ("process", "node"), events
+--                       for the caller's hook, each counter as it moves
+function _M.new(opts)
+    local policy = opts.policy
+    local deadline = opts.deadline
+    local clock, wall = opts.clock or core.now, opts.wall or core.time
+    local first = layer(opts.first, opts.first_key or opts.key, clock,
+        opts.first_lease or deadline + 1, opts.first_patience or deadline,
+        opts.first_wait or function() return false end, opts.first_pace, true)
+    local self = setmetatable({
+        secret = opts.secret, policy = policy, source = opts.source,
+        first = first, shared = nil,
+        schedule = opts.schedule, wake = opts.wake,
+        spread = opts.spread or function(fn) fn() end,
+        log = opts.log or no_op, place = opts.place or "process",
+        emit = opts.emit or no_op, count = opts.count,
+        running = false, quiet_until = -huge,
+        counters = { hits = 0, drops = 0, invalidations = 0, store_errors = 0 },
+    }, Engine)
+    if opts.shared then
+        local lease = opts.lease or policy_rules.LEASE
+        self.shared = layer(opts.shared, opts.key, wall, lease, deadline,
+            opts.wait or function() return false end, PACE, false)
+        first.below = self.shared
+    end
+    return self
 end
 
 return _M

@@ -222,11 +222,15 @@ function check.session(value)
     return value
 end
 
--- A function the caller hands in (a clock), or absent: false.
-function check.callable(value)
-    if value == nil or value == false then return false end
-    if type(value) ~= "function" then return nil, "must be a function" end
-    return value
+-- A function the caller hands in (a clock; a hook, whose arguments
+-- `shape` names), or absent: false.
+function check.callable(shape)
+    local phrase = shape and "must be a function " .. shape or "must be a function"
+    return function(value)
+        if value == nil or value == false then return false end
+        if type(value) ~= "function" then return nil, phrase end
+        return value
+    end
 end
 
 -- The debug trace: true, false, or a function that takes each line.
@@ -234,13 +238,6 @@ function check.debug(value)
     if type(value) ~= "boolean" and type(value) ~= "function" then
         return nil, "must be a boolean or a function (line)"
     end
-    return value
-end
-
--- A hook called with (event, info), or absent: false.
-function check.hook(value)
-    if value == nil or value == false then return false end
-    if type(value) ~= "function" then return nil, "must be a function (event, info)" end
     return value
 end
 

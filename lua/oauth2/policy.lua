@@ -43,6 +43,14 @@ _M.MAX_BACKOFF = 300
 -- The longest a failure is remembered, whatever the server asks: a day.
 _M.MAX_WAIT = core.MAX_SECONDS
 
+-- The lease of a store's lock where the caller names none, in seconds.
+_M.LEASE = 60
+
+-- How often a holder of a fresh copy looks at a shared store, in seconds,
+-- unless the store says (its look_every): how soon a token rejected
+-- elsewhere is dropped everywhere.
+_M.LOOK_EVERY = 4
+
 -- A bound as people write it: 31536000, not 3.1536e+07.
 local function show(bound)
     return bound == floor(bound) and format("%d", bound) or format("%g", bound)
@@ -135,6 +143,19 @@ function _M.failure_wait(policy, err, failures)
         wait = min(asked, _M.MAX_WAIT)
     end
     return wait
+end
+
+--- The next point at which a record's token may be refreshed: its
+-- refresh point, or the end of a cool-down or a deferral that runs past
+-- it; never past its expiry (nil without a token).
+function _M.next_try(record)
+    local expire_at = record.expire_at
+    if type(expire_at) ~= "number" then return nil end
+    local at = record.refresh_at or expire_at
+    local next_try, quiet = record.next_try, record.quiet_until
+    if type(next_try) == "number" and next_try > at then at = next_try end
+    if type(quiet) == "number" and quiet > at then at = quiet end
+    return min(at, expire_at)
 end
 
 --- With the shared store unreachable past the refresh point: the point

@@ -10,11 +10,9 @@
 -- process dies.  Mechanism (files, locks, sealing) is the C core's.
 
 local core = require "oauth2.core"
-local cjson = require "cjson.safe"
-local stores = require "oauth2.store"
+local record_codec = require "oauth2.record"
 
-local type, setmetatable = type, setmetatable
-local encode, decode = cjson.encode, cjson.decode
+local setmetatable, getenv = setmetatable, os.getenv
 
 local File = {}
 File.__index = File
@@ -29,16 +27,13 @@ function File:get(key, secret)
     -- a file that is not ours alone is never trusted: no record (it is
     -- replaced), and a word why (the third value)
     if not sealed then return nil, nil, why end
-    local text = core.open(secret, sealed, key)
-    local record = text and decode(text)
-    if type(record) ~= "table" then return nil end
-    return record
+    return record_codec.open(secret, sealed, key)
 end
 
 function File:set(key, secret, record)
-    local text = encode(record)
-    if not text then return nil, "the record cannot be encoded" end
-    return core.write_private(self:path(key), core.seal(secret, text, key))
+    local sealed, why = record_codec.seal(secret, record, key)
+    if not sealed then return nil, why end
+    return core.write_private(self:path(key), sealed)
 end
 
 -- (the flock needs no lease: the kernel frees it with its process)
@@ -46,19 +41,35 @@ function File:try_lock(key)
     return core.try_lock(self:path(key) .. ".lock")
 end
 
-File.delete_token_if = stores.delete_token_if
+-- (under the caller's lock: a get, compare and set is no single step here)
+File.delete_token_if = record_codec.drop_if
 
 function File:__tostring()
     return "oauth2.store file " .. self.dir
 end
 
---- A file store in `dir` (oauth2.store.default_dir() when nil): the
--- store, or nil and why (no directory to use, or one that is not private
--- to this user).
-return function(dir)
-    dir = dir or stores.default_dir()
+local _M = {}
+
+-- The directory of the file store when none is given: per user, in
+-- memory where the system has a runtime directory, else in the cache.
+function _M.default_dir()
+    local runtime = getenv("XDG_RUNTIME_DIR")
+    if runtime and runtime ~= "" then return runtime .. "/lua-oauth2" end
+    local cache = getenv("XDG_CACHE_HOME")
+    if cache and cache ~= "" then return cache .. "/lua-oauth2" end
+    local home = getenv("HOME")
+    if home and home ~= "" then return home .. "/.cache/lua-oauth2" end
+    return nil
+end
+
+--- A file store in `dir` (default_dir() when nil): the store, or nil and
+-- why (no directory to use, or one that is not private to this user).
+function _M.new(dir)
+    dir = dir or _M.default_dir()
     if not dir then return nil, "no cache directory: set XDG_RUNTIME_DIR or HOME" end
     local ok, why = core.private_dir(dir)
     if not ok then return nil, why .. " (" .. dir .. ")" end
-    return setmetatable({ dir = dir, kind = "file" }, File)
+    return setmetatable({ dir = dir, kind = "file", atomic = false }, File)
 end
+
+return _M

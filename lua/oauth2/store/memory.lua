@@ -1,11 +1,19 @@
--- oauth2.store.memory: records in this Lua state's memory (one process;
--- the specs, and the engine's virtual clock).  The contract is
--- oauth2.store's.
+-- oauth2.store.memory: records in this Lua state's memory.
+--
+-- The first layer of oauth2.client (every client of one key in a Lua
+-- state shares its entry), and the specs' stand-in for a shared store on
+-- their virtual clock.  The contract is oauth2.store's.  Each key has one
+-- entry table for as long as it lives: its record, its lock, and what
+-- the caller's hot path reads, filled in by `view(entry, record)` at
+-- every write (as lua-resty-mlcache's l1_serializer does), so a cached
+-- read is a field of a table the caller already holds.
 
 local core = require "oauth2.core"
-local stores = require "oauth2.store"
+local record_codec = require "oauth2.record"
+local policy_rules = require "oauth2.policy"
 
 local pairs, setmetatable = pairs, setmetatable
+local huge = math.huge
 
 local Memory = {}
 Memory.__index = Memory
@@ -14,48 +22,86 @@ local Lock = {}
 Lock.__index = Lock
 
 function Lock:unlock()
-    local held = self.store.locks[self.key]
-    if held and held.lock == self then self.store.locks[self.key] = nil end
+    local entry = self.entry
+    if entry.lock == self then entry.lock, entry.lock_until = nil, nil end
 end
 
+--- The entry of `key`, made on first use: what peek gives, and where the
+-- record and the lock live.
+function Memory:entry(key)
+    local entry = self.entries[key]
+    if entry == nil then
+        entry = { serve_until = -huge }
+        self.entries[key] = entry
+    end
+    return entry
+end
+Memory.peek = Memory.entry
+
 function Memory:get(key)
-    local entry = self.records[key]
-    if not entry then return nil end
+    local entry = self.entries[key]
+    local record = entry and entry.record
+    if not record then return nil end
     if entry.until_at and self.clock() >= entry.until_at then
-        self.records[key] = nil
+        self:set(key, nil, nil)
         return nil
     end
     -- a copy: the caller may change it
-    local record = {}
-    for k, v in pairs(entry.record) do record[k] = v end
-    return record
-end
-
-function Memory:set(key, _, record, ttl)
     local copy = {}
     for k, v in pairs(record) do copy[k] = v end
-    self.records[key] = { record = copy, until_at = ttl and self.clock() + ttl }
+    return copy
+end
+
+-- (a nil record empties the entry)
+function Memory:set(key, _, record, ttl)
+    local entry = self:entry(key)
+    local copy
+    if record then
+        copy = {}
+        for k, v in pairs(record) do copy[k] = v end
+    end
+    entry.record, entry.until_at = copy, copy and ttl and self.clock() + ttl or nil
+    if self.view then self.view(entry, copy) end
     return true
 end
 
 function Memory:try_lock(key, lease)
-    local held = self.locks[key]
+    local entry = self:entry(key)
     local now = self.clock()
-    if held and now < held.until_at then return false end
-    local lock = setmetatable({ store = self, key = key }, Lock)
-    self.locks[key] = { lock = lock, until_at = now + (lease or self.lease) }
+    if entry.lock and now < entry.lock_until then return false end
+    local lock = setmetatable({ entry = entry }, Lock)
+    entry.lock, entry.lock_until = lock, now + (lease or self.lease)
     return lock
 end
 
-Memory.delete_token_if = stores.delete_token_if
+--- Whether another holds the lock of `key` (an unlocked or lapsed lock
+-- is free).
+function Memory:locked(key)
+    local entry = self.entries[key]
+    return entry ~= nil and entry.lock ~= nil and self.clock() < entry.lock_until
+end
+
+Memory.delete_token_if = record_codec.drop_if
 
 function Memory.__tostring()
     return "oauth2.store memory"
 end
 
---- A store in memory; `lease` (seconds) is the default lease of a lock,
--- `clock` the clock of leases and times to live (core.now by default).
-return function(lease, clock)
-    return setmetatable({ records = {}, locks = {}, lease = lease or stores.LEASE,
-                          clock = clock or core.now, kind = "memory" }, Memory)
+local _M = {}
+
+--- A store in memory: opts.lease (seconds) is the default lease of a
+-- lock, opts.clock the clock of leases and times to live (core.now by
+-- default), opts.view(entry, record) fills in what peek gives, and
+-- opts.weak lets an entry go when nobody holds it (a first layer).
+function _M.new(opts)
+    opts = opts or {}
+    return setmetatable({
+        entries = opts.weak and setmetatable({}, { __mode = "v" }) or {},
+        lease = opts.lease or policy_rules.LEASE, clock = opts.clock or core.now,
+        view = opts.view, kind = "memory",
+        -- a get, compare and set of this Lua state runs without a yield
+        atomic = true,
+    }, Memory)
 end
+
+return _M

@@ -9,14 +9,13 @@
 -- is a store failure like a broken connection, never a held lease.
 
 local core = require "oauth2.core"
-local cjson = require "cjson.safe"
-local stores = require "oauth2.store"
+local record_codec = require "oauth2.record"
+local policy_rules = require "oauth2.policy"
 
 local type, ipairs, setmetatable, tostring, tonumber, pcall, select, rawget =
       type, ipairs, setmetatable, tostring, tonumber, pcall, select, rawget
 local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
-local encode, decode = cjson.encode, cjson.decode
 local now = core.now
 
 local _M = {}
@@ -246,9 +245,8 @@ function Redis:get(key, secret)
         self.misses = self.misses + 1
         return nil
     end
-    local text = core.open(secret, value:sub(65), name)
-    local record = text and decode(text)
-    if type(record) ~= "table" then return nil end
+    local record = record_codec.open(secret, value:sub(65), name)
+    if not record then return nil end
     self.hits = self.hits + 1
     return record
 end
@@ -257,11 +255,11 @@ end
 -- token), the record sealed for that name.  Nil and why when the record
 -- cannot be encoded.
 local function redis_value(secret, record, name)
-    local text = encode(record)
-    if not text then return nil, "the record cannot be encoded" end
+    local sealed, why = record_codec.seal(secret, record, name)
+    if not sealed then return nil, why end
     local token_id = type(record.access_token) == "string"
-        and stores.token_id(secret, record.access_token) or NO_TOKEN_ID
-    return token_id .. core.seal(secret, text, name)
+        and record_codec.token_id(secret, record.access_token) or NO_TOKEN_ID
+    return token_id .. sealed
 end
 
 function Redis:set(key, secret, record, ttl)
@@ -301,7 +299,7 @@ end
 function Redis:delete_token_if(key, secret, token_id, cooldown, ttl)
     local record = self:get(key, secret)
     if not record then return false end
-    local value = redis_value(secret, stores.without_token(record, token_id, cooldown),
+    local value = redis_value(secret, record_codec.without_token(record, token_id, cooldown),
         self.prefix .. key)
     if not value then return false end
     return self:command("EVAL", DELETE_TOKEN_IF, 1, self.prefix .. key, token_id, value,
@@ -342,7 +340,8 @@ function _M.new(spec)
         return nil, "a redis store needs a redis://host:port URL"
     end
     -- (no message repeats the URL: it may carry a password)
-    local scheme = stores.url_scheme(spec.url)
+    local scheme = spec.url:match("^(%a[%w+.-]+):")
+    scheme = scheme and scheme:lower()
     if scheme ~= "redis" and scheme ~= "rediss" then
         return nil, UNSUPPORTED_SCHEMES[scheme] or "a redis store needs a "
             .. "redis://[user:password@]host[:port][/db] URL"
@@ -403,8 +402,8 @@ function _M.new(spec)
         tls = tls, server_name = spec.server_name or host,
         prefix = spec.prefix or "oauth2:",
         connect_timeout = spec.connect_timeout or 1, timeout = spec.timeout or 1,
-        lease = spec.lease or stores.LEASE, pool_size = pool_size or 4,
-        look_every = spec.look_every or stores.LOOK_EVERY,
+        lease = spec.lease or policy_rules.LEASE, pool_size = pool_size or 4,
+        look_every = spec.look_every or policy_rules.LOOK_EVERY,
         conn = nil, retry_at = -math.huge, last_problem = nil, nonce = 0, kind = "redis",
         atomic = true, -- delete_token_if runs in Redis: no lock needed
         hits = 0, misses = 0, lease_wins = 0, lease_losses = 0, errors = 0,
