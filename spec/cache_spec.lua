@@ -81,10 +81,9 @@ local function world(opts)
     opts = opts or {}
     local w = { t = 1000, queue = {}, requests = {}, commands = 0 }
     function w.now() return w.t end
-    -- sleep: inside a coroutine, yield to the scheduler; outside, advance
+    -- sleep: under the scheduler (run), yield to it; outside, advance
     function w.sleep(seconds)
-        local co, main = coroutine.running() -- (nil in 5.1's main thread)
-        if co and not main then coroutine.yield(w.t + seconds)
+        if w.scheduled then coroutine.yield(w.t + seconds)
         else w.t = w.t + seconds end
         return true
     end
@@ -192,6 +191,8 @@ end
 
 -- Run functions as coroutines on the virtual clock until all are done.
 local function run(w, fns)
+    w.scheduled = true
+    finally(function() w.scheduled = false end)
     local ready = {}
     for i, fn in ipairs(fns) do ready[i] = { at = w.t, co = coroutine.create(fn) } end
     while #ready > 0 do

@@ -40,12 +40,35 @@ local policy_rules = require "oauth2.policy"
 local records = require "oauth2.record"
 local errors = require "oauth2.error"
 
-local type, pairs, tostring, pcall, error, setmetatable =
-      type, pairs, tostring, pcall, error, setmetatable
+local type, pairs, tostring, pcall, error, setmetatable, select =
+      type, pairs, tostring, pcall, error, setmetatable, select
 local max, min, huge = math.max, math.min, math.huge
 local format = string.format
 
 local fresh, usable, cooling = records.fresh, records.usable, records.cooling
+
+-- pcall, in a form a function may yield through (a light thread's
+-- sleep, a coroutine scheduler's) where the Lua's own pcall cannot (PUC
+-- Lua 5.1): the function runs as a coroutine of its own whose yields are
+-- passed on.
+local protected = pcall
+do
+    local co_create, co_resume, co_yield, co_status =
+          coroutine.create, coroutine.resume, coroutine.yield, coroutine.status
+    local probe = co_create(function() pcall(co_yield, true) end)
+    if not select(2, co_resume(probe)) then
+        local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
+        local function pack(...) return { n = select("#", ...), ... } end
+        protected = function(fn, ...)
+            local co = co_create(fn)
+            local result = pack(co_resume(co, ...))
+            while result[1] and co_status(co) == "suspended" do
+                result = pack(co_resume(co, co_yield(unpack(result, 2, result.n))))
+            end
+            return unpack(result, 1, result.n)
+        end
+    end
+end
 
 local _M = { _VERSION = core._VERSION }
 
@@ -342,7 +365,8 @@ function obtain(self, layer, caller)
                 else
                     -- a source that raises must not leave the lock held
                     local ok
-                    ok, result, err, how = pcall(fetch, self, layer, record or nil, caller, true)
+                    ok, result, err, how = protected(fetch, self, layer, record or nil, caller,
+                        true)
                     if not ok then
                         lease:unlock()
                         error(result, 0)
@@ -403,7 +427,7 @@ end
 function Engine:run()
     local first = self.first
     local before = read(self, first)
-    local ok, record, err, how = pcall(obtain, self, first)
+    local ok, record, err, how = protected(obtain, self, first)
     if not ok then
         err = errors.new { kind = "config", message = "the fetch raised: " .. tostring(record),
             retry_after = self.policy.cooldown, failures = 1 }
