@@ -63,8 +63,6 @@ DESTDIR ?=
 LUA_LIBDIR_INSTALL ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
-BUSTED  ?= /usr/bin/busted
-
 .PHONY: all build test test-one demo playground install uninstall dist deb clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet lint fuzz
 
 all build: $(MODULES)
@@ -201,9 +199,9 @@ bench-client:
 
 # oauth2.openresty in nginx: injection throughput (2 and 4 workers), fetch
 # latency against plain LuaJIT, and requests during an endpoint outage
-# (installs Debian's wrk when missing: a bench tool, not a test one).
+# (wrk comes from bench/setup: a bench tool, not a test one).
 bench-nginx:
-	@command -v wrk >/dev/null || apt-get install -y -q wrk
+	@command -v wrk >/dev/null || { echo "make bench-nginx needs wrk: sh bench/setup"; exit 1; }
 	@$(MAKE) -s LUA_VERSION=luajit build
 	@luajit bench/nginx_inject.lua
 

@@ -33,42 +33,6 @@ local _M = { _VERSION = core._VERSION }
 
 local checks = options.checks
 
--- The account group of API requests that name none: digits, as a string.
-local function check_aid(value)
-    if value == false then return false end
-    if type(value) == "number" and value >= 0 and value == floor(value) then
-        value = format("%d", value)
-    end
-    if type(value) ~= "string" or not value:find("^%d+$") then
-        return nil, "must be an account group id (digits, such as \"1234\")"
-    end
-    return value
-end
-
--- Headers sent with every API request (a call's own go over them): a
--- table of names and values, never Authorization.
-local function check_headers(value)
-    if value == false then return false end
-    if type(value) ~= "table" then
-        return nil, 'must map header names to values, such as { ["X-Trace"] = "on" }'
-    end
-    local headers = {}
-    for name, text in pairs(value) do
-        if type(name) ~= "string" or not name:find("^[%w!#$%%&'*+.^_`|~-]+$") then
-            return nil, "must map header names (tokens such as X-Trace) to values"
-        end
-        if name:lower() == "authorization" then
-            return nil, "must not set Authorization: the client does"
-        end
-        -- RFC 9110 5.5: no control character but a tab in a field value
-        if type(text) ~= "string" or text:find("[%z\1-\8\10-\31\127]") then
-            return nil, "must map header names to strings without control characters"
-        end
-        headers[name] = text
-    end
-    return headers
-end
-
 -- The stores a client takes.
 local STORES = { memory = true, file = true, redis = true, object = true,
     phrase = '"memory", "file", a directory, a redis:// URL (or its table) or a store object' }
@@ -76,8 +40,8 @@ local STORES = { memory = true, file = true, redis = true, object = true,
 -- The client's own options beside oauth2.token's and the cache policy's:
 -- name = { default, check } (oauth2.options.split).
 local OWN = {
-    aid = { false, check_aid },
-    headers = { false, check_headers },
+    aid = { false, checks.aid },
+    headers = { false, checks.headers },
     clock = { false, checks.callable() },
     on_event = { false, checks.callable("(event, info)") },
     -- API requests wait out an exhausted rate limit instead of drawing a 429

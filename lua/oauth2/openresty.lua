@@ -217,10 +217,10 @@ end
 -- The hot path is one shared-dict read.
 function Token:header()
     local header, next_floor = self.node:peek(self.key)
-    if self.fleet and self.looking ~= ngx.worker.pid() then
+    if self.fleet and not self.looking and ngx.get_phase() ~= "init" then
         -- this worker's looks at the fleet's store (the object comes from
-        -- the master, which starts none: each worker starts its own)
-        self.looking = ngx.worker.pid()
+        -- the master, which starts none: each worker's copy starts its own)
+        self.looking = true
         local ok, why = ngx.timer.every(1, look, self)
         if not ok then ngx.log(ngx.ERR, "oauth2: cannot start the fleet store timer: ", why) end
     end
@@ -387,7 +387,7 @@ function _M.new(opts)
         dict_name = own.dict,
         count_key = "oauth2:" .. key .. ":n:",
         look_key = "oauth2:" .. key .. ":look",
-        looking = false,     -- the worker (pid) whose looks at the fleet's store run
+        looking = false,     -- this worker looks at the fleet's store
         wait_timeout = own.wait_timeout,
         semaphore = false, -- this worker's, made on first use (never across fork)
         semaphore_pid = 0,

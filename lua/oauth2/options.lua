@@ -241,6 +241,42 @@ function check.debug(value)
     return value
 end
 
+-- The account group of API requests that name none: digits, as a string.
+function check.aid(value)
+    if value == false then return false end
+    if type(value) == "number" and value >= 0 and value == floor(value) then
+        value = string.format("%d", value)
+    end
+    if type(value) ~= "string" or not value:find("^%d+$") then
+        return nil, "must be an account group id (digits, such as \"1234\")"
+    end
+    return value
+end
+
+-- Headers sent with every API request (a call's own go over them): a
+-- table of names and values, never Authorization.
+function check.headers(value)
+    if value == false then return false end
+    if type(value) ~= "table" then
+        return nil, 'must map header names to values, such as { ["X-Trace"] = "on" }'
+    end
+    local headers = {}
+    for name, text in pairs(value) do
+        if type(name) ~= "string" or not name:find("^[%w!#$%%&'*+.^_`|~-]+$") then
+            return nil, "must map header names (tokens such as X-Trace) to values"
+        end
+        if name:lower() == "authorization" then
+            return nil, "must not set Authorization: the client does"
+        end
+        -- RFC 9110 5.5: no control character but a tab in a field value
+        if type(text) ~= "string" or text:find("[%z\1-\8\10-\31\127]") then
+            return nil, "must map header names to strings without control characters"
+        end
+        headers[name] = text
+    end
+    return headers
+end
+
 -- A number from `low` to `high`, both included (NaN refused).
 function check.range(low, high, unit)
     return function(value)

@@ -16,7 +16,8 @@ local core = require "oauth2.core"
 local record_codec = require "oauth2.record"
 local policy_rules = require "oauth2.policy"
 
-local type, setmetatable, tostring, tonumber, pcall = type, setmetatable, tostring, tonumber, pcall
+local type, setmetatable, tostring, tonumber, pcall, select =
+      type, setmetatable, tostring, tonumber, pcall, select
 local floor, max = math.floor, math.max
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 
@@ -69,17 +70,24 @@ function Lock:unlock()
     if self.dict:get(self.key) == self.owner then self.dict:delete(self.key) end
 end
 
--- The names of a key's record, view, exact refresh point and lock.
+-- The names of a key's record, view, exact refresh point and lock, made
+-- once per key.
 local function names(self, key)
-    local name = self.prefix .. key
-    return name, self.view_prefix .. key, self.view_prefix .. key .. ":at", name .. ":lock"
+    local known = self.names[key]
+    if not known then
+        local name = self.prefix .. key
+        known = { name, self.view_prefix .. key, self.view_prefix .. key .. ":at",
+                  name .. ":lock" }
+        self.names[key] = known
+    end
+    return known[1], known[2], known[3], known[4]
 end
 
 --- The view of `key`: the header and its refresh point in whole seconds,
 -- or nil.
 function Shm:peek(key)
-    local _, view = names(self, key)
-    local header, floor_at = self.dict:get(view)
+    local known = self.names[key]
+    local header, floor_at = self.dict:get(known and known[2] or select(2, names(self, key)))
     if header then return header, floor_at end
     local own = self.own[key]
     if own and wall_now() < own.record.expire_at then return own.header, floor(own.next_at) end
@@ -214,7 +222,7 @@ function _M.new(dict_name, lease, header)
         return nil, "there is no lua_shared_dict '" .. tostring(dict_name) .. "'"
     end
     return setmetatable({ dict = dict, name = dict_name, prefix = "oauth2-store:",
-                          view_prefix = "oauth2:", own = {}, warned = false,
+                          view_prefix = "oauth2:", own = {}, warned = false, names = {},
                           header = header or function(token) return token end,
                           lease = lease or policy_rules.LEASE, nonce = 0, kind = "shm",
                           atomic = true }, Shm)
