@@ -192,7 +192,6 @@ end
 -- Run functions as coroutines on the virtual clock until all are done.
 local function run(w, fns)
     w.scheduled = true
-    finally(function() w.scheduled = false end)
     local ready = {}
     for i, fn in ipairs(fns) do ready[i] = { at = w.t, co = coroutine.create(fn) } end
     while #ready > 0 do
@@ -200,11 +199,13 @@ local function run(w, fns)
         local item = table.remove(ready, 1)
         if item.at > w.t then w.t = item.at end
         local ok, wake = coroutine.resume(item.co)
+        if not ok then w.scheduled = false end
         assert(ok, wake)
         if coroutine.status(item.co) ~= "dead" then
             ready[#ready + 1] = { at = wake or w.t, co = item.co }
         end
     end
+    w.scheduled = false
 end
 
 for _, first_kind in ipairs { "memory", "shm" } do

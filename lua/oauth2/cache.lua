@@ -40,8 +40,8 @@ local policy_rules = require "oauth2.policy"
 local records = require "oauth2.record"
 local errors = require "oauth2.error"
 
-local type, pairs, tostring, pcall, error, setmetatable, select =
-      type, pairs, tostring, pcall, error, setmetatable, select
+local type, pairs, tostring, pcall, error, setmetatable, select, rawget =
+      type, pairs, tostring, pcall, error, setmetatable, select, rawget
 local max, min, huge = math.max, math.min, math.huge
 local format = string.format
 
@@ -50,13 +50,13 @@ local fresh, usable, cooling = records.fresh, records.usable, records.cooling
 -- pcall, in a form a function may yield through (a light thread's
 -- sleep, a coroutine scheduler's) where the Lua's own pcall cannot (PUC
 -- Lua 5.1): the function runs as a coroutine of its own whose yields are
--- passed on.
+-- passed on.  (Told by the version, not by a probe: a coroutine resumed
+-- while this module loads would yield across require in OpenResty.)
 local protected = pcall
 do
     local co_create, co_resume, co_yield, co_status =
           coroutine.create, coroutine.resume, coroutine.yield, coroutine.status
-    local probe = co_create(function() pcall(co_yield, true) end)
-    if not select(2, co_resume(probe)) then
+    if _VERSION == "Lua 5.1" and not rawget(_G, "jit") then
         local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
         local function pack(...) return { n = select("#", ...), ... } end
         protected = function(fn, ...)
