@@ -224,6 +224,42 @@ describe("security", function()
             assert.is_true(#err.errors <= 20)
         end)
 
+        it("scrubs a secret echoed across the cut of a long text, and a piece of one", function()
+            -- the server repeats the secret with its words ending anywhere
+            -- around the 512 bytes an error keeps, or cut by the server
+            local function pieces_in(text)
+                for length = 4, #SECRET do
+                    for from = 1, #SECRET - length + 1 do
+                        local piece = SECRET:sub(from, from + length - 1)
+                        if text:find(piece, 1, true) then return piece end
+                    end
+                end
+                return nil
+            end
+            for _, lead in ipairs { 470, 480, 490, 495, 500, 505, 509, 511 } do
+                for _, echoed in ipairs { SECRET, SECRET:sub(1, 20), SECRET:sub(1, 4) } do
+                    server:control { script = { { status = 401, body = {
+                        error = "invalid_client",
+                        error_description = ("x"):rep(lead) .. echoed } } } }
+                    local _, err = oauth2.token { host = server.http_url,
+                        client_id = "sec-id", client_secret = SECRET, retries = 0 }
+                    local text = tostring(err)
+                    assert.is_nil(pieces_in(text), lead .. ": " .. text)
+                    assert.is_true(#err.message <= 530, tostring(#err.message))
+                end
+            end
+        end)
+
+        it("keeps no control character of the server's in a token's scope", function()
+            server:control { script = { { status = 200, body = {
+                access_token = "te-ctl-0123456789", token_type = "Bearer", expires_in = 60,
+                scope = "tests:read\27]0;owned\7\r\nscope: forged" } } } }
+            local token = assert(oauth2.token { host = server.http_url, client_id = "sec-id",
+                client_secret = SECRET, retries = 0 })
+            assert.is_nil(token.scope:find("%c"), token.scope)
+            assert.matches("^tests:read", token.scope)
+        end)
+
         it("scrubs the Basic credential a server echoes back", function()
             local _, err = oauth2.token(opts { token_url = faults.url("echo-basic"),
                                                 auth_method = "client_secret_basic" })

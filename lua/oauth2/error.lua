@@ -7,8 +7,9 @@
 
 local core = require "oauth2.core"
 
-local type, pairs, tostring, setmetatable, getmetatable =
-      type, pairs, tostring, setmetatable, getmetatable
+local type, pairs, ipairs, tostring, setmetatable, getmetatable =
+      type, pairs, ipairs, tostring, setmetatable, getmetatable
+local min = math.min
 local concat, find, sub, gsub = table.concat, string.find, string.sub, string.gsub
 
 local _M = { _VERSION = core._VERSION }
@@ -103,33 +104,79 @@ local function scrub(value, secrets, seen)
     return value
 end
 
--- Make `fields` an error: fill the defaults and scrub the given secrets
--- (a list of strings; very short ones are ignored as they would mangle text).
+-- The longest text of a server an error keeps (a description, a code),
+-- once its secrets are scrubbed.
+local MAX_TEXT = 512
+
+-- The longest text read from a server before that: the work of
+-- scrubbing stays bounded.
+local MAX_READ = 65536
+
+-- The text with a tail that begins a secret (4 characters or more: a
+-- secret a server cut, or that a cut would split) redacted.
+local function redact_tail(text, secrets)
+    if not secrets then return text end
+    for i = 1, #secrets do
+        local secret = secrets[i]
+        for length = min(#secret - 1, #text), 4, -1 do
+            if sub(text, -length) == sub(secret, 1, length) then
+                return sub(text, 1, #text - length) .. "[redacted]"
+            end
+        end
+    end
+    return text
+end
+
+-- A server's text cut to MAX_TEXT bytes (scrubbed first: no piece of a
+-- secret survives a cut).
+local function bound(text, secrets)
+    if type(text) ~= "string" then return text end
+    if #text > MAX_TEXT then
+        return redact_tail(sub(text, 1, MAX_TEXT), secrets) .. "..."
+    end
+    return redact_tail(text, secrets)
+end
+
+-- The fields of an error that hold a server's words.
+local TEXT_FIELDS = { "message", "detail", "title", "code" }
+
+-- Make `fields` an error: fill the defaults, scrub the given secrets (a
+-- list of strings; very short ones are ignored as they would mangle
+-- text), then bound its texts.
 function _M.new(fields, secrets)
     assert(KINDS[fields.kind], "unknown error kind")
     if fields.retryable == nil then fields.retryable = false end
     fields.message = fields.message or fields.kind .. " error"
+    local list
     if secrets and #secrets > 0 then
-        local list = {}
+        list = {}
         for i = 1, #secrets do
             local s = secrets[i]
             if type(s) == "string" and #s >= 4 then list[#list + 1] = s end
         end
-        if #list > 0 then scrub(fields, list, {}) end
+        if #list > 0 then scrub(fields, list, {}) else list = nil end
+    end
+    for _, name in ipairs(TEXT_FIELDS) do fields[name] = bound(fields[name], list) end
+    local items = fields.errors
+    if type(items) == "table" then
+        for _, item in ipairs(items) do
+            if type(item) == "table" then
+                item.code, item.field = bound(item.code, list), bound(item.field, list)
+                item.message = bound(item.message, list)
+            end
+        end
     end
     return setmetatable(fields, mt)
 end
 
--- The longest text of a server an error keeps (a description, a code).
-local MAX_TEXT = 512
-
---- A server's text as an error may hold it: control characters dropped
--- (no forged log lines), at most MAX_TEXT bytes; nil when not a string
--- or empty.
+--- A server's text as the library keeps it: control characters dropped
+-- (no forged log lines, no terminal escapes), at most MAX_READ bytes
+-- (errors cut it to MAX_TEXT once scrubbed); nil when not a string or
+-- empty.
 function _M.text(value)
     if type(value) ~= "string" then return nil end
+    if #value > MAX_READ then value = sub(value, 1, MAX_READ) end
     value = gsub(value, "[%c\127]", "")
-    if #value > MAX_TEXT then value = sub(value, 1, MAX_TEXT) .. "..." end
     if value == "" then return nil end
     return value
 end

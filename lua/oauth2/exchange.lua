@@ -104,7 +104,9 @@ local function token_from(res, sent_at, sent_mono)
         end
         token_type = "Bearer"
     end
-    if scope ~= nil and (type(scope) ~= "string" or scope == "") then scope = nil end
+    -- kept, printed (thousandeyes-token info) and stored: no control
+    -- character of the server's reaches a terminal or a log
+    scope = server_text(scope)
     -- expires_in: whole seconds (an integer on Lua 5.3+) from 1 s to ten
     -- years; a string, a negative, zero or absurd lifetime says the
     -- endpoint is not speaking RFC 6749
