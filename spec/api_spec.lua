@@ -114,11 +114,13 @@ describe("API requests", function()
             slept = slept + 1
             t = t + seconds - 0.003
         end
-        finally(function() runtime.sleep = real_sleep end)
         local fresh = oauth2.client { host = server.http_url, client_id = "api-id",
             client_secret = SECRET, invalidate_cooldown = 5, scope = "cooldown:clock",
             clock = function() return t end }
-        finally(function() fresh:close() end)
+        finally(function()
+            runtime.sleep = real_sleep
+            fresh:close()
+        end)
         assert(fresh:request("GET", "/v7/tests"))
         server:control { revoke = true }
         local res, err = fresh:request("GET", "/v7/tests")
@@ -286,6 +288,46 @@ describe("API requests", function()
         assert(client:request("GET", "/v7/tests"))
         assert(client:request("GET", "/v7/tests"))
         assert.equals(1, #slept)
+    end)
+
+    it("keeps a paced request inside its deadline, and sends none with no time left",
+            function()
+        -- a virtual clock for the waits: a sleep moves it on at once
+        local runtime, core = oauth2.runtime, require "oauth2.core"
+        local real_now, real_sleep, offset = runtime.now, runtime.sleep, 0
+        runtime.now = function() return core.now() + offset end
+        runtime.sleep = function(seconds) offset = offset + seconds end
+        local jump = 0
+        local paced = oauth2.client { host = server.http_url, client_id = "api-id",
+            client_secret = SECRET, clock = function() return core.now() end, pace = true,
+            retries = 0, on_event = function(event)
+                if event == "api_pace" then offset = offset + jump end
+            end }
+        finally(function()
+            runtime.now, runtime.sleep = real_now, real_sleep
+            paced:close()
+        end)
+        local spent = { status = 200, body = { ok = true }, headers = {
+            ["X-Organization-Rate-Limit-Remaining"] = "0",
+            ["X-Organization-Rate-Limit-Reset"] = tostring(os.time() + 2) } }
+        -- nothing left, reset in 1-2 s; then a server that stalls 2.5 s:
+        -- the attempt gets what the pacing left of 3 s, not 3 s
+        server:control { api_script = { spent, { status = 200, delay = 2.5,
+            body = { ok = true } } } }
+        assert(paced:request("GET", "/v7/tests"))
+        local res, err = paced:request("GET", "/v7/tests", { deadline = 3 })
+        assert.is_nil(res)
+        assert.equals("timeout", err.kind)
+        -- a wait before sending that takes the whole deadline: nothing sent
+        server:control { api_script = { spent } }
+        assert(paced:request("GET", "/v7/tests"))
+        jump = 10
+        local before = server:stats().api_requests
+        res, err = paced:request("GET", "/v7/tests", { deadline = 3 })
+        assert.is_nil(res)
+        assert.equals("timeout", err.kind)
+        assert.matches("deadline passed before the request was sent", err.message)
+        assert.equals(before, server:stats().api_requests)
     end)
 
     it("retries a GET on 503 but not a POST unless asked", function()
@@ -603,14 +645,16 @@ describe("what ThousandEyes' API descriptions expect", function()
         local split = oauth2.client { client_id = "api-id", client_secret = SECRET, clock = clock,
             token_url = server.http_url .. "/v7/oauth2/token", host = server.https_url,
             ca_file = server.ca_file }
-        finally(function() split:close() end)
         assert(split:request("GET", "/v7/agents"))
         assert.equals(tonumber(server.https_url:match(":(%d+)$")), last_api().port)
         assert.equals(1, server:stats().token_requests)
         -- without host, the token URL's origin is the API's, as before
         local alone = oauth2.client { client_id = "api-id", client_secret = SECRET, clock = clock,
             token_url = server.https_url .. "/v7/oauth2/token", ca_file = server.ca_file }
-        finally(function() alone:close() end)
+        finally(function()
+            split:close()
+            alone:close()
+        end)
         assert(alone:request("GET", "/v7/agents"))
         assert.equals(tonumber(server.https_url:match(":(%d+)$")), last_api().port)
     end)

@@ -379,13 +379,15 @@ describe("security", function()
         it("does not wedge when the session raises", function()
             local raising = true
             local good = oauth2.session()
-            finally(function() good:close() end)
             local session = { request = function(_, req)
                 if raising then error("session broke") end
                 return good:request(req)
             end }
             local client = oauth2.client(opts { session = session })
-            finally(function() client:close() end)
+            finally(function()
+                client:close()
+                good:close()
+            end)
             assert.has_error(function() client:token() end)
             raising = false
             assert.equals("fault-token-0123456789", assert(client:token()).access_token)

@@ -63,11 +63,13 @@ describe("the debug trace", function()
     it("says each API request without its query, and the retries", function()
         local runtime, real_sleep = oauth2.runtime, oauth2.runtime.sleep
         runtime.sleep = function() end
-        finally(function() runtime.sleep = real_sleep end)
         local now = require("oauth2.core").now
         local client = oauth2.client { host = server.http_url, client_id = "trace-id",
             client_secret = SECRET, clock = function() return now() end, debug = sink }
-        finally(function() client:close() end)
+        finally(function()
+            runtime.sleep = real_sleep
+            client:close()
+        end)
         server:control { api_script = { { status = 503 } } }
         local res = assert(client:request("GET", "/v7/tests", { query = { aid = "77" } }))
         assert.equals(200, res.status)

@@ -320,6 +320,9 @@ end
 -- early on another clock.
 local WAIT_GRACE = 0.005
 
+-- The least time left in which a request is still sent, in seconds.
+local MIN_SEND = 0.001
+
 -- A duration option, or nil and why.
 local function check_seconds(opts, name)
     local value = opts[name]
@@ -486,6 +489,17 @@ function _M.send(client, call)
             end
             if not header then return nil, err, false end
             pace(client, method, deadline_at)
+            -- the waits before sending (a token, a renewal, pacing) came out
+            -- of the deadline: the attempt gets what is left, and nothing
+            -- is sent when nothing is
+            local left = deadline_at - now()
+            if left < MIN_SEND then
+                return nil, errors.new { kind = "timeout", retryable = false,
+                    message = format("the %g s deadline passed before the request was sent",
+                        call.deadline) }, false
+            end
+            timeout = min(timeout, left)
+            connect_timeout = min(connect_timeout, timeout)
             req.headers.Authorization = header
             res, err = via:request(req, timeout, connect_timeout)
             req.headers.Authorization = nil
@@ -495,7 +509,7 @@ function _M.send(client, call)
             end
             res = response(res, via, conf, header)
             note_limit(client, res)
-            local left = deadline_at - now()
+            left = deadline_at - now()
             -- a static token (api_token) is the same token again: no renewal
             if res.status ~= 401 or renewed or left < 0.001 or client.static then break end
             -- the token was rejected: drop it (for every holder of the
@@ -504,8 +518,6 @@ function _M.send(client, call)
             renewed = true
             client:invalidate()
             client:emit("api_401", { status = 401, method = method })
-            timeout = min(timeout, left)
-            connect_timeout = min(connect_timeout, timeout)
         end
         if res.status == 429 then
             -- Retry-After, else the reset of the family that refused it

@@ -211,6 +211,8 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.api_unauthorized += 1
             refusal = self.refusal(path, token) if valid and scripted is None else None
         if scripted is not None:
+            if scripted.get("delay"):
+                time.sleep(float(scripted["delay"]))
             self.send_scripted(scripted)
         elif not valid:
             self.send(*oauth_error(401, "invalid_token", "Missing, invalid or expired token"))
