@@ -521,6 +521,18 @@ describe("API requests", function()
         assert.has_error(function()
             client:request("GET", "/v7/x", { headers = { Authorization = "Bearer x" } })
         end, "oauth2: option 'headers' must not set Authorization: the client does")
+        for _, value in ipairs { "a\1b", "a\rb", "a\nX-Injected: 1", "a\0b", "a\127" } do
+            assert.has_error(function()
+                client:request("GET", "/v7/x", { headers = { ["X-A"] = value } })
+            end, "oauth2: option 'headers' has a value with a control character (CR, LF, "
+                .. "NUL...): refused, as header injection")
+        end
+        assert.has_error(function()
+            client:request("GET", "/v7/x", { headers = { ["X A"] = "v" } })
+        end, "oauth2: option 'headers' has a name that is no header name (a token such as "
+            .. "X-Trace)")
+        -- a tab is a field value's own
+        assert(client:request("GET", "/v7/tests", { headers = { ["X-A"] = "a\tb" } }))
         -- a full URL on the API's own host is fine
         local res = assert(client:request("GET", server.http_url .. "/v7/tests"))
         assert.equals(200, res.status)

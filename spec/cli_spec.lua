@@ -345,6 +345,18 @@ describe("thousandeyes-token", function()
         assert.equals(1, code)
         assert.equals("", out)
         assert.matches("Forbidden %- no access", err)
+        -- a header value with a control character: refused before any request
+        local before = server:stats()
+        for _, byte in ipairs { "001", "015", "012" } do
+            code, out, err = cli(host() .. " api GET /v7/tests -H \"$(printf 'X-A: a\\" .. byte
+                .. "b')\"", creds)
+            assert.equals(2, code, err)
+            assert.equals("", out)
+            assert.matches("control character", err)
+        end
+        local after = server:stats()
+        assert.equals(before.api_requests, after.api_requests)
+        assert.equals(before.token_requests, after.token_requests)
         -- misuse
         code, out, err = cli(host() .. " api GET /v7/tests -H nonsense", creds)
         assert.equals(2, code)

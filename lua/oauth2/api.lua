@@ -222,6 +222,15 @@ local function build(conf, method, url, opts, defaults)
             if type(name) ~= "string" or type(value) ~= "string" then
                 return nil, "option 'headers' must map names to strings"
             end
+            if not find(name, "^[%w!#$%%&'*+.^_`|~-]+$") then
+                return nil, "option 'headers' has a name that is no header name (a token "
+                    .. "such as X-Trace)"
+            end
+            -- RFC 9110 5.5: no control character but a tab in a field value
+            if find(value, "[%z\1-\8\10-\31\127]") then
+                return nil, "option 'headers' has a value with a control character (CR, "
+                    .. "LF, NUL...): refused, as header injection"
+            end
             if lower(name) == "authorization" then
                 return nil, "option 'headers' must not set Authorization: the client does"
             end
