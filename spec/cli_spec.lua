@@ -437,7 +437,7 @@ describe("thousandeyes-token", function()
         local _
         code, _, err = cli("--check-config " .. bad, creds)
         assert.equals(2, code)
-        assert.matches("option 'cooldown' must be a number above 0", err)
+        assert.matches("option 'cooldown' must be a number from 0.1", err)
         -- an oauth2.client configuration (no dict), with a Redis store
         local client = dir .. "/client.lua"
         -- check the options `text` returns, as a file of its own

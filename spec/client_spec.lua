@@ -385,12 +385,18 @@ describe("oauth2.client", function()
             assert.has_error(function() new_client { refresh_ratio = 0 } end,
                 "oauth2: option 'refresh_ratio' must be a number above 0 and at most 1")
             assert.has_error(function() new_client { default_lifetime = 0 } end,
-                "oauth2: option 'default_lifetime' must be a number above 0 and at most "
+                "oauth2: option 'default_lifetime' must be a number from 0.1 to "
                 .. "31536000")
             assert.has_error(function() new_client { cooldown = 0 } end,
-                "oauth2: option 'cooldown' must be a number above 0 and at most 86400")
+                "oauth2: option 'cooldown' must be a number from 0.1 to 86400")
             assert.has_error(function() new_client { cooldown = 0 / 0 } end,
-                "oauth2: option 'cooldown' must be a number above 0 and at most 86400")
+                "oauth2: option 'cooldown' must be a number from 0.1 to 86400")
+            -- next to 0 is as good as 0: a floor
+            assert.has_error(function() new_client { cooldown = 1e-300 } end,
+                "oauth2: option 'cooldown' must be a number from 0.1 to 86400")
+            assert.has_error(function() new_client { default_lifetime = 1e-300 } end,
+                "oauth2: option 'default_lifetime' must be a number from 0.1 to 31536000")
+            assert(new_client { cooldown = 0.1, default_lifetime = 0.1 })
             assert.has_error(function() new_client { refresh_ratio = 1.5 } end,
                 "oauth2: option 'refresh_ratio' must be a number above 0 and at most 1")
             assert.has_error(function() new_client { clock = 5 } end,

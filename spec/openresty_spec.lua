@@ -374,7 +374,7 @@ describe("oauth2.openresty in nginx", function()
     it("refuses options that would break it, when nginx starts", function()
         for _, case in ipairs {
             { { refresh_ratio = 0 }, "option 'refresh_ratio' must be a number above 0" },
-            { { cooldown = 0 }, "option 'cooldown' must be a number above 0" },
+            { { cooldown = 0 }, "option 'cooldown' must be a number from 0.1" },
             { { options = "default_lifetime = 0," }, "option 'default_lifetime' must be" },
             { { options = "wait_timeout = -1," }, "option 'wait_timeout' must be" },
         } do

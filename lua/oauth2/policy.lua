@@ -51,6 +51,10 @@ _M.LEASE = 60
 -- elsewhere is dropped everywhere.
 _M.LOOK_EVERY = 4
 
+-- The shortest lifetime or cool-down taken, in seconds: a floor, since
+-- 1e-300 is as good as 0 to a clock.
+local MIN_SECONDS = 0.1
+
 -- A bound as people write it: 31536000, not 3.1536e+07.
 local function show(bound)
     return bound == floor(bound) and format("%d", bound) or format("%g", bound)
@@ -82,10 +86,12 @@ function _M.check(opts)
         -- 0 would refresh on every call, back to back
         or number(policy, "refresh_ratio", 0, 1, false)
         or number(policy, "refresh_jitter", 0, 0.99, true)
-        -- 0 would never store a token without expires_in: a fetch per call
-        or number(policy, "default_lifetime", 0, _M.MAX_WAIT * 365, false)
-        -- 0 would remember no failure: a dead endpoint asked on every call
-        or number(policy, "cooldown", 0, _M.MAX_WAIT, false)
+        -- 0 (or next to it) would never store a token without expires_in:
+        -- a fetch per call
+        or number(policy, "default_lifetime", MIN_SECONDS, _M.MAX_WAIT * 365, true)
+        -- 0 (or next to it) would remember no failure: a dead endpoint
+        -- asked on every call
+        or number(policy, "cooldown", MIN_SECONDS, _M.MAX_WAIT, true)
         or number(policy, "invalidate_cooldown", 0, _M.MAX_WAIT, true)
         or number(policy, "refresh_timeout", 0, _M.MAX_WAIT, false)
     if why then return nil, why end
