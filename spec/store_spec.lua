@@ -463,6 +463,33 @@ describe("the redis store", function()
         assert.equals(1, store:stats().errors)
     end)
 
+    it("bounds connecting, AUTH and SELECT by one bound with the command", function()
+        -- AUTH's +OK trickled a byte every 0.45 s (2.25 s in all), each
+        -- byte in time for a 0.5 s per-read timeout
+        local port = require("nginx").free_port()
+        local out_file = redis.dir .. "/trickle-auth.out"
+        local code, out = shell.run("python3 spec/support/trickle_server.py " .. port
+            .. " auth > " .. shell.quote(out_file) .. " 2>&1 &")
+        assert.equals(0, code, out)
+        for _ = 1, 100 do
+            if (shell.read_file(out_file) or ""):match("ready") then break end
+            core.sleep(0.05)
+        end
+        local stores = require "oauth2.store"
+        local store = assert(stores.redis { url = ("redis://:a-password@127.0.0.1:%d/2")
+            :format(port), connect_timeout = 1, timeout = 0.5 })
+        local record, why = store:get("k", SECRET)
+        assert.is_nil(record)
+        assert.matches("timed out", why)
+        local said
+        for _ = 1, 100 do
+            said = shell.read_file(out_file) or ""
+            if said:match("second") then break end
+            core.sleep(0.05)
+        end
+        assert.matches("no second command", said)
+    end)
+
     it("makes one request for all processes when the endpoint answers 429", function()
         server:control { script = { { status = 429, headers = { ["Retry-After"] = "30" } } } }
         local out = at_once(10)

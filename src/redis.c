@@ -243,6 +243,16 @@ static int l_command(lua_State *L)
     return 1;
 }
 
+/* conn:set_timeout(seconds): what each command may take from now on, in
+ * all (the connection's steps, AUTH and SELECT, share one bound) */
+static int l_set_timeout(lua_State *L)
+{
+    connection *conn = check_open(L);
+    struct timeval tv = to_timeval(luaL_checknumber(L, 2));
+    conn->timeout = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    return 0;
+}
+
 static int l_close(lua_State *L)
 {
     close_connection(luaL_checkudata(L, 1, REDIS_MT));
@@ -259,6 +269,7 @@ static int l_is_open(lua_State *L)
 
 static const luaL_Reg methods[] = {
     {"command", l_command},
+    {"set_timeout", l_set_timeout},
     {"close", l_close},
     {"is_open", l_is_open},
     {NULL, NULL},

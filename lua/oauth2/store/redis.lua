@@ -92,7 +92,11 @@ function Redis:connection()
     local why
     local found, hiredis = pcall(require, "oauth2.redis")
     if not found then return nil, NO_HIREDIS end
+    -- connecting, AUTH and SELECT share one bound, the command's own after
+    -- them: a server that trickles its replies walks through no step
+    local deadline = at + self.connect_timeout + self.timeout
     conn, why = hiredis.connect(self.host, self.port, self.connect_timeout, self.timeout)
+    if conn then conn:set_timeout(deadline - now()) end
     if conn and self.password then
         local ok, auth_why
         if self.user then
@@ -106,11 +110,16 @@ function Redis:connection()
         local ok, db_why = conn:command("SELECT", self.db)
         if not ok then conn:close(); conn, why = nil, "redis SELECT: " .. tostring(db_why) end
     end
+    if conn and now() >= deadline then
+        conn:close()
+        conn, why = nil, "redis: connecting timed out (in all, with AUTH and SELECT)"
+    end
     if not conn then
         self.retry_at, self.last_problem = at + RECONNECT_PAUSE, why
         self.errors = self.errors + 1
         return nil, why
     end
+    conn:set_timeout(self.timeout)
     self.conn = conn
     return conn
 end
@@ -179,26 +188,36 @@ function Redis:cosocket_connect(red)
     return ok, why
 end
 
--- One command over a cosocket (inside nginx, never blocking a worker),
--- its reply within the store's timeout as a whole; the connection goes
--- back to the pool after it.
+-- One command over a cosocket (inside nginx, never blocking a worker):
+-- connecting (TLS, AUTH, SELECT on a new connection) and the command's
+-- reply within one bound, connect_timeout + timeout, as a whole; the
+-- connection goes back to the pool after it.
 function Redis:cosocket_command(redis, name, ...)
     local at = now()
     if at < self.retry_at then return nil, self.last_problem end
     local red = redis:new()
-    local connected, why = self:cosocket_connect(red)
+    local args = { n = select("#", ...), ... }
+    local connected, refused = false, nil
+    local reply, why = within(self.connect_timeout + self.timeout, function()
+        local ok, problem = self:cosocket_connect(red)
+        if not ok then
+            refused = problem
+            return nil, problem
+        end
+        connected = true
+        return red[name:lower()](red, unpack(args, 1, args.n))
+    end)
+    if reply == TIMED_OUT then
+        reply, why = nil, connected and "the command timed out"
+            or "connecting timed out (in all, with TLS, AUTH and SELECT)"
+    end
     if not connected then
         red:close()
-        self.retry_at, self.last_problem = at + RECONNECT_PAUSE, "redis: " .. tostring(why)
+        self.retry_at = at + RECONNECT_PAUSE
+        self.last_problem = "redis: " .. tostring(refused or why)
         self.errors = self.errors + 1
         return nil, self.last_problem
     end
-    local args = { n = select("#", ...), ... }
-    local reply
-    reply, why = within(self.timeout, function()
-        return red[name:lower()](red, unpack(args, 1, args.n))
-    end)
-    if reply == TIMED_OUT then reply, why = nil, "the command timed out" end
     if not reply then
         -- nil: the connection broke; false: an error reply (-READONLY
         -- after a failover, -OOM, -NOAUTH), a store failure all the same,
