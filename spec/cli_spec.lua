@@ -306,6 +306,39 @@ describe("thousandeyes-token", function()
         assert.matches("needs the token cache", err)
     end)
 
+    it("says so when reset or --refresh cannot forget the token (its lock is held)", function()
+        local code, token = cli(host(), creds)
+        assert.equals(0, code)
+        token = token:gsub("%s+$", "")
+        -- another run holds the file store's lock (a slow refresh, a
+        -- process stopped with Ctrl-Z): the same key, the same file
+        local options, policy = require "oauth2.options", require "oauth2.policy"
+        local key = policy.cache_key(assert(options.validate { host = server.http_url,
+            client_id = "cli-id", client_secret = SECRET }))
+        local store = assert(require("oauth2.store").file(runtime .. "/lua-oauth2"))
+        local lock = assert(store:try_lock(key))
+        local out, err
+        code, out, err = cli(host() .. " --deadline 1 reset", creds)
+        assert.equals(1, code)
+        assert.equals("", out)
+        assert.matches("could not be forgotten: another process holds its lock", err)
+        -- and it is still there, said honestly
+        assert.equals(0, (cli(host() .. " test", creds)))
+        -- --refresh never prints the token it was asked to replace
+        code, out, err = cli(host() .. " --deadline 1 --refresh", creds)
+        assert.equals(1, code)
+        assert.equals("", out)
+        assert.is_nil(err:find(token, 1, true))
+        lock:unlock()
+        code, out = cli(host() .. " reset", creds)
+        assert.equals(0, code)
+        assert.equals("forgotten\n", out)
+        assert.equals(1, (cli(host() .. " test", creds)))
+        code, out = cli(host() .. " --refresh", creds)
+        assert.equals(0, code)
+        assert.are_not.equals(token, out:gsub("%s+$", ""))
+    end)
+
     it("walks pages with api --paginate, shows headers with -i, adds them with -H", function()
         local code, out, err = cli(host() .. " api GET /v7/tests --paginate", creds)
         assert.equals(0, code, err)

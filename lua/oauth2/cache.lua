@@ -562,23 +562,35 @@ function Engine:invalidate(rejected)
 end
 
 --- Forget the token in every layer, with no cool-down: the next get
--- fetches.  Whether a token was forgotten; nil and why when the shared
--- store failed.
+-- fetches, and the forgotten token is never taken back.  A lock another
+-- holds (a fetch in progress) is waited for, within the deadline.
+-- Whether a token was forgotten; nil and why when it could not be.
 function Engine:forget()
     local first, shared = self.first, self.shared
     local mine = read(self, first)
     local dropped = mine and type(mine.access_token) == "string" or false
     first.store:set(first.key, self.secret, {}, 1)
-    if shared then
+    if not shared then return dropped end
+    local give_up = shared.clock() + self.deadline
+    local pause = shared.pace[1]
+    while true do
         local record, why = read(self, shared)
         if record == nil then return nil, why end
-        if record and type(record.access_token) == "string" then
-            drop(self, shared, records.token_id(self.secret, record.access_token),
-                { next_try = shared.clock() })
-            dropped = true
+        if not (record and type(record.access_token) == "string") then return dropped end
+        if drop(self, shared, records.token_id(self.secret, record.access_token),
+                { next_try = shared.clock() }) then
+            return true
         end
+        -- another holds the lock (or the store failed): look again, at most
+        -- until the deadline
+        local now = shared.clock()
+        if now >= give_up or not shared.wait(min(pause, give_up - now)) then
+            return nil, format("the token in %s could not be forgotten: another process "
+                .. "holds its lock (a fetch in progress, or a stopped process) past the "
+                .. "%g s deadline", tostring(shared.store), self.deadline)
+        end
+        pause = min(pause * 2, shared.pace[2])
     end
-    return dropped
 end
 
 --- What the first layer's hot path reads (its store's peek).
@@ -642,7 +654,7 @@ function _M.new(opts)
         opts.first_lease or deadline + 1, opts.first_patience or deadline,
         opts.first_wait or function() return false end, opts.first_pace, true)
     local self = setmetatable({
-        secret = opts.secret, policy = policy, source = opts.source,
+        secret = opts.secret, policy = policy, source = opts.source, deadline = deadline,
         first = first, shared = nil,
         schedule = opts.schedule, wake = opts.wake,
         spread = opts.spread or function(fn) fn() end,

@@ -197,8 +197,10 @@ function Client:cached()
 end
 
 --- Forget the token: in this process and in the shared store, for every
--- holder of a copy, with no cool-down; the next call fetches.  Returns
--- whether a token was forgotten; nil and why when the store failed.
+-- holder of a copy, with no cool-down; the next call fetches.  A lock
+-- another process holds is waited for within the deadline.  Returns
+-- whether a token was forgotten; nil and why when it could not be (the
+-- store failed, or its lock stayed held).
 function Client:forget()
     return self.engine:forget()
 end
