@@ -144,8 +144,8 @@ dist:
 	done
 	@ls -1 $(DIST)/*
 
-# Debian packages, built by dh-lua as Debian's own lua-cjson is, from a
-# copy of the working tree: lua-oauth2 (the modules and oauth2.core for
+# Debian packages, built by dh-lua as Debian's own lua-cjson is, from the
+# committed files of HEAD (as make dist): lua-oauth2 (the modules and oauth2.core for
 # Lua 5.1, which LuaJIT and nginx load, 5.3 and 5.4), lua-oauth2-redis
 # and thousandeyes-token.  Needs the contributor packages (.ci/deps dev).
 DEB = build/deb
@@ -155,8 +155,11 @@ deb:
 	    || { echo "make deb needs dh-lua (sh .ci/deps dev)"; exit 1; }
 	@v=$$(dpkg-parsechangelog -l debian/changelog -S Version); [ "$${v%-*}" = "$(VERSION)" ] \
 	    || { echo "debian/changelog is at $$v, the core at $(VERSION)"; exit 1; }
+	@git diff --quiet HEAD -- && [ -z "$$(git ls-files --others --exclude-standard src lua bin debian)" ] \
+	    || echo "note: the packages are built from HEAD; uncommitted and untracked files are not in them"
 	@rm -rf $(DEB) && mkdir -p $(DEB)/lua-oauth2-$(VERSION)
-	@cp -r src lua bin debian LICENSE README.md CHANGELOG.md $(DEB)/lua-oauth2-$(VERSION)/
+	@git archive HEAD src lua bin debian LICENSE README.md CHANGELOG.md \
+	    | tar -x -C $(DEB)/lua-oauth2-$(VERSION)
 	@echo "dpkg-buildpackage (log: $(DEB)/build.log)"
 	@cd $(DEB)/lua-oauth2-$(VERSION) && DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" \
 	    dpkg-buildpackage -b -us -uc > ../build.log 2>&1 || { tail -n 40 ../build.log; exit 1; }

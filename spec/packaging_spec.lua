@@ -228,10 +228,19 @@ describe("the Debian packages (make deb)", function()
     end)
 
     it("builds with dh-lua, installs, loads in Lua, LuaJIT and nginx, and purges", function()
+        -- an untracked file beside the sources (a secret, say) stays out
+        local stray = "src/local_settings_spec.h"
+        local f = assert(io.open(stray, "w"))
+        f:write("/* sentinel-untracked-secret */\n")
+        f:close()
+        finally(function() os.remove(stray) end)
         -- dh-lua's own build-time tests are left out: what follows checks more
         local ok, out = run(("make -s deb DEB='%s/deb' DEB_BUILD_OPTIONS='noddebs nocheck "
             .. "parallel=2'"):format(work))
         assert.is_true(ok, out)
+        assert.matches("uncommitted and untracked files are not in them", out)
+        assert.is_nil(io.open(("%s/deb/lua-oauth2-0.1.0/%s"):format(work, stray)))
+        os.remove(stray)
         ok, out = dpkg(("-i '%s'/deb/*.deb"):format(work))
         assert.is_true(ok, out)
         ok, out = run(("dpkg-query --admindir='%s/var/lib/dpkg' -W -f='${Package} ${Version}\n'")
