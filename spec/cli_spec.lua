@@ -85,6 +85,32 @@ describe("thousandeyes-token", function()
         code = cli(host() .. " --client-id cli-id --client-secret-file -", {}, SECRET .. "\n")
         assert.equals(0, code)
         assert.equals(SECRET, server:last_request().form.client_secret)
+        -- one cap for every secret file (as THOUSANDEYES_CLIENT_SECRET_FILE):
+        -- /dev/zero is read 64 KiB far, not forever
+        local out, err, _
+        code, out, err = cli(host() .. " --client-id cli-id --client-secret-file /dev/zero")
+        assert.equals(2, code)
+        assert.equals("", out)
+        assert.matches("%-%-client%-secret%-file: larger than 64 KiB", err)
+        code, _, err = cli(host() .. " --api-token-file /dev/zero api GET /v7/tests")
+        assert.equals(2, code)
+        assert.matches("larger than 64 KiB", err)
+        -- a file anyone may write: used, with a word
+        local open = dir .. "/secret-0666"
+        local f = assert(io.open(open, "w"))
+        f:write(SECRET, "\n")
+        f:close()
+        assert(os.execute("chmod 0666 " .. shell.quote(open)))
+        code, _, err = cli(host() .. " --client-id cli-id --client-secret-file "
+            .. shell.quote(open))
+        assert.equals(0, code, err)
+        assert.matches("is writable by others", err)
+        -- 0644, as container secret mounts are: no word
+        assert(os.execute("chmod 0644 " .. shell.quote(open)))
+        code, _, err = cli(host() .. " --client-id cli-id --client-secret-file "
+            .. shell.quote(open))
+        assert.equals(0, code, err)
+        assert.equals("", err)
     end)
 
     it("passes request options through", function()
@@ -497,6 +523,17 @@ describe("thousandeyes-token", function()
         code, _, err = cli("--check-config " .. dir .. "/missing.lua", creds)
         assert.equals(2, code)
         assert.matches("missing.lua", err)
+        -- a configuration may read a file, never write one
+        local written = dir .. "/written-by-a-check"
+        code, _, err = check('local f = io.open("' .. written .. '", "w") '
+            .. 'if f then f:write("x") f:close() end return { client_id = "cli-id" }\n')
+        assert.equals(2, code)
+        assert.matches("io.open reads only", err)
+        assert.is_nil(io.open(written))
+        code, out, err = check('local f = io.open("' .. good .. '") f:close() '
+            .. 'return { client_id = "cli-id", client_secret = "x" }\n')
+        assert.equals(0, code, err)
+        assert.equals(client .. ": ok (oauth2.client options)\n", out)
         assert.equals(0, server:stats().token_requests)
     end)
 

@@ -1,6 +1,6 @@
 /*
  * files.c - core.private_dir, core.read_private, core.write_private,
- * core.try_lock (see files.h).
+ * core.try_lock, core.file_mode (see files.h).
  *
  * Everything here refuses what another user could have planted or could
  * read: a directory or file not owned by this user, or open to its group
@@ -259,7 +259,21 @@ static int l_try_lock(lua_State *L)
     return 1; /* the userdata */
 }
 
+/* core.file_mode(path) -> mode | nil, why: a file's permission bits
+ * (following links, as opening it does), for a word about a secret file
+ * others may write */
+static int l_file_mode(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return fail_errno(L, "cannot read its mode");
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+    return 1;
+}
+
 static const luaL_Reg functions[] = {
+    {"file_mode", l_file_mode},
     {"private_dir", l_private_dir},
     {"read_private", l_read_private},
     {"write_private", l_write_private},

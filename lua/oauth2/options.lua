@@ -352,19 +352,40 @@ local function env_secret()
         return nil, "oauth2: set " .. _M.ENV_CLIENT_SECRET .. " or " .. _M.ENV_CLIENT_SECRET_FILE
             .. ", not both"
     end
-    local file, why = io.open(path, "rb")
-    if not file then
-        return nil, "oauth2: " .. _M.ENV_CLIENT_SECRET_FILE .. ": cannot read " .. tostring(why)
+    local text, why = _M.read_secret(path, _M.ENV_CLIENT_SECRET_FILE)
+    if not text then return nil, "oauth2: " .. why end
+    return text
+end
+
+-- The largest secret file read: a secret is a line.
+local MAX_SECRET_FILE = 65536
+
+--- The secret a file holds on one line (its trailing newline dropped),
+-- read up to 64 KiB (`path` "-": standard input), or nil and why, named
+-- by `name`.  A file others may write is read, with a warning: container
+-- secret mounts are often 0644, seldom 0666.
+function _M.read_secret(path, name)
+    local file, why
+    if path == "-" then
+        file = io.stdin
+    else
+        file, why = io.open(path, "rb")
+        if not file then return nil, name .. ": cannot read " .. tostring(why) end
+        local mode = core.file_mode(path)
+        if mode and mode % 8 >= 2 and mode % 8 ~= 4 and mode % 8 ~= 5 then
+            io.stderr:write("oauth2: warning: ", name, ": ", path, " is writable by others ",
+                "(chmod o-w): anyone on this machine may replace the secret\n")
+        end
     end
-    local text = file:read(65537) or ""
-    file:close()
-    if #text > 65536 then
-        return nil, "oauth2: " .. _M.ENV_CLIENT_SECRET_FILE .. ": the file is larger than 64 KiB"
+    local text = file:read(MAX_SECRET_FILE + 1) or ""
+    if file ~= io.stdin then file:close() end
+    if #text > MAX_SECRET_FILE then
+        return nil, name .. ": larger than 64 KiB: that is no secret"
     end
-    text = gsub(text, "[\r\n]+$", "")
+    text = gsub(text, "\r?\n$", "")
     if text == "" or find(text, "[%z\r\n]") then
-        return nil, "oauth2: " .. _M.ENV_CLIENT_SECRET_FILE .. ": the file must hold the secret "
-            .. "on one line"
+        return nil, name .. ": " .. (path == "-" and "standard input" or "the file")
+            .. " must hold the secret on one line"
     end
     return text
 end
