@@ -97,29 +97,40 @@ API_LIMIT ?=
 playground: $(MODULES)
 	@$(LUA) examples/playground.lua $(PORT) $(API_LIMIT)
 
+# (every path quoted: a PREFIX or DESTDIR with a space stays one path)
 install: $(MODULES)
-	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store
-	install -m 0755 $(MODULES) $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/
-	install -m 0644 lua/oauth2.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua
-	install -m 0644 lua/oauth2/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/
-	install -m 0644 lua/oauth2/store/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store/
-	install -d $(DESTDIR)$(PREFIX)/bin
-	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/thousandeyes-token > $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
-	chmod 0755 $(DESTDIR)$(PREFIX)/bin/thousandeyes-token
+	install -d "$(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2" "$(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store"
+	install -m 0755 $(MODULES) "$(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/"
+	install -m 0644 lua/oauth2.lua "$(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua"
+	install -m 0644 lua/oauth2/*.lua "$(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/"
+	install -m 0644 lua/oauth2/store/*.lua "$(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store/"
+	install -d "$(DESTDIR)$(PREFIX)/bin"
+	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/thousandeyes-token > "$(DESTDIR)$(PREFIX)/bin/thousandeyes-token"
+	chmod 0755 "$(DESTDIR)$(PREFIX)/bin/thousandeyes-token"
 
 # Everything make install put there, for the same LUA_VERSION, PREFIX and
 # DESTDIR; the command-line tool only when it runs this Lua (a later
-# install for another Lua owns it now).
+# install for another Lua owns it now).  A file a Debian package owns
+# (make uninstall PREFIX=/usr over lua-oauth2's files) is left, and said:
+# apt removes what apt installed.
 uninstall:
-	rm -f $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/core.so $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2/redis.so
-	rm -f $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2.lua \
-	    $(patsubst lua/%,$(DESTDIR)$(LUA_SHAREDIR_INSTALL)/%,$(wildcard lua/oauth2/*.lua lua/oauth2/store/*.lua))
-	rmdir $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2/store $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/oauth2 \
-	    $(DESTDIR)$(LUA_LIBDIR_INSTALL)/oauth2 2>/dev/null || true
-	@cli=$(DESTDIR)$(PREFIX)/bin/thousandeyes-token; \
-	if [ -f "$$cli" ] && [ "$$(head -n 1 "$$cli")" = "#!/usr/bin/env $(LUA)" ]; then \
+	@lib="$(DESTDIR)$(LUA_LIBDIR_INSTALL)"; share="$(DESTDIR)$(LUA_SHAREDIR_INSTALL)"; \
+	owned() { [ -z "$(DESTDIR)" ] && command -v dpkg >/dev/null && dpkg -S "$$1" >/dev/null 2>&1; }; \
+	kept=0; \
+	remove() { [ -e "$$1" ] || return 0; \
+	    if owned "$$1"; then kept=1; echo "$$1 belongs to a Debian package: left in place"; \
+	    else rm -f "$$1"; fi; }; \
+	remove "$$lib/oauth2/core.so"; remove "$$lib/oauth2/redis.so"; \
+	for module in oauth2.lua $$(cd lua && ls oauth2/*.lua oauth2/store/*.lua); do \
+	    remove "$$share/$$module"; \
+	done; \
+	rmdir "$$share/oauth2/store" "$$share/oauth2" "$$lib/oauth2" 2>/dev/null || true; \
+	cli="$(DESTDIR)$(PREFIX)/bin/thousandeyes-token"; \
+	if [ -f "$$cli" ] && owned "$$cli"; then kept=1; echo "$$cli belongs to a Debian package: left in place"; \
+	elif [ -f "$$cli" ] && [ "$$(head -n 1 "$$cli")" = "#!/usr/bin/env $(LUA)" ]; then \
 	    echo "rm -f $$cli"; rm -f "$$cli"; \
-	elif [ -f "$$cli" ]; then echo "$$cli runs another Lua: left in place"; fi
+	elif [ -f "$$cli" ]; then echo "$$cli runs another Lua: left in place"; fi; \
+	[ "$$kept" = 0 ] || echo "(remove packaged files with apt-get remove lua-oauth2 thousandeyes-token)"
 
 # A release without a public home yet: in build/dist, the source archive
 # of HEAD, lua-oauth2-$(VERSION)-1.rockspec and the Redis one, and the

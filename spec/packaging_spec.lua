@@ -133,6 +133,44 @@ describe("the rockspec", function()
         assert.is_not_nil(io.open(cli))
     end)
 
+    it("installs and uninstalls under a PREFIX and a DESTDIR with spaces", function()
+        local version = jit and "luajit" or _VERSION:match("%d+%.%d+")
+        local dest = work .. "/dest with spaces"
+        local make = ("make -s LUA_VERSION=%s PREFIX='/opt/my prefix' DESTDIR='%s'")
+            :format(version, dest)
+        local ok, out = run(make .. " install")
+        assert.is_true(ok, out)
+        assert.is_not_nil(io.open(dest .. "/opt/my prefix/bin/thousandeyes-token"))
+        ok, out = run(("cd '%s' && find . -type f | wc -l"):format(dest))
+        assert.is_true(ok and tonumber(out) > 10, out)
+        ok, out = run(make .. " uninstall")
+        assert.is_true(ok, out)
+        ok, out = run(("cd '%s' && find . -type f"):format(dest))
+        assert.is_true(ok, out)
+        assert.equals("", out)
+    end)
+
+    it("leaves in place, and says, the files a Debian package owns", function()
+        local version = jit and "luajit" or _VERSION:match("%d+%.%d+")
+        local prefix = work .. "/prefix-owned"
+        local make = ("make -s LUA_VERSION=%s PREFIX='%s'"):format(version, prefix)
+        local ok, out = run(make .. " install")
+        assert.is_true(ok, out)
+        -- a dpkg that says every file is a package's (as /usr's are)
+        local shim = work .. "/dpkg-shim"
+        assert(run(("mkdir -p '%s' && printf '#!/bin/sh\\necho \"lua-oauth2: $2\"\\n' "
+            .. "> '%s/dpkg' && chmod +x '%s/dpkg'"):format(shim, shim, shim)))
+        ok, out = run(("PATH='%s':$PATH %s uninstall"):format(shim, make))
+        assert.is_true(ok, out)
+        assert.matches("belongs to a Debian package: left in place", out)
+        assert.matches("apt%-get remove", out)
+        assert.is_not_nil(io.open(prefix .. "/bin/thousandeyes-token"))
+        -- without a package's claim, they go
+        ok, out = run(make .. " uninstall")
+        assert.is_true(ok, out)
+        assert.is_nil(io.open(prefix .. "/bin/thousandeyes-token"))
+    end)
+
     it("makes a versioned rockspec and a .src.rock that installs offline (make dist)",
         function()
         local abi = jit and "5.1" or _VERSION:match("%d+%.%d+")
