@@ -574,6 +574,32 @@ describe("oauth2.cache with a " .. first_kind .. " first layer", function()
         end)
     end)
 
+    it("serves a valid token with the store down, and fetches alone only from its point",
+            function()
+        local w = new_world()
+        local p = place(w)
+        assert(p.token())
+        local record = p.record()
+        local alone_at = record.alone_at
+        assert.is_true(alone_at >= record.refresh_at and alone_at <= record.expire_at)
+        w.fault = "error"
+        -- past the refresh point, before its own point: served, nothing asked
+        w.t = (record.refresh_at + alone_at) / 2
+        for _ = 1, 20 do
+            if w.t + 0.01 >= alone_at then break end
+            assert.equals("token-1", assert(p.token()).access_token)
+            w.t = w.t + 0.01
+        end
+        assert.equals(1, #w.requests)
+        -- from its point on: one fetch of its own
+        w.t = alone_at + 0.01
+        assert(p.token())
+        w.t = w.t + 2.5
+        assert(p.token())
+        assert.equals(2, #w.requests)
+        assert.equals("token-2", p.record().access_token)
+    end)
+
     it("takes a newer token of another place at a look", function()
         local w = new_world()
         local a, b = place(w), place(w)
@@ -601,6 +627,20 @@ describe("oauth2.cache's pieces", function()
         assert.is_false(memory:try_lock("key", 15))
         new:unlock()
         assert.truthy(memory:try_lock("key", 15))
+    end)
+
+    it("lets only the owner of a shared-dict lease release it (nginx's node lock)", function()
+        local w = world { first = "shm" }
+        w.ngx.shared.locks = fake_dict(w.now)
+        local store = assert(w.shm.new("locks", 60))
+        local old = assert(store:try_lock("key", 1))
+        w.t = w.t + 2 -- its lease lapses
+        local new = assert(store:try_lock("key", 15))
+        old:unlock()
+        assert.is_false(store:try_lock("key", 15))
+        assert.is_true(store:locked("key"))
+        new:unlock()
+        assert.is_false(store:locked("key"))
     end)
 
     it("spreads the points of fetching alone over the whole window", function()

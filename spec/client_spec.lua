@@ -260,6 +260,30 @@ describe("oauth2.client", function()
             assert.equals(1, requests())
         end)
 
+        it("drops a copy another process saw rejected within look_every", function()
+            -- two processes (two clocks: two first layers) over one store
+            local shared = require("oauth2.store").memory { lease = 60 }
+            local t = { a = 1000, b = 1000 }
+            local a = new_client { store = shared, invalidate_cooldown = 0,
+                                   clock = function() return t.a end }
+            local b = new_client { store = shared, invalidate_cooldown = 0,
+                                   clock = function() return t.b end }
+            local old = assert(a:token()).access_token
+            assert.equals(old, assert(b:token()).access_token)
+            assert.equals(1, requests())
+            t.a, t.b = 1001, 1001
+            assert.is_true(a:invalidate())
+            -- within look_every (4 s) b may still serve its copy; past it, never
+            t.b = 1001 + 4.01
+            local token = b:token()
+            assert.is_true(token == nil or token.access_token ~= old)
+            for _ = 1, 5 do
+                t.b = t.b + 1
+                token = b:token()
+                assert.is_true(token == nil or token.access_token ~= old)
+            end
+        end)
+
         it("returns false when there is no token", function()
             assert.is_false(new_client():invalidate())
         end)

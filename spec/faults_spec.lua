@@ -26,6 +26,8 @@ local CASES = {
     { "close-mid-body", "network" },
     -- a response head past the bound: a protocol error, within the deadline
     { "many-headers", "protocol", message = "response head larger than" },
+    -- bounded by its count of fields too, not only by its bytes
+    { "fields-250", "protocol", message = "response head larger than 200 header fields" },
     { "repeated-header", "protocol", message = "response head larger than" },
     -- a reply without a valid status line is the server's fault, not ours
     { "http09", "protocol", message = "HTTP/0.9" },

@@ -280,6 +280,15 @@ describe("the options of oauth2.client and oauth2.openresty (options.split)", fu
             refused("oauth2.client", { on_event = "x" }))
         assert.matches('option \'store\' must be "memory", "file"',
             refused("oauth2.client", { store = 42 }))
+        -- NaN is no number of anything, in any module's own options
+        assert.matches("option 'wait_timeout' must be a number of seconds from 0 to 3600",
+            refused("oauth2.openresty", nginx_with { wait_timeout = 0 / 0 }))
+        assert.matches("option 'status' must be an HTTP error status",
+            refused("oauth2.openresty", nginx_with { status = 0 / 0 }))
+        assert.matches("option 'aid' must be an account group id",
+            refused("oauth2.client", { aid = 0 / 0 }))
+        assert.matches("redis store option 'timeout' must be a number of seconds",
+            refused("oauth2.client", { store = { url = "redis://127.0.0.1", timeout = 0 / 0 } }))
         -- the policy's and oauth2.token's options go through the same call
         assert.matches("option 'cooldown'", refused("oauth2.client", { cooldown = 0 }))
         assert.matches("unknown option 'dict'", refused("oauth2.client", { dict = "tokens" }))

@@ -90,6 +90,21 @@ describe("the store contract", function()
                 again:unlock()
             end)
 
+            if kind ~= "file" then
+                -- (an flock has no lease: it lasts as long as its holder)
+                it("lets only the owner of a lease release it", function()
+                    local old = assert(store:try_lock("k4", 0.2))
+                    core.sleep(0.3) -- its lease lapses
+                    local new = assert(store:try_lock("k4", 15))
+                    -- the old holder, late, lets go: of nothing of the new one's
+                    old:unlock()
+                    assert.is_false(store:try_lock("k4", 15))
+                    new:unlock()
+                    local again = assert(store:try_lock("k4", 15))
+                    again:unlock()
+                end)
+            end
+
             it("deletes a token only if it is still the one named", function()
                 store:set("k3", "s", { access_token = "new", next_try = 5 })
                 local records = require "oauth2.record"

@@ -84,14 +84,58 @@ describe("the debug trace", function()
         assert_clean(client:token().access_token)
     end)
 
-    it("is off by default, on for the process with OAUTH2_DEBUG=1, on stderr", function()
+    it("scrubs every secret from its lines, even one in the URL", function()
+        -- a secret that is also a path segment of the token URL
+        local secret = "sentinel-path-secret-5e21"
+        server:reset { clients = { ["trace-id"] = secret } }
+        local token = oauth2.token { host = server.http_url .. "/" .. secret,
+            client_id = "trace-id", client_secret = secret, retries = 0, debug = sink }
+        assert.is_nil(token)
+        assert.equals(1, #lines)
+        assert.matches("/%[redacted%]/v7/oauth2/token %-> 404", lines[1])
+        assert.is_nil(lines[1]:find(secret, 1, true))
+    end)
+
+    it("costs nothing when off: no watched session, no secrets list", function()
+        local trace, options = require "oauth2.trace", require "oauth2.options"
+        local real_watch, real_secrets = trace.watch, options.secrets
+        local watched, listed = 0, 0
+        trace.watch = function(...)
+            watched = watched + 1
+            return real_watch(...)
+        end
+        options.secrets = function(...)
+            listed = listed + 1
+            return real_secrets(...)
+        end
+        local now = require("oauth2.core").now
+        local client = oauth2.client { host = server.http_url, client_id = "trace-id",
+            client_secret = SECRET, clock = function() return now() end }
+        finally(function()
+            trace.watch, options.secrets = real_watch, real_secrets
+            client:close()
+        end)
         assert(oauth2.token { host = server.http_url, client_id = "trace-id",
             client_secret = SECRET })
-        assert.equals(0, #lines)
+        assert(client:request("GET", "/v7/tests"))
+        assert.equals(0, watched)
+        assert.equals(0, listed)
+        -- on, the same calls are watched
+        assert(oauth2.token { host = server.http_url, client_id = "trace-id",
+            client_secret = SECRET, debug = sink })
+        assert.equals(1, watched)
+    end)
+
+    it("is off by default, on for the process with OAUTH2_DEBUG=1, on stderr", function()
         local code = "local t = assert(require('oauth2').token { host = '" .. server.http_url
             .. "', client_id = 'trace-id', client_secret = '" .. SECRET .. "' }) "
             .. "io.stdout:write(t.access_token)"
-        local _, out = shell.run(shell.lua_command({ OAUTH2_DEBUG = "1" }, "-e "
+        -- without the variable (and without the option): not a line
+        local _, quiet = shell.run(shell.lua_command({}, "-e " .. shell.quote(code))
+            .. " 2>&1", { lua = true })
+        assert.matches("^te%-%x+$", quiet)
+        local out
+        _, out = shell.run(shell.lua_command({ OAUTH2_DEBUG = "1" }, "-e "
             .. shell.quote(code)) .. " 2>&1", { lua = true })
         assert.matches("oauth2: POST .*/v7/oauth2/token %-> 200 in", out)
         assert.is_nil(out:find(SECRET, 1, true))

@@ -101,6 +101,13 @@ def fault(mode, path, headers, conn, wfile):
         wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + head
                     + b"Content-Length: 2\r\n\r\n{}")
         return False
+    elif mode == "fields-250":
+        # 250 small fields (1.5 KB): past the count of fields a head may
+        # have, far under its bytes
+        head = b"x: 1\r\n" * 250
+        wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + head
+                    + b"Content-Length: 2\r\n\r\n{}")
+        return False
     elif mode == "repeated-header":
         # one field 3,000 times (each joined to the last: quadratic bytes)
         head = b"X-Organization-Rate-Limit-Limit: 240\r\n" * 3000
