@@ -79,7 +79,7 @@ end
 -- A new world: clock, scheduler, endpoint, shared store.
 local function world(opts)
     opts = opts or {}
-    local w = { t = 1000, queue = {}, requests = {}, commands = 0 }
+    local w = { t = 1000, queue = {}, requests = {}, commands = 0, expiry = {} }
     function w.now() return w.t end
     -- sleep: under the scheduler (run), yield to it; outside, advance
     function w.sleep(seconds)
@@ -109,6 +109,7 @@ local function world(opts)
             return { access_token = answer.token, token_type = "Bearer", expires_in = 3600 }
         end
         w.issued = w.issued + 1
+        w.expiry["token-" .. w.issued] = w.t + (opts.expires_in or 3600)
         return { access_token = "token-" .. w.issued, token_type = "Bearer",
                  expires_in = opts.expires_in or 3600 }
     end
@@ -117,6 +118,8 @@ local function world(opts)
     w.fault = nil -- nil, "error" (an error reply), "lost" (SET NX done, reply lost)
     w.store = {
         atomic = false,
+        -- the store's own clock (Redis's TIME), which every place shares
+        now = function() return w.t end,
         get = function(_, ...)
             w.commands = w.commands + 1
             if w.fault == "error" then return nil, "redis: READONLY You can't write" end
@@ -168,10 +171,14 @@ local function place(w, conf)
     end
     p.first = first
     local timeout, deadline = conf.timeout or 10, conf.deadline or 30
+    -- a host whose wall clock is off by `skew` (nginx's first layer runs on it)
+    local skew = conf.skew or 0
+    local function wall() return w.t + skew end
     p.engine = cache.new {
         source = w.exchange, policy = w.policy, secret = SECRET,
         first = first, first_key = "key", shared = not conf.alone and w.store or nil,
-        key = "key", clock = w.now, wall = w.now, deadline = deadline,
+        key = "key", clock = w.first_kind == "shm" and wall or w.now, wall = wall,
+        deadline = deadline,
         lease = cache.lease_for { timeout = timeout, deadline = deadline },
         first_wait = w.sleep, wait = w.sleep,
         count = function(name)
@@ -598,6 +605,65 @@ describe("oauth2.cache with a " .. first_kind .. " first layer", function()
         assert(p.token())
         assert.equals(2, #w.requests)
         assert.equals("token-2", p.record().access_token)
+    end)
+
+    it("times shared records by the store's clock, whatever a writer's says", function()
+        local w = new_world()
+        -- a node 120 s fast fetches, then stops (a crash, a drain)
+        local fast = place(w, { skew = 120 })
+        assert(fast.token())
+        local slow, right = place(w, { skew = -120 }), place(w)
+        -- a 401 a minute later: the cool-down counts from the token's real
+        -- fetch (60 s ago, past it): the next token comes at once
+        w.t = w.t + 60
+        assert(right.token())
+        assert.is_true(right.engine:invalidate())
+        local failed = 0
+        -- two token lifetimes, every 10 s: never an error with a healthy
+        -- endpoint, never a token past its real expiry
+        for _ = 1, 720 do
+            for _, p in ipairs { slow, right } do
+                local record = p.token()
+                if record then
+                    assert.is_true(w.t < w.expiry[record.access_token], record.access_token)
+                else
+                    failed = failed + 1
+                end
+            end
+            w.t = w.t + 10
+        end
+        assert.equals(0, failed)
+        assert.is_true(#w.requests <= 5, tostring(#w.requests))
+    end)
+
+    it("serves a token published while its own fetch failed, and remembers no failure",
+            function()
+        local w = new_world()
+        -- a's fetch hangs 20 s, then fails; its lease (15 s) lapses first
+        w.script = { { latency = 20, kind = "timeout" } }
+        local a, b = place(w), place(w)
+        local got
+        run(w, {
+            function() got = { a.token() } end,
+            function()
+                w.sleep(16)
+                assert(b.token())
+            end,
+        })
+        assert.equals(2, #w.requests)
+        assert.equals("token-1", got[1] and got[1].access_token, tostring(got[2]))
+        assert.is_nil(w.memory:get("key").next_try)
+        assert.is_nil(a.record().next_try)
+    end)
+
+    it("believes no time of a writer later than the store's now", function()
+        local record = records.believable({ access_token = "t", fetched_at = 1120,
+            lifetime = 3600, refresh_at = 3920, expire_at = 4360 }, 1000)
+        assert.equals(1000, record.fetched_at)
+        assert.equals(4240, record.expire_at)
+        record = records.believable({ access_token = "t", fetched_at = 900, lifetime = 100,
+            refresh_at = 980, expire_at = 5000 }, 1000)
+        assert.equals(1000, record.expire_at)
     end)
 
     it("takes a newer token of another place at a look", function()

@@ -478,6 +478,21 @@ describe("the redis store", function()
         assert.equals(1, store:stats().errors)
     end)
 
+    it("keeps the store's clock (TIME), read with the connection", function()
+        local stores = require "oauth2.store"
+        local store = assert(stores.redis(redis.url))
+        assert.is_nil(store:get("clock-check", SECRET))
+        assert.is_true(store.offset_at > -math.huge)
+        -- one machine here: the store's clock is this host's, near enough
+        assert.is_true(math.abs(store:now() - core.time()) < 1, tostring(store.offset))
+        -- a reply that is no time is no reading
+        store:note_clock({ "x" }, 0, 0)
+        assert.is_true(math.abs(store.offset) < 1)
+        store:note_clock({ tostring(math.floor(core.time()) + 3600), "0" }, core.time(),
+            core.time())
+        assert.near(3600, store.offset, 1)
+    end)
+
     it("bounds connecting, AUTH and SELECT by one bound with the command", function()
         -- AUTH's +OK trickled a byte every 0.45 s (2.25 s in all), each
         -- byte in time for a 0.5 s per-read timeout

@@ -119,6 +119,8 @@ local function read(self, layer, rejected)
     if why then return nil, why end
     if note then store_failed(self, layer, note) end
     if not record then return false end
+    -- a shared record is judged by the shared clock, never by its writer's
+    if not layer.first then record = records.believable(record, layer.clock()) end
     if rejected and type(record.access_token) == "string"
             and records.token_id(self.secret, record.access_token) == rejected then
         layer.store:delete_token_if(layer.key, self.secret, rejected, nil, 60)
@@ -254,6 +256,16 @@ local function fetch(self, layer, prior, caller, publish)
                 end
             end
             return record, nil, "fetched"
+        end
+        if publish and not layer.first then
+            -- another may have published while this fetch failed: serve
+            -- that, and remember no failure (look again before fetching
+            -- or failing)
+            local current = read(self, layer, caller.rejected)
+            if current and usable(current, layer.clock())
+                    and current.access_token ~= (prior and prior.access_token) then
+                return current, nil, "fresh"
+            end
         end
         if not err.cached then
             local failures = max(caller.failures or 0,
@@ -665,7 +677,11 @@ function _M.new(opts)
     }, Engine)
     if opts.shared then
         local lease = opts.lease or policy_rules.LEASE
-        self.shared = layer(opts.shared, opts.key, wall, lease, deadline,
+        -- a store that keeps a clock of its own (Redis) times its records
+        -- for every node alike; another (a file: one machine) the wall's
+        local store = opts.shared
+        local shared_clock = store.now and function() return store:now() end or wall
+        self.shared = layer(store, opts.key, shared_clock, lease, deadline,
             opts.wait or function() return false end, PACE, false)
         first.below = self.shared
     end

@@ -107,6 +107,24 @@ function _M.shift(record, delta)
     return copy
 end
 
+--- A shared record as a reader may believe it at `now` (the shared
+-- layer's clock): a writer whose clock ran ahead (a time later than now)
+-- has its times moved back to now, and no token lives longer than its
+-- lifetime from its fetch.
+function _M.believable(record, now)
+    local fetched = record.fetched_at
+    if type(fetched) == "number" and fetched > now then
+        record = _M.shift(record, now - fetched)
+        fetched = now
+    end
+    local lifetime = record.lifetime
+    if type(fetched) == "number" and type(lifetime) == "number"
+            and type(record.expire_at) == "number" and record.expire_at > fetched + lifetime then
+        record.expire_at = fetched + lifetime
+    end
+    return record
+end
+
 --- An identifier of a token that names it without showing it: a keyed
 -- hash with the client secret, so that even someone who holds a token
 -- cannot tell which entry of a store holds it.

@@ -11,6 +11,7 @@
 local core = require "oauth2.core"
 local record_codec = require "oauth2.record"
 local policy_rules = require "oauth2.policy"
+local transport = require "oauth2.transport"
 
 local type, ipairs, setmetatable, tostring, tonumber, pcall, select, rawget =
       type, ipairs, setmetatable, tostring, tonumber, pcall, select, rawget
@@ -77,8 +78,50 @@ local NO_TLS = "TLS to Redis (rediss://) runs inside nginx only (lua-resty-redis
 -- against one that restarts.
 local RECONNECT_PAUSE = 2
 
+-- Seconds between two readings of the store's clock (TIME), and how far
+-- this host's clock may be off it before that is said.
+local CLOCK_EVERY = 60
+local SKEW_SAID = 5
+
+-- The offset of the store's clock from this host's wall clock, from a
+-- TIME reply ({seconds, microseconds}) and the wall clock when it was
+-- asked and answered (the middle of the round trip); nil for a reply
+-- that is no time.
+local function offset_of(reply, sent, received)
+    if type(reply) ~= "table" then return nil end
+    local seconds, micro = tonumber(reply[1]), tonumber(reply[2])
+    if not seconds or not micro then return nil end
+    return seconds + micro / 1e6 - (sent + received) / 2
+end
+
 local Redis = {}
 Redis.__index = Redis
+
+--- The store's clock: seconds since the epoch by Redis's own time (this
+-- host's wall clock moved by the offset last read), so that every node
+-- and process times shared records alike, whatever its own clock says.
+function Redis:now()
+    return core.time() + self.offset
+end
+
+-- Whether the store's clock is due for a reading.
+function Redis:clock_due()
+    return now() >= self.offset_at + CLOCK_EVERY
+end
+
+-- Take a reading of the store's clock; a host more than a few seconds
+-- off is said once.
+function Redis:note_clock(reply, sent, received)
+    local offset = offset_of(reply, sent, received)
+    if not offset then return end
+    self.offset, self.offset_at = offset, now()
+    if math.abs(offset) > SKEW_SAID and not self.skew_said then
+        self.skew_said = true
+        transport.log("WARN", ("oauth2: this host's clock is %.1f s %s %s's: shared tokens "
+            .. "are timed by the store's clock"):format(math.abs(offset),
+            offset > 0 and "behind" or "ahead of", tostring(self)))
+    end
+end
 
 local RedisLock = {}
 RedisLock.__index = RedisLock
@@ -110,7 +153,13 @@ function Redis:connection()
         local ok, db_why = conn:command("SELECT", self.db)
         if not ok then conn:close(); conn, why = nil, "redis SELECT: " .. tostring(db_why) end
     end
-    if conn and now() >= deadline then
+    if conn then
+        -- the store's clock, read with the connection
+        local sent = core.time()
+        local reply = conn:command("TIME")
+        if reply then self:note_clock(reply, sent, core.time()) end
+    end
+    if conn and (not conn:is_open() or now() >= deadline) then
         conn:close()
         conn, why = nil, "redis: connecting timed out (in all, with AUTH and SELECT)"
     end
@@ -205,6 +254,12 @@ function Redis:cosocket_command(redis, name, ...)
             return nil, problem
         end
         connected = true
+        if self:clock_due() then
+            -- the store's clock, read on the way (time() is any command)
+            local sent = core.time()
+            local reply = red:time()
+            if reply then self:note_clock(reply, sent, core.time()) end
+        end
         return red[name:lower()](red, unpack(args, 1, args.n))
     end)
     if reply == TIMED_OUT then
@@ -246,6 +301,11 @@ function Redis:command(...)
     end
     local conn, why = self:connection()
     if not conn then return nil, why end
+    if self:clock_due() then
+        local sent = core.time()
+        local time = conn:command("TIME")
+        if time then self:note_clock(time, sent, core.time()) end
+    end
     local reply
     reply, why = conn:command(...)
     if reply == nil then
@@ -424,6 +484,7 @@ function _M.new(spec)
         lease = spec.lease or policy_rules.LEASE, pool_size = pool_size or 4,
         look_every = spec.look_every or policy_rules.LOOK_EVERY,
         conn = nil, retry_at = -math.huge, last_problem = nil, nonce = 0, kind = "redis",
+        offset = 0, offset_at = -math.huge, skew_said = false,
         atomic = true, -- delete_token_if runs in Redis: no lock needed
         hits = 0, misses = 0, lease_wins = 0, lease_losses = 0, errors = 0,
     }, Redis)
