@@ -181,6 +181,8 @@ local function place(w, conf)
         deadline = deadline,
         lease = cache.lease_for { timeout = timeout, deadline = deadline },
         first_wait = w.sleep, wait = w.sleep,
+        -- an nginx node: fetches in timers, requests wait for them
+        schedule = function(fn) return w.spawn(function() fn(false) end) end,
         count = function(name)
             if name == "store_errors" then p.store_errors = p.store_errors + 1 end
         end,
@@ -201,6 +203,11 @@ local function run(w, fns)
     w.scheduled = true
     local ready = {}
     for i, fn in ipairs(fns) do ready[i] = { at = w.t, co = coroutine.create(fn) } end
+    -- what a place starts apart from its callers (nginx's timers)
+    function w.spawn(fn)
+        ready[#ready + 1] = { at = w.t, co = coroutine.create(fn) }
+        return true
+    end
     while #ready > 0 do
         table.sort(ready, function(a, b) return a.at < b.at end)
         local item = table.remove(ready, 1)
@@ -654,6 +661,31 @@ describe("oauth2.cache with a " .. first_kind .. " first layer", function()
         assert.equals("token-1", got[1] and got[1].access_token, tostring(got[2]))
         assert.is_nil(w.memory:get("key").next_try)
         assert.is_nil(a.record().next_try)
+    end)
+
+    it("lets requests waiting on a stuck fetch take a token another published", function()
+        local w = new_world()
+        -- x's fetch hangs 40 s at the endpoint (its fleet lease lapses at 15 s)
+        w.script = { { latency = 40, kind = "timeout" } }
+        local x, y = place(w), place(w)
+        local waited
+        run(w, {
+            function() x.engine:refresh() end,
+            function()
+                w.sleep(16)
+                assert(y.token()) -- another node fetches, and publishes
+            end,
+            function()
+                w.sleep(17)
+                -- a request of x's, while x's fetch is still stuck
+                local started = w.t
+                waited = { x.engine:wait_for(3) }
+                waited.took = w.t - started
+            end,
+        })
+        assert.is_truthy(waited[1], tostring(waited[2]))
+        assert.is_true(waited.took < 3, tostring(waited.took))
+        assert.equals(2, #w.requests)
     end)
 
     it("believes no time of a writer later than the store's now", function()

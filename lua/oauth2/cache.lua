@@ -84,6 +84,10 @@ local STORE_AGAIN = 2
 -- shared store costs O(1) commands a second per waiter.
 local PACE = { 0.05, 1 }
 
+-- How often callers waiting for a place's fetch look at the shared store
+-- meanwhile (once for all of them), in seconds.
+local WAIT_LOOK = 0.5
+
 --- The lease of a fetch for a validated configuration: one attempt's
 -- timeout (within the deadline) and a little.
 function _M.lease_for(conf)
@@ -491,13 +495,21 @@ function Engine:wait_for(seconds)
     self:refresh()
     local deadline = clock() + seconds
     local pause = first.pace[1]
+    local shared = self.shared
     while true do
         local left = deadline - clock()
         if left < 0.001 then break end
-        first.wait(min(pause, left), left)
+        first.wait(min(pause, left), shared and min(left, WAIT_LOOK) or left)
         pause = min(pause * 2, first.pace[2])
         local a, b = first.store:peek(first.key)
         if a then return a, b end
+        if shared and clock() >= self.looked_until then
+            -- this place's fetch may be stuck while another published: take it
+            self.looked_until = clock() + WAIT_LOOK
+            self:look()
+            a, b = first.store:peek(first.key)
+            if a then return a, b end
+        end
         local failure = self:failure()
         if failure then return nil, failure end
         -- the fetcher is gone without an outcome: run one ourselves
@@ -672,7 +684,7 @@ function _M.new(opts)
         spread = opts.spread or function(fn) fn() end,
         log = opts.log or no_op, place = opts.place or "process",
         emit = opts.emit or no_op, count = opts.count,
-        running = false, quiet_until = -huge,
+        running = false, quiet_until = -huge, looked_until = -huge,
         counters = { hits = 0, drops = 0, invalidations = 0, store_errors = 0 },
     }, Engine)
     if opts.shared then
