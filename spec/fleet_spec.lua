@@ -212,15 +212,7 @@ describe("a fleet on a Redis store", function()
     it("bounds a Redis command in nginx by one deadline, not one per read", function()
         -- a reply trickled a byte every 0.2 s (3.6 s in all), each byte in
         -- time for a 0.5 s per-read timeout
-        local port = nginx.free_port()
-        local out_file = dir .. "/trickle.out"
-        local code, out = shell.run("python3 spec/support/trickle_server.py " .. port
-            .. " > " .. shell.quote(out_file) .. " 2>&1 &")
-        assert.equals(0, code, out)
-        for _ = 1, 100 do
-            if (shell.read_file(out_file) or ""):match("ready") then break end
-            core.sleep(0.05)
-        end
+        local port = redis_server.trickle(dir)
         local _, answer = shell.run(("LD_PRELOAD= curl -s '%s/redis-get?timeout=0.5&url="
             .. "redis://127.0.0.1:%d'"):format(nodes[1].base, port))
         assert.equals("nil redis: the command timed out\n", answer)
@@ -231,26 +223,12 @@ describe("a fleet on a Redis store", function()
         -- AUTH's +OK trickled a byte every 0.45 s (2.25 s in all), each
         -- byte in time for a 0.5 s per-read timeout: connect_timeout (1 s)
         -- and timeout (0.5 s) bound the whole
-        local port = nginx.free_port()
-        local out_file = dir .. "/trickle-auth.out"
-        local code, out = shell.run("python3 spec/support/trickle_server.py " .. port
-            .. " auth > " .. shell.quote(out_file) .. " 2>&1 &")
-        assert.equals(0, code, out)
-        for _ = 1, 100 do
-            if (shell.read_file(out_file) or ""):match("ready") then break end
-            core.sleep(0.05)
-        end
+        local port, said = redis_server.trickle(dir, "auth")
         local _, answer = shell.run(("LD_PRELOAD= curl -s '%s/redis-get?timeout=0.5&url="
             .. "redis://:a-password@127.0.0.1:%d'"):format(nodes[1].base, port))
         assert.matches("^nil redis: connecting timed out", answer)
         -- the command never followed an AUTH that came too late
-        local said
-        for _ = 1, 100 do
-            said = shell.read_file(out_file) or ""
-            if said:match("second") then break end
-            core.sleep(0.05)
-        end
-        assert.matches("no second command", said)
+        assert.matches("no second command", said("second"))
     end)
 
     it("makes one request for the whole fleet after a 429", function()

@@ -450,14 +450,7 @@ describe("the redis store", function()
     it("bounds a command by one deadline and its reply by a size", function()
         -- a reply trickled a byte at a time, each in time for a per-read
         -- timeout, fails as a whole past the command's timeout
-        local port = require("nginx").free_port()
-        local code, out = shell.run("python3 spec/support/trickle_server.py " .. port
-            .. " > " .. shell.quote(redis.dir .. "/trickle.out") .. " 2>&1 &")
-        assert.equals(0, code, out)
-        for _ = 1, 100 do
-            if (shell.read_file(redis.dir .. "/trickle.out") or ""):match("ready") then break end
-            core.sleep(0.05)
-        end
+        local port = redis_server.trickle(redis.dir)
         local conn = assert(require("oauth2.redis").connect("127.0.0.1", port, 2, 0.5))
         local reply, why = conn:command("GET", "k")
         assert.is_nil(reply)
@@ -496,28 +489,14 @@ describe("the redis store", function()
     it("bounds connecting, AUTH and SELECT by one bound with the command", function()
         -- AUTH's +OK trickled a byte every 0.45 s (2.25 s in all), each
         -- byte in time for a 0.5 s per-read timeout
-        local port = require("nginx").free_port()
-        local out_file = redis.dir .. "/trickle-auth.out"
-        local code, out = shell.run("python3 spec/support/trickle_server.py " .. port
-            .. " auth > " .. shell.quote(out_file) .. " 2>&1 &")
-        assert.equals(0, code, out)
-        for _ = 1, 100 do
-            if (shell.read_file(out_file) or ""):match("ready") then break end
-            core.sleep(0.05)
-        end
+        local port, said = redis_server.trickle(redis.dir, "auth")
         local stores = require "oauth2.store"
         local store = assert(stores.redis { url = ("redis://:a-password@127.0.0.1:%d/2")
             :format(port), connect_timeout = 1, timeout = 0.5 })
         local record, why = store:get("k", SECRET)
         assert.is_nil(record)
         assert.matches("timed out", why)
-        local said
-        for _ = 1, 100 do
-            said = shell.read_file(out_file) or ""
-            if said:match("second") then break end
-            core.sleep(0.05)
-        end
-        assert.matches("no second command", said)
+        assert.matches("no second command", said("second"))
     end)
 
     it("makes one request for all processes when the endpoint answers 429", function()

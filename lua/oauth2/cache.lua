@@ -220,6 +220,21 @@ local function caller_moved(caller, delta)
              deadline = caller.deadline }
 end
 
+-- A record just fetched for a layer, published there when `publish`:
+-- the record that stands and how, or nil and why (its token was named
+-- rejected meanwhile: never served again).
+local function fetched(self, layer, record, publish, how)
+    if publish then
+        record = publish_token(self, layer, record)
+        if not record then
+            return nil, errors.new { kind = "http", status = 401, code = "invalidated",
+                retryable = true, retry_after = 0,
+                message = "the token was rejected while it was fetched" }
+        end
+    end
+    return record, nil, how
+end
+
 -- Fetch now, for a layer: from the layer below, or from the source.
 -- Returns the record (published when `publish`), how (see get), or nil
 -- and the error (its cool-down in retry_after, its count in failures),
@@ -232,16 +247,8 @@ local function fetch(self, layer, prior, caller, publish)
         local delta = layer.clock() - below.clock()
         local record, problem, how = obtain(self, below, caller_moved(caller, -delta))
         if record then
-            record = records.shift(record, delta)
-            if publish then
-                record = publish_token(self, layer, record)
-                if not record then
-                    return nil, errors.new { kind = "http", status = 401, code = "invalidated",
-                        retryable = true, retry_after = 0,
-                        message = "the token was rejected while it was fetched" }
-                end
-            end
-            return record, nil, how == "fetched" and "fetched" or "store"
+            return fetched(self, layer, records.shift(record, delta), publish,
+                how == "fetched" and "fetched" or "store")
         end
         if record == false then return false, nil, how end
         err = problem
@@ -250,16 +257,8 @@ local function fetch(self, layer, prior, caller, publish)
         local token
         token, err = self.source(caller.deadline)
         if token then
-            local record = records.of_token(self.policy, token, sent_at, prior)
-            if publish then
-                record = publish_token(self, layer, record)
-                if not record then
-                    return nil, errors.new { kind = "http", status = 401, code = "invalidated",
-                        retryable = true, retry_after = 0,
-                        message = "the token was rejected while it was fetched" }
-                end
-            end
-            return record, nil, "fetched"
+            return fetched(self, layer, records.of_token(self.policy, token, sent_at, prior),
+                publish, "fetched")
         end
         if publish and not layer.first then
             -- another may have published while this fetch failed: serve

@@ -78,4 +78,27 @@ function _M.start(tls)
     return server:start_again()
 end
 
+--- A fake Redis that trickles its reply a byte at a time (spec/support/
+-- trickle_server.py; `mode` nil, or "auth": a slow +OK to AUTH) on a
+-- free port, its output in `dir`: the port, and said(pattern), which
+-- waits (5 s at most) for what it says to match and returns it.
+function _M.trickle(dir, mode)
+    local port = nginx.free_port()
+    local out_file = dir .. "/trickle-" .. port .. ".out"
+    local code, out = shell.run("python3 spec/support/trickle_server.py " .. port .. " "
+        .. (mode or "") .. " > " .. shell.quote(out_file) .. " 2>&1 &")
+    assert(code == 0, out)
+    local function said(pattern)
+        local text
+        for _ = 1, 100 do
+            text = shell.read_file(out_file) or ""
+            if text:match(pattern) then break end
+            core.sleep(0.05)
+        end
+        return text
+    end
+    said("ready")
+    return port, said
+end
+
 return _M
