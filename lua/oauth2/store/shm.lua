@@ -90,7 +90,10 @@ function Shm:peek(key)
     local header, floor_at = self.dict:get(known and known[2] or select(2, names(self, key)))
     if header then return header, floor_at end
     local own = self.own[key]
-    if own and wall_now() < own.record.expire_at then return own.header, floor(own.next_at) end
+    -- (a copy of this worker's own, with a token: a failure has none)
+    if own and own.header and wall_now() < own.record.expire_at then
+        return own.header, floor(own.next_at)
+    end
     return nil
 end
 
