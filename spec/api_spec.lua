@@ -309,11 +309,13 @@ describe("API requests", function()
             runtime.now, runtime.sleep = real_now, real_sleep
             paced:close()
         end)
+        -- (the reset as a number of seconds, which is taken at its word: on
+        -- the virtual clock, whatever the real one did meanwhile)
         local spent = { status = 200, body = { ok = true }, headers = {
             ["X-Organization-Rate-Limit-Remaining"] = "0",
-            ["X-Organization-Rate-Limit-Reset"] = tostring(os.time() + 2) } }
-        -- nothing left, reset in 1-2 s; then a server that stalls 2.5 s:
-        -- the attempt gets what the pacing left of 3 s, not 3 s
+            ["X-Organization-Rate-Limit-Reset"] = "2" } }
+        -- nothing left, reset in 2 s; then a server that stalls 2.5 s: the
+        -- attempt gets what the pacing left of 3 s (1 s), not 3 s
         server:control { api_script = { spent, { status = 200, delay = 2.5,
             body = { ok = true } } } }
         assert(paced:request("GET", "/v7/tests"))
