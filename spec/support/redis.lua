@@ -81,7 +81,8 @@ end
 --- A fake Redis that trickles its reply a byte at a time (spec/support/
 -- trickle_server.py; `mode` nil, or "auth": a slow +OK to AUTH) on a
 -- free port, its output in `dir`: the port, and said(pattern), which
--- waits (5 s at most) for what it says to match and returns it.
+-- waits (10 s at most: a busy machine) for what it says to match and
+-- returns it.
 function _M.trickle(dir, mode)
     local port = nginx.free_port()
     local out_file = dir .. "/trickle-" .. port .. ".out"
@@ -90,7 +91,7 @@ function _M.trickle(dir, mode)
     assert(code == 0, out)
     local function said(pattern)
         local text
-        for _ = 1, 100 do
+        for _ = 1, 200 do
             text = shell.read_file(out_file) or ""
             if text:match(pattern) then break end
             core.sleep(0.05)
