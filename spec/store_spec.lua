@@ -486,6 +486,18 @@ describe("the redis store", function()
         assert.near(3600, store.offset, 1)
     end)
 
+    it("fails, never raises, when reading the store's clock breaks the connection", function()
+        local stores = require "oauth2.store"
+        local store = assert(stores.redis(redis.url))
+        assert.is_nil(store:get("clock-break", SECRET)) -- connected, clock read
+        store.offset_at = -math.huge -- the next command reads the clock first
+        redis:halt()
+        finally(function() if not redis:alive() then redis:start_again() end end)
+        local record, why = store:get("clock-break", SECRET)
+        assert.is_nil(record)
+        assert.is_string(why)
+    end)
+
     it("bounds connecting, AUTH and SELECT by one bound with the command", function()
         -- AUTH's +OK trickled a byte every 0.45 s (2.25 s in all), each
         -- byte in time for a 0.5 s per-read timeout

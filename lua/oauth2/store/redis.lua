@@ -301,13 +301,14 @@ function Redis:command(...)
     end
     local conn, why = self:connection()
     if not conn then return nil, why end
+    local reply
     if self:clock_due() then
         local sent = core.time()
-        local time = conn:command("TIME")
-        if time then self:note_clock(time, sent, core.time()) end
+        reply, why = conn:command("TIME")
+        if reply then self:note_clock(reply, sent, core.time()) end
     end
-    local reply
-    reply, why = conn:command(...)
+    -- (a TIME that broke the connection fails this command as its own)
+    if conn:is_open() then reply, why = conn:command(...) end
     if reply == nil then
         self.errors = self.errors + 1
         if not conn:is_open() then self.retry_at = now() + RECONNECT_PAUSE end
