@@ -297,6 +297,23 @@ describe("oauth2.client", function()
             assert.equals(1, requests())
         end)
 
+        it("serve a client without a store from the hot path, beside one with a store",
+                function()
+            -- one entry (same key and policy), one client on a store
+            local shared = require("oauth2.store").memory { lease = 60 }
+            local with = new_client { scope = "mixed", store = shared }
+            local without = new_client { scope = "mixed" }
+            assert(with:token())
+            assert(without:token())
+            clock.t = clock.t + 10 -- past the entry's next look
+            local hits = without:stats().hits
+            for _ = 1, 5 do assert(without:token()) end
+            -- the first call moves the look on; the rest are plain hits
+            assert.equals(hits + 5, without:stats().hits)
+            assert.is_true(with.entry.serve_until > clock.t)
+            assert.equals(1, requests())
+        end)
+
         it("keep scopes, tenants, bearer tokens and client ids apart", function()
             local base = new_client { scope = "keys" }
             local others = {

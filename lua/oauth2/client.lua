@@ -123,12 +123,15 @@ end
 -- cool-downs, all decided by the engine.
 local function slow_token(self, now)
     local entry = self.entry
-    if self.shared and now >= entry.look_at and entry.token then
+    local look_at = entry.look_at
+    if look_at and now >= look_at and entry.token then
         -- another process may hold a newer token or a cool-down, or have
-        -- seen this one rejected: looked at every look_every seconds
+        -- seen this one rejected: looked at every look_every seconds (the
+        -- bound moves on also for a client of the entry that has no
+        -- store, so its hot path stays a hit)
         entry.look_at = now + self.look_every
         entry.serve_until = min(entry.next_at, entry.look_at)
-        self.engine:look()
+        if self.shared then self.engine:look() end
         if now < entry.serve_until then
             self.hits = self.hits + 1
             return entry.token
