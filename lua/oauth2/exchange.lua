@@ -20,6 +20,7 @@ local format, lower = string.format, string.lower
 local decode = cjson.decode
 local is_b64token = core.is_b64token
 local json_null = cjson.null
+local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 
 local _M = {
     _VERSION = core._VERSION,
@@ -223,6 +224,54 @@ function _M.fetch(conf, request, session, deadline)
     end
     if token then return token, nil, attempts end
     return nil, errors.new(err, options.secrets(conf)), attempts
+end
+
+--- The exchange in an nginx thread pool's own Lua state, where blocking
+-- is the point: plain tables in (in_pool's `plain`), plain tables out.
+function _M.in_thread(conf)
+    _M.runtime.sleep = core.sleep
+    local session = core.session()
+    local blocking = {
+        request = function(_, req, ...) return session:request(req, ...) end,
+        header = function(_, name) return session:header(name) end,
+    }
+    local ok, token, err = pcall(function()
+        return _M.fetch(conf, assert(_M.build_request(conf)), blocking)
+    end)
+    session:close()
+    if not ok then return nil, { kind = "config", message = tostring(token) } end
+    if token then
+        return { access_token = token.access_token, token_type = token.token_type,
+                 expires_in = token.expires_in, scope = token.scope }
+    end
+    return nil, errors.plain(err)
+end
+
+--- What a thread pool's Lua state gets of a configuration: plain values
+-- (and params, a table of strings); no function (a clock, the trace's
+-- sink) crosses into it.
+function _M.plain(conf)
+    local plain = {}
+    for name, value in pairs(conf) do
+        local kind = type(value)
+        if name == "params" or kind ~= "table" and kind ~= "userdata" and kind ~= "function" then
+            plain[name] = value
+        end
+    end
+    return plain
+end
+
+--- One token fetched in the nginx thread pool `pool` (ngx.run_worker_thread)
+-- for `conf` and its plain form: the token, or nil and the error.
+function _M.in_pool(pool, conf, plain)
+    local ok, token, err = ngx.run_worker_thread(pool, "oauth2.exchange", "in_thread",
+        plain)
+    if not ok then
+        token, err = nil, { kind = "config", message = "thread pool '" .. pool .. "': "
+            .. tostring(token) }
+    end
+    if token then return token end
+    return nil, errors.new(err, options.secrets(conf))
 end
 
 return _M

@@ -112,42 +112,13 @@ local function emit(self, event, info)
     if hook then pcall(hook, event, info) end
 end
 
---- The exchange, run in a thread pool's own Lua state: blocking there is
--- the point.  Plain tables go in and come out.
-function _M.fetch_in_thread(conf)
-    local runtime = exchange.runtime
-    runtime.sleep = core.sleep
-    local session = core.session()
-    local blocking = {
-        request = function(_, req, ...) return session:request(req, ...) end,
-        header = function(_, name) return session:header(name) end,
-    }
-    local ok, token, err = pcall(function()
-        return exchange.fetch(conf, assert(exchange.build_request(conf)), blocking)
-    end)
-    session:close()
-    if not ok then return nil, { kind = "config", message = tostring(token) } end
-    if token then
-        return { access_token = token.access_token, token_type = token.token_type,
-                 expires_in = token.expires_in, scope = token.scope }
-    end
-    return nil, errors.plain(err)
-end
-
 -- One exchange with the token endpoint, within `deadline` seconds (or the
 -- configured one): in the thread pool when one is named, else stepped
 -- here.  Counted and told.  The token, or nil and an error.
 local function source(self, deadline)
     local token, err
     if self.thread_pool and ngx.get_phase() ~= "init" then
-        local ok
-        ok, token, err = ngx.run_worker_thread(self.thread_pool, "oauth2.openresty",
-            "fetch_in_thread", self.thread_conf)
-        if not ok then
-            token, err = nil, { kind = "config",
-                message = "thread pool '" .. self.thread_pool .. "': " .. tostring(token) }
-        end
-        if not token then err = errors.new(err, options.secrets(self.conf)) end
+        token, err = exchange.in_pool(self.thread_pool, self.conf, self.thread_conf)
     else
         -- a connection of the fetch's own: light threads never share one
         token, err = exchange.fetch(self.conf, self.request, nil, deadline)
@@ -336,20 +307,6 @@ function _M.check(opts)
     return true
 end
 
--- What a thread pool's Lua state gets of a configuration: plain values
--- only (and params, a table of strings); no function (a clock, the debug
--- trace's sink) crosses into it.
-local function plain_conf(conf)
-    local plain = {}
-    for name, value in pairs(conf) do
-        local kind = type(value)
-        if name == "params" or kind ~= "table" and kind ~= "userdata" and kind ~= "function" then
-            plain[name] = value
-        end
-    end
-    return plain
-end
-
 --- A shared token; opts are oauth2.token's options plus this module's and
 -- the cache policy's.  Returns it, or nil and a message for bad options.
 function _M.new(opts)
@@ -379,7 +336,7 @@ function _M.new(opts)
         node = node,          -- the first layer: the node's record, lock and view
         on_event = own.on_event or nil,
         key = key,
-        thread_conf = own.thread_pool and plain_conf(conf),
+        thread_conf = own.thread_pool and exchange.plain(conf),
         thread_pool = own.thread_pool,
         policy = policy,
         status = own.status,
