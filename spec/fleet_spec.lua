@@ -12,6 +12,7 @@ local fake = require "server"
 local nginx = require "nginx"
 local shell = require "shell"
 local redis_server = require "redis"
+local fleet = require "fleet"
 
 local SECRET = "sentinel-Secret-fleet-3c8d"
 
@@ -82,9 +83,7 @@ describe("a fleet on a Redis store", function()
                 .. node.base .. "/v7/tests?n=[1-" .. n .. "]' > " .. shell.quote(dir
                 .. "/node." .. i) .. " 2>&1 &"
         end
-        local env = { THOUSANDEYES_CLIENT_ID = "nginx-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
-                      OAUTH2_SPEC_HOST = server.http_url, OAUTH2_SPEC_STORE = redis.url,
-                      OAUTH2_SPEC_STORE_TIMEOUT = "5" }
+        local env = fleet.env(server, SECRET, redis.url)
         for i = 1, processes do
             parts[#parts + 1] = shell.lua_command(env, "spec/support/store_child.lua token")
                 .. " > " .. shell.quote(dir .. "/proc." .. i) .. " 2>&1 &"
@@ -101,46 +100,10 @@ describe("a fleet on a Redis store", function()
         return ok, failed, tokens, out
     end
 
-    -- Steady traffic for about `seconds`: a request to each node and a
-    -- token from each of `processes` plain Lua clients every 0.25 s, in the
-    -- background.  Returns finish(), which waits for the end and returns
-    -- the numbers of good and failed answers, and the output.
+    -- Steady traffic for about `seconds` (spec/support/fleet.lua).
     local function traffic(seconds, processes)
-        local rounds = seconds * 4
-        local parts = {}
-        for i, node in ipairs(nodes) do
-            parts[#parts + 1] = "for i in $(seq " .. rounds .. "); do LD_PRELOAD= curl -s "
-                .. "-o /dev/null -w 'code=%{http_code}\n' '" .. node.base .. "/v7/tests'; "
-                .. "sleep 0.25; done > " .. shell.quote(dir .. "/node." .. i) .. " 2>&1 &"
-        end
-        local env = { THOUSANDEYES_CLIENT_ID = "nginx-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
-                      OAUTH2_SPEC_HOST = server.http_url, OAUTH2_SPEC_STORE = redis.url,
-                      OAUTH2_SPEC_STORE_TIMEOUT = "5" }
-        for i = 1, processes do
-            parts[#parts + 1] = shell.lua_command(env, "spec/support/store_child.lua loop "
-                .. rounds .. " 0.25") .. " > " .. shell.quote(dir .. "/proc." .. i) .. " 2>&1 &"
-        end
-        local done = dir .. "/done"
-        local code, out = shell.run("( " .. table.concat(parts, "\n") .. "\nwait; touch "
-            .. shell.quote(done) .. " ) > /dev/null 2>&1 &", { lua = true })
-        assert.equals(0, code, out)
-        return function()
-            for _ = 1, (seconds + 120) * 10 do
-                if shell.read_file(done) then break end
-                core.sleep(0.1)
-            end
-            local _, text = shell.run("cat " .. shell.quote(dir) .. "/node.* "
-                .. shell.quote(dir) .. "/proc.* 2>/dev/null; rm -f " .. shell.quote(dir)
-                .. "/node.* " .. shell.quote(dir) .. "/proc.* " .. shell.quote(done))
-            local good, bad = 0, 0
-            -- (a process says once on stderr that its store is away: not
-            -- an answer)
-            for line in text:gmatch("[^\n]+") do
-                if line == "code=200" or line:match("^token te%-%x+$") then good = good + 1
-                elseif line:match("^code=") or line:match("^error ") then bad = bad + 1 end
-            end
-            return good, bad, text
-        end
+        return fleet.traffic(nodes, dir, fleet.env(server, SECRET, redis.url), seconds,
+            processes)
     end
 
     it("makes exactly one token request on a cold start", function()
@@ -166,7 +129,7 @@ describe("a fleet on a Redis store", function()
         -- each node fetched alone, and said why once
         assert.equals(3, server:stats().token_requests)
         local log = nodes[1]:error_log()
-        assert.matches("oauth2.store redis 127.0.0.1:%d+/0 failed %(redis: OOM", log)
+        assert.matches("oauth2.store redis://127.0.0.1:%d+/0 failed %(redis: OOM", log)
         local _, lines = log:gsub("oauth2.store redis", "")
         assert.equals(1, lines)
     end)
@@ -197,16 +160,16 @@ describe("a fleet on a Redis store", function()
         assert.equals("over-tls nil\n", get(redis.tls_url, "localhost"))
         -- the certificate is checked for the name: nginx matches DNS
         -- names only, and 127.0.0.1 is none
-        assert.matches("^nil redis: TLS: ", get(redis.tls_url))
+        assert.matches("^nil redis 127.0.0.1:%d+: TLS: ", get(redis.tls_url))
         -- never plain instead: a port without TLS fails the handshake
-        assert.matches("^nil redis: TLS: ", get(redis.url:gsub("^redis:", "rediss:"), "localhost"))
+        assert.matches("^nil redis 127.0.0.1:%d+: TLS: ", get(redis.url:gsub("^redis:", "rediss:"), "localhost"))
         -- a certificate of a CA nginx does not trust is refused
         local stranger = redis_server.start { cert_file = server.wrong_ca_file,
             key_file = server.wrong_ca_file:gsub("%.pem$", ".key"), ca_file = server.ca_file }
         finally(function() stranger:stop() end)
         -- (refused is what matters: lua-resty-core words it as a
         -- certificate error, or now and then as a failed assertion)
-        assert.matches("^nil redis: TLS: ", get(stranger.tls_url, "localhost"))
+        assert.matches("^nil redis 127.0.0.1:%d+: TLS: ", get(stranger.tls_url, "localhost"))
     end)
 
     it("bounds a Redis command in nginx by one deadline, not one per read", function()
@@ -215,7 +178,7 @@ describe("a fleet on a Redis store", function()
         local port = redis_server.trickle(dir)
         local _, answer = shell.run(("LD_PRELOAD= curl -s '%s/redis-get?timeout=0.5&url="
             .. "redis://127.0.0.1:%d'"):format(nodes[1].base, port))
-        assert.equals("nil redis: the command timed out\n", answer)
+        assert.matches("^nil redis 127.0.0.1:%d+: the command timed out\n$", answer)
     end)
 
     it("bounds connecting to Redis in nginx (TLS, AUTH, SELECT) by the same one bound",
@@ -226,7 +189,7 @@ describe("a fleet on a Redis store", function()
         local port, said = redis_server.trickle(dir, "auth")
         local _, answer = shell.run(("LD_PRELOAD= curl -s '%s/redis-get?timeout=0.5&url="
             .. "redis://:a-password@127.0.0.1:%d'"):format(nodes[1].base, port))
-        assert.matches("^nil redis: connecting timed out", answer)
+        assert.matches("^nil redis 127.0.0.1:%d+: connecting timed out", answer)
         -- the command never followed an AUTH that came too late
         assert.matches("no second command", said("second"))
     end)
@@ -303,9 +266,7 @@ describe("a fleet on a Redis store", function()
     it("goes on within a lease when the holder of the fleet's lease is killed", function()
         -- a process takes the lease and hangs in its fetch; then it dies
         server:control { delay = 30 }
-        local env = { THOUSANDEYES_CLIENT_ID = "nginx-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
-                      OAUTH2_SPEC_HOST = server.http_url, OAUTH2_SPEC_STORE = redis.url,
-                      OAUTH2_SPEC_STORE_TIMEOUT = "5" }
+        local env = fleet.env(server, SECRET, redis.url)
         local code, pid = shell.run(shell.lua_command(env, "spec/support/store_child.lua token")
             .. " > /dev/null 2>&1 & echo $!", { lua = true })
         assert.equals(0, code)

@@ -103,9 +103,9 @@ describe("security", function()
         it("takes a scheme in any case and the default port", function()
             local stores = require "oauth2.store"
             local store = assert(stores.redis("Redis://user:" .. PASSWORD .. "@127.0.0.1/2"))
-            assert.equals(6379, store.port)
-            assert.equals(2, store.db)
-            assert.equals("oauth2.store redis 127.0.0.1:6379/2", tostring(store))
+            assert.equals(6379, store.link.nodes[1].port)
+            assert.equals(2, store.link.db)
+            assert.equals("oauth2.store redis://127.0.0.1:6379/2", tostring(store))
         end)
     end)
 

@@ -70,8 +70,9 @@ describe("the store contract", function()
                         assert.equals(0, (shell.run("cp -p " .. shell.quote(store:path("tenant-a"))
                             .. " " .. shell.quote(store:path("tenant-b")))))
                     else
-                        local value = assert(store:command("GET", store.prefix .. "tenant-a"))
-                        assert.truthy(store:command("SET", store.prefix .. "tenant-b", value))
+                        local a, b = store:name_of("tenant-a"), store:name_of("tenant-b")
+                        local value = assert(store:command(a, "GET", a))
+                        assert.truthy(store:command(b, "SET", b, value))
                     end
                     assert.is_nil(store:get("tenant-b", "same-secret"))
                     assert.equals("token-of-a", store:get("tenant-a", "same-secret").access_token)
@@ -475,22 +476,24 @@ describe("the redis store", function()
         local stores = require "oauth2.store"
         local store = assert(stores.redis(redis.url))
         assert.is_nil(store:get("clock-check", SECRET))
-        assert.is_true(store.offset_at > -math.huge)
+        local link = store.link
+        assert.is_true(link.offset_at > -math.huge)
         -- one machine here: the store's clock is this host's, near enough
-        assert.is_true(math.abs(store:now() - core.time()) < 1, tostring(store.offset))
+        assert.is_true(math.abs(store:now() - core.time()) < 1, tostring(link.offset))
         -- a reply that is no time is no reading
-        store:note_clock({ "x" }, 0, 0)
-        assert.is_true(math.abs(store.offset) < 1)
-        store:note_clock({ tostring(math.floor(core.time()) + 3600), "0" }, core.time(),
+        local note_clock = require("oauth2.link").note_clock
+        note_clock(link, { "x" }, 0, 0)
+        assert.is_true(math.abs(link.offset) < 1)
+        note_clock(link, { tostring(math.floor(core.time()) + 3600), "0" }, core.time(),
             core.time())
-        assert.near(3600, store.offset, 1)
+        assert.near(3600, link.offset, 1)
     end)
 
     it("fails, never raises, when reading the store's clock breaks the connection", function()
         local stores = require "oauth2.store"
         local store = assert(stores.redis(redis.url))
         assert.is_nil(store:get("clock-break", SECRET)) -- connected, clock read
-        store.offset_at = -math.huge -- the next command reads the clock first
+        store.link.offset_at = -math.huge -- the next command reads the clock first
         redis:halt()
         finally(function() if not redis:alive() then redis:start_again() end end)
         local record, why = store:get("clock-break", SECRET)

@@ -202,8 +202,35 @@ static int l_random(lua_State *L)
     return 1;
 }
 
+/* core.redis_slot(key) -> the Redis Cluster hash slot of a key: CRC16
+ * (XMODEM) of its hash tag (the text inside the first {...} that is not
+ * empty) or of the whole key, modulo 16384 */
+static int l_redis_slot(lua_State *L)
+{
+    size_t len, i;
+    const char *key = luaL_checklstring(L, 1, &len);
+    const char *open = memchr(key, '{', len);
+    unsigned crc = 0;
+    if (open != NULL) {
+        const char *close = memchr(open + 1, '}', len - (size_t)(open + 1 - key));
+        if (close != NULL && close > open + 1) {
+            len = (size_t)(close - open - 1);
+            key = open + 1;
+        }
+    }
+    for (i = 0; i < len; i++) {
+        int bit;
+        crc ^= (unsigned)(unsigned char)key[i] << 8;
+        for (bit = 0; bit < 8; bit++)
+            crc = (crc & 0x8000) ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    }
+    lua_pushinteger(L, (lua_Integer)(crc & 16383));
+    return 1;
+}
+
 static const luaL_Reg functions[] = {
     {"random", l_random},
+    {"redis_slot", l_redis_slot},
     {"sha256", l_sha256},
     {"hmac_sha256", l_hmac_sha256},
     {"seal", l_seal},

@@ -1,8 +1,8 @@
 -- oauth2.store.redis: processes and nginx nodes on many machines.
 --
--- Outside nginx (and in its init phases) through hiredis (oauth2.redis),
--- one total deadline per command and a bound on a reply's size; inside
--- nginx through cosockets (lua-resty-redis), never blocking a worker.  A
+-- Through oauth2.link: one server, a primary that Sentinels name, or a
+-- Cluster (a credential's keys share one slot: a hash tag), inside nginx
+-- over cosockets, outside over hiredis, each step in one bound.  A
 -- record's value is the id of its token, then the record sealed for its
 -- key; the lease is SET NX PX with an owner nonce, let go by a
 -- compare-and-delete script.  An error reply (-READONLY, -OOM, -NOAUTH)
@@ -11,13 +11,10 @@
 local core = require "oauth2.core"
 local record_codec = require "oauth2.record"
 local policy_rules = require "oauth2.policy"
-local transport = require "oauth2.transport"
+local link = require "oauth2.link"
 
-local type, ipairs, setmetatable, tostring, tonumber, pcall, select, rawget =
-      type, ipairs, setmetatable, tostring, tonumber, pcall, select, rawget
-local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
-local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
-local now = core.now
+local type, ipairs, setmetatable, tostring =
+      type, ipairs, setmetatable, tostring
 
 local _M = {}
 
@@ -65,261 +62,36 @@ return value
 ]]
 local MAX_RECORD = 65536
 
--- Why a rediss:// store works in nginx only.
--- Outside nginx without oauth2.redis (built where libhiredis is).
-local NO_HIREDIS = "the Redis store outside nginx needs the module oauth2.redis, which is "
-    .. "built with libhiredis (Debian: libhiredis-dev; LuaRocks: the lua-oauth2-redis rock)"
-
-local NO_TLS = "TLS to Redis (rediss://) runs inside nginx only (lua-resty-redis over "
-    .. "cosockets, in timers and requests); hiredis here has no TLS: reach Redis with "
-    .. "redis:// on a trusted network or through a TLS tunnel on loopback"
-
--- Seconds between attempts to reach a Redis that is down: no storm
--- against one that restarts.
-local RECONNECT_PAUSE = 2
-
--- Seconds between two readings of the store's clock (TIME), and how far
--- this host's clock may be off it before that is said.
-local CLOCK_EVERY = 60
-local SKEW_SAID = 5
-
--- The offset of the store's clock from this host's wall clock, from a
--- TIME reply ({seconds, microseconds}) and the wall clock when it was
--- asked and answered (the middle of the round trip); nil for a reply
--- that is no time.
-local function offset_of(reply, sent, received)
-    if type(reply) ~= "table" then return nil end
-    local seconds, micro = tonumber(reply[1]), tonumber(reply[2])
-    if not seconds or not micro then return nil end
-    return seconds + micro / 1e6 - (sent + received) / 2
-end
-
 local Redis = {}
 Redis.__index = Redis
 
---- The store's clock: seconds since the epoch by Redis's own time (this
--- host's wall clock moved by the offset last read), so that every node
--- and process times shared records alike, whatever its own clock says.
+--- The store's clock (oauth2.link): every node and process times shared
+-- records alike, whatever its own clock says.
 function Redis:now()
-    return core.time() + self.offset
-end
-
--- Whether the store's clock is due for a reading.
-function Redis:clock_due()
-    return now() >= self.offset_at + CLOCK_EVERY
-end
-
--- Take a reading of the store's clock; a host more than a few seconds
--- off is said once.
-function Redis:note_clock(reply, sent, received)
-    local offset = offset_of(reply, sent, received)
-    if not offset then return end
-    self.offset, self.offset_at = offset, now()
-    if math.abs(offset) > SKEW_SAID and not self.skew_said then
-        self.skew_said = true
-        transport.log("WARN", ("oauth2: this host's clock is %.1f s %s %s's: shared tokens "
-            .. "are timed by the store's clock"):format(math.abs(offset),
-            offset > 0 and "behind" or "ahead of", tostring(self)))
-    end
+    return self.link:now()
 end
 
 local RedisLock = {}
 RedisLock.__index = RedisLock
 
--- The connection, (re)made at most once per RECONNECT_PAUSE; nil and why.
-function Redis:connection()
-    local conn = self.conn
-    if conn and conn:is_open() then return conn end
-    local at = now()
-    if at < self.retry_at then return nil, self.last_problem end
-    local why
-    local found, hiredis = pcall(require, "oauth2.redis")
-    if not found then return nil, NO_HIREDIS end
-    -- connecting, AUTH and SELECT share one bound, the command's own after
-    -- them: a server that trickles its replies walks through no step
-    local deadline = at + self.connect_timeout + self.timeout
-    conn, why = hiredis.connect(self.host, self.port, self.connect_timeout, self.timeout)
-    if conn then conn:set_timeout(deadline - now()) end
-    if conn and self.password then
-        local ok, auth_why
-        if self.user then
-            ok, auth_why = conn:command("AUTH", self.user, self.password)
-        else
-            ok, auth_why = conn:command("AUTH", self.password)
-        end
-        if not ok then conn:close(); conn, why = nil, "redis AUTH: " .. tostring(auth_why) end
-    end
-    if conn and self.db and self.db ~= 0 then
-        local ok, db_why = conn:command("SELECT", self.db)
-        if not ok then conn:close(); conn, why = nil, "redis SELECT: " .. tostring(db_why) end
-    end
-    if conn then
-        -- the store's clock, read with the connection
-        local sent = core.time()
-        local reply = conn:command("TIME")
-        if reply then self:note_clock(reply, sent, core.time()) end
-    end
-    if conn and (not conn:is_open() or now() >= deadline) then
-        conn:close()
-        conn, why = nil, "redis: connecting timed out (in all, with AUTH and SELECT)"
-    end
-    if not conn then
-        self.retry_at, self.last_problem = at + RECONNECT_PAUSE, why
-        self.errors = self.errors + 1
-        return nil, why
-    end
-    conn:set_timeout(self.timeout)
-    self.conn = conn
-    return conn
-end
-
--- The nginx module that speaks Redis over cosockets: OpenResty's, or
--- Debian's lua-nginx-redis.
-local function cosocket_redis()
-    local ok, redis = pcall(require, "resty.redis")
-    if ok then return redis end
-    ok, redis = pcall(require, "nginx.redis")
-    if ok then return redis end
-    return nil
-end
-
--- Whether this nginx phase may use cosockets (timers, access, content).
-local COSOCKET_PHASES = { rewrite = true, access = true, content = true, timer = true }
-
--- What the alarm of a command returns when it rings first.
-local TIMED_OUT = {}
-
--- Run fn() in a light thread for at most `seconds` in all: its first
--- two results, or TIMED_OUT (the thread killed, its socket with it).
--- A cosocket's timeout is per read, so a reply trickled in time for
--- every read would run on; this bounds the whole.  The thread tells it
--- is done through a semaphore, so only a thread past its time is killed.
-local function within(seconds, fn)
-    local done = require("ngx.semaphore").new(0)
-    local ok, reply, why
-    local worker = ngx.thread.spawn(function()
-        ok, reply, why = pcall(fn)
-        done:post(1)
-    end)
-    if not done:wait(seconds) then
-        ngx.thread.kill(worker)
-        return TIMED_OUT
-    end
-    ngx.thread.wait(worker)
-    if not ok then return nil, reply end
-    return reply, why
-end
-
--- Connect (a pool of this store's own: AUTH and SELECT run on new
--- connections only, so a connection never serves another database or
--- user): true, or nil and why.
-function Redis:cosocket_connect(red)
-    red:set_timeout(math.ceil(self.connect_timeout * 1000))
-    local ok, why = red:connect(self.host, self.port, { pool = self.pool })
-    red:set_timeout(math.ceil(self.timeout * 1000))
-    if ok and red:get_reused_times() == 0 then
-        if self.tls then
-            -- the server's certificate checked against nginx's
-            -- lua_ssl_trusted_certificate, for server_name (both
-            -- lua-resty-redis and Debian's keep the cosocket in _sock)
-            -- (a failed check may raise in some lua-resty-core versions)
-            local sock = rawget(red, "_sock")
-            local ran, done, problem = pcall(sock.sslhandshake, sock, nil, self.server_name, true)
-            ok, why = ran and done, ran and problem or done
-            if not ok then why = "TLS: " .. tostring(why) end
-        end
-        if ok and self.password then
-            if self.user then ok, why = red:auth(self.user, self.password)
-            else ok, why = red:auth(self.password) end
-        end
-        if ok and self.db and self.db ~= 0 then ok, why = red:select(self.db) end
-    end
-    return ok, why
-end
-
--- One command over a cosocket (inside nginx, never blocking a worker):
--- connecting (TLS, AUTH, SELECT on a new connection) and the command's
--- reply within one bound, connect_timeout + timeout, as a whole; the
--- connection goes back to the pool after it.
-function Redis:cosocket_command(redis, name, ...)
-    local at = now()
-    if at < self.retry_at then return nil, self.last_problem end
-    local red = redis:new()
-    local args = { n = select("#", ...), ... }
-    local connected, refused = false, nil
-    local reply, why = within(self.connect_timeout + self.timeout, function()
-        local ok, problem = self:cosocket_connect(red)
-        if not ok then
-            refused = problem
-            return nil, problem
-        end
-        connected = true
-        if self:clock_due() then
-            -- the store's clock, read on the way (time() is any command)
-            local sent = core.time()
-            local reply = red:time()
-            if reply then self:note_clock(reply, sent, core.time()) end
-        end
-        return red[name:lower()](red, unpack(args, 1, args.n))
-    end)
-    if reply == TIMED_OUT then
-        reply, why = nil, connected and "the command timed out"
-            or "connecting timed out (in all, with TLS, AUTH and SELECT)"
-    end
-    if not connected then
-        red:close()
-        self.retry_at = at + RECONNECT_PAUSE
-        self.last_problem = "redis: " .. tostring(refused or why)
-        self.errors = self.errors + 1
-        return nil, self.last_problem
-    end
-    if not reply then
-        -- nil: the connection broke; false: an error reply (-READONLY
-        -- after a failover, -OOM, -NOAUTH), a store failure all the same,
-        -- never a held lease
-        red:close()
-        self.errors = self.errors + 1
-        self.last_problem = "redis: " .. tostring(why)
-        return nil, self.last_problem
-    end
-    red:set_keepalive(10000, self.pool_size)
-    if reply == ngx.null then return false end
+-- One command for the record at `name` (its slot in a Cluster): the
+-- reply, or nil and why.
+function Redis:command(name, ...)
+    local reply, why = self.link:call(name, ...)
+    if reply == nil then return nil, why end
     return reply
 end
 
--- One command; its reply, or nil and why (counted in errors).  Inside
--- nginx where cosockets work, through them; elsewhere (and in nginx's init
--- phases, which may block) through hiredis (oauth2.redis).
-function Redis:command(...)
-    if ngx and ngx.get_phase and COSOCKET_PHASES[ngx.get_phase()] then
-        local redis = cosocket_redis()
-        if redis then return self:cosocket_command(redis, ...) end
-    end
-    if self.tls then
-        self.errors = self.errors + 1
-        return nil, "redis: " .. NO_TLS
-    end
-    local conn, why = self:connection()
-    if not conn then return nil, why end
-    local reply
-    if self:clock_due() then
-        local sent = core.time()
-        reply, why = conn:command("TIME")
-        if reply then self:note_clock(reply, sent, core.time()) end
-    end
-    -- (a TIME that broke the connection fails this command as its own)
-    if conn:is_open() then reply, why = conn:command(...) end
-    if reply == nil then
-        self.errors = self.errors + 1
-        if not conn:is_open() then self.retry_at = now() + RECONNECT_PAUSE end
-        self.last_problem = why
-    end
-    return reply, why
+-- The name of a key's record in Redis; its lock's is this and ":lock".
+-- In a Cluster both carry the key as their hash tag: one slot.
+function Redis:name_of(key)
+    if self.link.mode == "cluster" then return self.prefix .. "{" .. key .. "}" end
+    return self.prefix .. key
 end
 
 function Redis:get(key, secret)
-    local name = self.prefix .. key
-    local value, why = self:command("EVAL", GET_BOUNDED, 1, name, MAX_RECORD)
+    local name = self:name_of(key)
+    local value, why = self:command(name, "EVAL", GET_BOUNDED, 1, name, MAX_RECORD)
     if value == nil then return nil, why or "redis: no reply" end
     if type(value) ~= "string" then
         self.misses = self.misses + 1
@@ -343,24 +115,25 @@ local function redis_value(secret, record, name)
 end
 
 function Redis:set(key, secret, record, ttl)
-    local value, why = redis_value(secret, record, self.prefix .. key)
+    local name = self:name_of(key)
+    local value, why = redis_value(secret, record, name)
     if not value then return nil, why end
     local ok
     if ttl and ttl > 0 then
-        ok, why = self:command("SET", self.prefix .. key, value, "PX", math.ceil(ttl * 1000))
+        ok, why = self:command(name, "SET", name, value, "PX", math.ceil(ttl * 1000))
     else
-        ok, why = self:command("SET", self.prefix .. key, value)
+        ok, why = self:command(name, "SET", name, value)
     end
     if not ok then return nil, why end
     return true
 end
 
 function Redis:try_lock(key, lease)
-    local name = self.prefix .. key .. ":lock"
+    local name = self:name_of(key) .. ":lock"
     self.nonce = self.nonce + 1
     local owner = core.sha256(tostring(core.time()) .. " " .. self.nonce .. " "
         .. ("%.0f"):format(core.random() * 2^53) .. tostring(self))
-    local reply, why = self:command("SET", name, owner, "NX", "PX",
+    local reply, why = self:command(name, "SET", name, owner, "NX", "PX",
         math.ceil((lease or self.lease) * 1000))
     if reply == nil then return nil, why end
     if reply == false then
@@ -373,77 +146,49 @@ end
 
 function RedisLock:unlock()
     -- compare and delete: a lease that lapsed may be another's by now
-    self.store:command("EVAL", DELETE_IF_SAME, 1, self.key, self.owner)
+    self.store:command(self.key, "EVAL", DELETE_IF_SAME, 1, self.key, self.owner)
 end
 
 function Redis:delete_token_if(key, secret, token_id, cooldown, ttl)
     local record = self:get(key, secret)
     if not record then return false end
+    local name = self:name_of(key)
     local value = redis_value(secret, record_codec.without_token(record, token_id, cooldown),
-        self.prefix .. key)
+        name)
     if not value then return false end
-    return self:command("EVAL", DELETE_TOKEN_IF, 1, self.prefix .. key, token_id, value,
+    return self:command(name, "EVAL", DELETE_TOKEN_IF, 1, name, token_id, value,
         math.ceil((ttl or 0) * 1000)) == 1
 end
 
 --- Counters: hits, misses, lease_wins, lease_losses, errors.
 function Redis:stats()
     return { hits = self.hits, misses = self.misses, lease_wins = self.lease_wins,
-             lease_losses = self.lease_losses, errors = self.errors }
+             lease_losses = self.lease_losses, errors = self.link.errors }
 end
 
 function Redis:__tostring()
-    return ("oauth2.store %s %s:%d/%d"):format(self.tls and "rediss" or "redis", self.host,
-        self.port, self.db or 0)
+    return "oauth2.store " .. tostring(self.link)
 end
 
--- Store URLs of a scheme this library does not speak, and what to do.
-local UNSUPPORTED_SCHEMES = {
-    unix = "a Redis unix socket is not supported: use redis://127.0.0.1:port",
-    ["redis+socket"] = "a Redis unix socket is not supported: use redis://127.0.0.1:port",
-}
-
---- A Redis store, from "redis://[user:password@]host[:port][/db]" (or
--- rediss://, TLS, in nginx only: its certificate is checked against
--- lua_ssl_trusted_certificate for server_name, by default the URL's
--- host; nginx checks DNS names, not IP addresses) or a
--- table { url = ..., prefix =, connect_timeout =, timeout = (seconds,
--- default 1), lease = (of a try_lock(key) that names none: oauth2.cache
--- always names its own, one attempt's timeout and 5 s), pool_size =,
--- look_every = (seconds between two looks of a process or nginx node at
--- the store while its own copy is fresh, default 4: how soon a token
--- rejected elsewhere is dropped everywhere) }: the store, or nil and why.
--- The password is never shown.
+--- A Redis store, from a URL (oauth2.link): redis://[user:password@]host[:port][/db],
+-- redis+sentinel://[user:password@]host[:port][,...]/master[/db] (the
+-- password is the data nodes'; a Sentinel's own is sentinel_password,
+-- with sentinel_user), redis+cluster://[user:password@]host[:port][,...]
+-- (any nodes of it), each also rediss (TLS, in nginx only: certificates
+-- are checked against lua_ssl_trusted_certificate for server_name, by
+-- default each node's host; nginx checks DNS names, not IP addresses);
+-- or a table { url = ..., prefix =, connect_timeout =, timeout =
+-- (seconds, default 1), lease = (of a try_lock(key) that names none:
+-- oauth2.cache always names its own), pool_size =, server_name =,
+-- sentinel_user =, sentinel_password =, look_every = (seconds between
+-- two looks of a process or nginx node at the store while its own copy
+-- is fresh, default 4) }: the store, or nil and why.  No password is
+-- ever shown.
 function _M.new(spec)
     if type(spec) == "string" then spec = { url = spec } end
     if type(spec) ~= "table" or type(spec.url) ~= "string" then
         return nil, "a redis store needs a redis://host:port URL"
     end
-    -- (no message repeats the URL: it may carry a password)
-    local scheme = spec.url:match("^(%a[%w+.-]+):")
-    scheme = scheme and scheme:lower()
-    if scheme ~= "redis" and scheme ~= "rediss" then
-        return nil, UNSUPPORTED_SCHEMES[scheme] or "a redis store needs a "
-            .. "redis://[user:password@]host[:port][/db] URL"
-    end
-    local rest = spec.url:match("^%a+://(.*)$")
-    if not rest then
-        return nil, "a redis store needs a redis://[user:password@]host[:port][/db] URL"
-    end
-    local userinfo, hostport = rest:match("^(.*)@([^@]*)$")
-    if not userinfo then hostport = rest end
-    local host, port, db = hostport:match("^([^:/]+):(%d+)/?(%d*)$")
-    if not host then
-        host, db = hostport:match("^([^:/]+)/?(%d*)$")
-        port = "6379"
-    end
-    if not host or tonumber(port) < 1 or tonumber(port) > 65535 then
-        return nil, "a redis store needs a redis://[user:password@]host[:port][/db] URL"
-    end
-    local tls = scheme == "rediss"
-    if tls and not ngx then return nil, NO_TLS end
-    -- outside nginx the connection is hiredis's, a C module of its own
-    if not ngx and not pcall(require, "oauth2.redis") then return nil, NO_HIREDIS end
     for _, name in ipairs { "connect_timeout", "timeout", "lease", "look_every" } do
         local value = spec[name]
         if value ~= nil and (type(value) ~= "number" or value ~= value or value <= 0
@@ -464,30 +209,21 @@ function _M.new(spec)
             or not spec.server_name:match("^[%w.-]+$")) then
         return nil, "redis store option 'server_name' must be a host name"
     end
-    local user, password
-    if userinfo and userinfo ~= "" then
-        user, password = userinfo:match("^([^:]*):(.*)$")
-        if not user then password = userinfo end
-        if user == "" then user = nil end
+    for _, name in ipairs { "sentinel_user", "sentinel_password" } do
+        if spec[name] ~= nil and type(spec[name]) ~= "string" then
+            return nil, "redis store option '" .. name .. "' must be a string"
+        end
     end
-    port, db = tonumber(port), tonumber(db) or 0
+    local connection, why = link.new(spec)
+    if not connection then return nil, why end
     return setmetatable({
-        host = host, port = port, db = db,
-        user = user, password = password,
-        -- nginx's keepalive pool: one per address, database and
-        -- credentials (a keyed hash: no password in the name)
-        pool = ("oauth2:%s%s:%d/%d:%s"):format(
-            tls and "tls " .. (spec.server_name or host) .. ":" or "", host, port, db,
-            core.hmac_sha256("redis pool", (user or "") .. "\n" .. (password or "")):sub(1, 16)),
-        tls = tls, server_name = spec.server_name or host,
+        link = connection,
         prefix = spec.prefix or "oauth2:",
-        connect_timeout = spec.connect_timeout or 1, timeout = spec.timeout or 1,
-        lease = spec.lease or policy_rules.LEASE, pool_size = pool_size or 4,
+        lease = spec.lease or policy_rules.LEASE,
         look_every = spec.look_every or policy_rules.LOOK_EVERY,
-        conn = nil, retry_at = -math.huge, last_problem = nil, nonce = 0, kind = "redis",
-        offset = 0, offset_at = -math.huge, skew_said = false,
+        nonce = 0, kind = "redis",
         atomic = true, -- delete_token_if runs in Redis: no lock needed
-        hits = 0, misses = 0, lease_wins = 0, lease_losses = 0, errors = 0,
+        hits = 0, misses = 0, lease_wins = 0, lease_losses = 0,
     }, Redis)
 end
 
