@@ -14,6 +14,10 @@
 --   redis   every worker of the fleet shares one store (a memory store on
 --           the simulation's clock stands in for Redis: get, set with a
 --           time to live, a lock with a lease, compare-and-delete)
+--   budget  1,000 credentials of one organization on one Redis with the
+--           fleet's budget (60 token requests a minute, the default), each
+--           on BENCH_BUDGET_NODES nodes (10) of one worker: a cold start
+--           of every credential at once
 --   redis, 10 min outage   the same with the store unreachable for the 10
 --           minutes around the fleet's first refresh point after mid-run
 --           (every call fails as when Redis is down): the nodes keep their
@@ -45,6 +49,8 @@ core.now = function() return now end
 core.time = function() return EPOCH + now end
 
 local stores = require "oauth2.store"
+-- a wait for a slot of the budget passes virtual time
+require("oauth2.transport").sleep = function(seconds) now = now + seconds end
 local client_module = require "oauth2.client"
 
 local NODES = tonumber(os.getenv("BENCH_NODES")) or 10000
@@ -143,7 +149,10 @@ local function simulate(kind)
         end,
     }
     local fleet_store
-    if kind == "redis" or kind == "outage" then
+    if kind == "budget" then
+        fleet_store = stores.memory { lease = 60, budget = 60 }
+        fleet_store.look_every = 900
+    elseif kind == "redis" or kind == "outage" then
         fleet_store = stores.memory { lease = 60 }
         fleet_store.look_every = 900
         if kind == "outage" then
@@ -152,17 +161,21 @@ local function simulate(kind)
         end
     end
     local heap, workers = {}, {}
-    for _ = 1, NODES do
+    local nodes, credentials, per_node = NODES, 1, WORKERS
+    if kind == "budget" then
+        nodes, credentials, per_node = tonumber(os.getenv("BENCH_BUDGET_NODES")) or 10, 1000, 1
+    end
+    for n = 1, nodes * credentials do
         local node_store = fleet_store
         if kind == "shm" then
             node_store = stores.memory { lease = 60 }
             node_store.look_every = 900
         end
-        for _ = 1, WORKERS do
+        for _ = 1, per_node do
             -- a clock of its own: clients on distinct clocks share no entry,
             -- so each worker holds its own, as a worker process does
             local worker = assert(client_module.new {
-                client_id = "fleet", client_secret = "fleet-secret",
+                client_id = "fleet-" .. (n % credentials), client_secret = "fleet-secret",
                 session = session, retries = 0, store = node_store,
                 clock = function() return now end,
             })
@@ -195,6 +208,7 @@ local NAMES = {
     shm = "shared dict (per node)",
     redis = "Redis (fleet)",
     outage = "Redis (fleet), 10 min outage",
+    budget = "Redis (fleet), 1,000 credentials, budget 60/min",
 }
 
 print(("%d nodes x %d workers, %d h, %d s tokens, virtual time, %s"):format(NODES, WORKERS,
@@ -206,7 +220,7 @@ print("| --- | --- | --- | --- | --- | --- | --- |")
 local outage_line
 -- BENCH_ONLY=outage (a comma list) runs only those scenarios
 local only = os.getenv("BENCH_ONLY")
-for _, kind in ipairs { "memory", "shm", "redis", "outage" } do
+for _, kind in ipairs { "memory", "shm", "redis", "outage", "budget" } do
     if only and not ("," .. only .. ","):find("," .. kind .. ",", 1, true) then goto skip end
     local started = os.clock()
     local minutes = simulate(kind)

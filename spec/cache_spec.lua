@@ -113,7 +113,7 @@ local function world(opts)
         return { access_token = "token-" .. w.issued, token_type = "Bearer",
                  expires_in = opts.expires_in or 3600 }
     end
-    local memory = stores.memory { lease = 60, clock = w.now }
+    local memory = stores.memory { lease = 60, clock = w.now, budget = opts.budget }
     -- the shared store, wrapped so faults can be injected and commands counted
     w.fault = nil -- nil, "error" (an error reply), "lost" (SET NX done, reply lost)
     w.store = {
@@ -143,6 +143,13 @@ local function world(opts)
         delete_token_if = function(_, ...)
             w.commands = w.commands + 1
             return memory:delete_token_if(...)
+        end,
+        -- the fleet's budget of token requests a minute (opts.budget)
+        budget = opts.budget,
+        draw = function(_, ...)
+            w.commands = w.commands + 1
+            if w.fault == "error" then return nil, "redis: READONLY You can't write" end
+            return memory:draw(...)
         end,
     }
     w.memory = memory
@@ -176,8 +183,8 @@ local function place(w, conf)
     local function wall() return w.t + skew end
     p.engine = cache.new {
         source = w.exchange, policy = w.policy, secret = SECRET,
-        first = first, first_key = "key", shared = not conf.alone and w.store or nil,
-        key = "key", clock = w.first_kind == "shm" and wall or w.now, wall = wall,
+        first = first, first_key = conf.key or "key", shared = not conf.alone and w.store or nil,
+        key = conf.key or "key", clock = w.first_kind == "shm" and wall or w.now, wall = wall,
         deadline = deadline,
         lease = cache.lease_for { timeout = timeout, deadline = deadline },
         first_wait = w.sleep, wait = w.sleep,
@@ -312,6 +319,113 @@ describe("oauth2.cache with a " .. first_kind .. " first layer", function()
         local other = place(w)
         run(w, { function() assert(other.token()) end })
         assert.is_true(w.t - 1000 <= 16, tostring(w.t - 1000))
+    end)
+
+    describe("the fleet's budget", function()
+        -- the token requests in the busiest 60 s window
+        local function busiest_minute(requests)
+            local most = 0
+            for i = 1, #requests do
+                local n = 0
+                for j = i, #requests do
+                    if requests[j].at < requests[i].at + 60 then n = n + 1 end
+                end
+                most = math.max(most, n)
+            end
+            return most
+        end
+
+        it("spreads a cold start of many credentials within it", function()
+            local w = new_world { budget = 10 }
+            local fns, served = {}, 0
+            for i = 1, 30 do
+                -- each credential on two places, asking until it has a token
+                for _ = 1, 2 do
+                    local p = place(w, { key = "credential-" .. i })
+                    fns[#fns + 1] = function()
+                        while true do
+                            local record, err = p.token()
+                            if record then break end
+                            assert.equals("budget", err.code)
+                            w.sleep(err.retry_after)
+                        end
+                        served = served + 1
+                    end
+                end
+            end
+            run(w, fns)
+            assert.equals(60, served)
+            -- one request per credential, never more than the budget a minute
+            assert.equals(30, #w.requests)
+            assert.equals(10, busiest_minute(w.requests))
+            -- spread over three minutes, not burst in the first second
+            assert.is_true(w.requests[30].at - w.requests[1].at >= 170)
+        end)
+
+        it("never holds a caller with a valid token: the refresh waits, the caller does not",
+            function()
+            local w = new_world { budget = 1 }
+            local p = place(w)
+            assert(p.token())
+            assert.equals(1, #w.requests)
+            w.t = w.t + 2900 -- past the refresh point: a refresh is due
+            -- another credential took the minute's slot meanwhile
+            assert(place(w, { key = "other" }).token())
+            assert.equals(2, #w.requests)
+            local before = w.t
+            local record, err, how = p.token()
+            assert.is_nil(err)
+            assert.equals("token-1", record.access_token)
+            assert.equals("stale", how)
+            assert.equals(before, w.t)
+            assert.equals(2, #w.requests)
+            assert.equals(1, p.engine:stats().budget_waits)
+            -- put off, not failed: nothing to report
+            assert.is_nil(p.engine:failure())
+            -- once a slot is free, the refresh goes
+            w.t = w.t + 60
+            record = assert(p.token())
+            assert.equals(3, #w.requests)
+            assert.equals("token-3", record.access_token)
+        end)
+
+        it("lets a caller without a token wait for a slot a few seconds away", function()
+            local w = new_world { budget = 30 } -- a slot every 2 s
+            assert(place(w, { key = "first" }).token())
+            local p = place(w, { key = "second" })
+            local record = assert(p.token())
+            assert.equals("token-2", record.access_token)
+            assert.near(w.requests[1].at + 2, w.requests[2].at, 0.01)
+        end)
+
+        it("gives a caller without a token the seconds until a slot, once per place", function()
+            local w = new_world { budget = 6 } -- a slot every 10 s
+            assert(place(w, { key = "first" }).token())
+            local p = place(w, { key = "second" })
+            local record, err = p.token()
+            assert.is_nil(record)
+            assert.equals("budget", err.code)
+            assert.is_true(err.retryable)
+            assert.near(10 - 0.1, err.retry_after, 0.2)
+            -- remembered here until then: no draw, no request
+            local commands = w.commands
+            assert.is_nil(p.token())
+            assert.equals(commands, w.commands)
+            -- and in no other place: the store holds no failure of it
+            assert.is_nil(w.memory:get("second", SECRET))
+            w.t = w.t + err.retry_after
+            assert(p.token())
+            assert.equals(2, #w.requests)
+        end)
+
+        it("takes no budget from anyone while the store fails: fetches go on", function()
+            local w = new_world { budget = 1 }
+            w.fault = "error"
+            local a, b = place(w, { key = "a" }), place(w, { key = "b" })
+            assert(a.token())
+            assert(b.token())
+            assert.equals(2, #w.requests)
+        end)
     end)
 
     for _, kind in ipairs { "protocol", "network", "timeout", "tls", "http", "config" } do

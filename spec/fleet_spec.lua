@@ -162,7 +162,8 @@ describe("a fleet on a Redis store", function()
         -- names only, and 127.0.0.1 is none
         assert.matches("^nil redis 127.0.0.1:%d+: TLS: ", get(redis.tls_url))
         -- never plain instead: a port without TLS fails the handshake
-        assert.matches("^nil redis 127.0.0.1:%d+: TLS: ", get(redis.url:gsub("^redis:", "rediss:"), "localhost"))
+        assert.matches("^nil redis 127.0.0.1:%d+: TLS: ",
+            get(redis.url:gsub("^redis:", "rediss:"), "localhost"))
         -- a certificate of a CA nginx does not trust is refused
         local stranger = redis_server.start { cert_file = server.wrong_ca_file,
             key_file = server.wrong_ca_file:gsub("%.pem$", ".key"), ca_file = server.ca_file }

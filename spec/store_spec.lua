@@ -472,6 +472,29 @@ describe("the redis store", function()
         assert.equals(1, store:stats().errors)
     end)
 
+    it("keeps the fleet's budget of token requests in Redis, by Redis's clock", function()
+        local stores = require "oauth2.store"
+        local url = { url = redis.url, prefix = "budget-spec:", budget = 2 } -- a slot every 30 s
+        local a, b = assert(stores.redis(url)), assert(stores.redis(url))
+        assert.equals(0, a:draw(0))
+        -- another process draws from the same budget: the next slot is 30 s away
+        local refused, seconds = b:draw(0)
+        assert.is_false(refused)
+        assert.near(30, seconds, 1)
+        -- taken by a caller who waits for it, then the one after
+        assert.near(30, b:draw(40), 1)
+        assert.near(60, select(2, a:draw(40)), 1)
+        -- another budget_key is another organization's budget
+        url.budget_key = "other-org"
+        assert.equals(0, assert(stores.redis(url)):draw(0))
+        -- by default 60 a minute; false: none
+        assert.equals(60, assert(stores.redis(redis.url)).budget)
+        assert.is_nil(assert(stores.redis { url = redis.url, budget = false }).budget)
+        local bad, why = stores.redis { url = redis.url, budget = 0 }
+        assert.is_nil(bad)
+        assert.matches("option 'budget' must be", why)
+    end)
+
     it("keeps the store's clock (TIME), read with the connection", function()
         local stores = require "oauth2.store"
         local store = assert(stores.redis(redis.url))

@@ -84,6 +84,10 @@ local STORE_AGAIN = 2
 -- shared store costs O(1) commands a second per waiter.
 local PACE = { 0.05, 1 }
 
+-- The longest a caller without a token waits for a slot of the fleet's
+-- budget while it holds the shared lease (within the lease's slack).
+local BUDGET_WAIT = 4
+
 -- How often callers waiting for a place's fetch look at the shared store
 -- meanwhile (once for all of them), in seconds.
 local WAIT_LOOK = 0.5
@@ -235,6 +239,31 @@ local function fetched(self, layer, record, publish, how)
     return record, nil, how
 end
 
+-- Draw a token request from the fleet's budget that a shared layer's
+-- store keeps: true to go on (after the wait for a slot taken within the
+-- caller's patience), or what to answer: false, nil and seconds (serve
+-- your own: it is valid, a caller with one never waits), or nil and
+-- the error (none yet: remembered in this place only).  A store that
+-- fails to answer takes no budget from anyone: go on.
+local function draw(self, layer, caller)
+    local valid = caller.expire_at and layer.clock() < caller.expire_at
+    local delay, seconds = layer.store:draw(valid and 0 or BUDGET_WAIT)
+    if delay == nil then
+        store_failed(self, layer, seconds)
+        return true
+    end
+    if delay then
+        if delay > 0 then layer.wait(delay) end
+        return true
+    end
+    count(self, "budget_waits")
+    if valid then return false, nil, max(0.05, seconds) end
+    return nil, errors.new { kind = "timeout", code = "budget", retryable = true,
+        retry_after = seconds, failures = caller.failures,
+        message = format("the token requests a minute that %s allows the fleet (budget) are "
+            .. "spent: the next in %.1f s", tostring(layer.store), seconds) }
+end
+
 -- Fetch now, for a layer: from the layer below, or from the source.
 -- Returns the record (published when `publish`), how (see get), or nil
 -- and the error (its cool-down in retry_after, its count in failures),
@@ -253,6 +282,10 @@ local function fetch(self, layer, prior, caller, publish)
         if record == false then return false, nil, how end
         err = problem
     else
+        if publish and not layer.first and layer.store.budget then
+            local go, refused, seconds = draw(self, layer, caller)
+            if go ~= true then return go, refused, seconds end
+        end
         local sent_at = layer.clock()
         local token
         token, err = self.source(caller.deadline)
@@ -684,7 +717,8 @@ function _M.new(opts)
         log = opts.log or no_op, place = opts.place or "process",
         emit = opts.emit or no_op, count = opts.count,
         running = false, quiet_until = -huge, looked_until = -huge,
-        counters = { hits = 0, drops = 0, invalidations = 0, store_errors = 0 },
+        counters = { hits = 0, drops = 0, invalidations = 0, store_errors = 0,
+                     budget_waits = 0 },
     }, Engine)
     if opts.shared then
         local lease = opts.lease or policy_rules.LEASE

@@ -210,7 +210,8 @@ end
 
 --- Counters and state: fetches, hits, refreshes, retries, failures, stale
 -- (old token served while its refresh failed or ran elsewhere),
--- invalidations, store_errors, last_error, expires_in (seconds until the
+-- invalidations, store_errors, budget_waits (fetches the fleet's budget
+-- put off), last_error, expires_in (seconds until the
 -- token's real expiry, nil without one), and with a Redis store, `store`:
 -- its hits, misses, lease_wins, lease_losses and errors.
 function Client:stats()
@@ -218,6 +219,7 @@ function Client:stats()
     for k, v in pairs(self.counters) do stats[k] = v end
     local engine = self.engine.counters
     stats.invalidations, stats.store_errors = engine.invalidations, engine.store_errors
+    stats.budget_waits = engine.budget_waits
     stats.hits = self.hits
     stats.last_error = self.last_error
     local shared = self.shared

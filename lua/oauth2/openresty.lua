@@ -103,7 +103,7 @@ end
 
 -- The engine's counters, by the names this module's stats use.
 local COUNTED = { hits = "fleet_hits", drops = "fleet_drops", store_errors = "fleet_errors",
-                  invalidations = "invalidations" }
+                  invalidations = "invalidations", budget_waits = "budget_waits" }
 
 -- Tell the on_event hook, if any; it runs where it is called (a timer,
 -- a header filter: it must not yield) and its errors are not ours.
@@ -272,7 +272,8 @@ end
 
 --- Counters of this worker (fetches, failures, waits: requests that had
 -- to wait for a fetch, wait_timeouts: those that gave up, invalidations,
--- fleet_hits, fleet_errors, fleet_drops), last_error; `shared`: the same
+-- fleet_hits, fleet_errors, fleet_drops, budget_waits: fetches the
+-- fleet's budget put off), last_error; `shared`: the same
 -- counters over all workers; and what the dict knows: has_token,
 -- refresh_at (the next point a refresh may be tried), failing, and
 -- fetching_pid (the lock's owner); with a fleet store, `store`: its
@@ -352,7 +353,8 @@ function _M.new(opts)
         log_suppressed = 0,
         last_error = nil,
         counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0,
-                     invalidations = 0, fleet_hits = 0, fleet_errors = 0, fleet_drops = 0 },
+                     invalidations = 0, fleet_hits = 0, fleet_errors = 0, fleet_drops = 0,
+                     budget_waits = 0 },
     }, Token)
     local function timer(fn) return ngx.timer.at(0, fn) end
     self.engine = cache.new {

@@ -46,6 +46,23 @@ _M.MAX_WAIT = core.MAX_SECONDS
 -- The lease of a store's lock where the caller names none, in seconds.
 _M.LEASE = 60
 
+-- The token requests a minute a shared store allows its fleet by default,
+-- for all the credentials it keeps: well under ThousandEyes' 240 requests
+-- a minute per organization, which the API calls share.
+_M.BUDGET = 60
+
+--- One draw from a budget of `per_minute` token requests: `next_at`, the
+-- first free slot (nil: none taken yet), at `now`, for a caller who waits
+-- at most `max_wait` seconds.  Returns the next free slot and the seconds
+-- to wait for the one taken, or nil and the seconds until a slot
+-- (refused).  Slots are 60 / per_minute seconds apart, so no minute
+-- holds more than per_minute.  (The Redis store runs the same in Redis.)
+function _M.budget_draw(next_at, now, per_minute, max_wait)
+    local at = max(next_at or now, now)
+    if at - now > max_wait then return nil, at - now end
+    return at + 60 / per_minute, at - now
+end
+
 -- How often a holder of a fresh copy looks at a shared store, in seconds,
 -- unless the store says (its look_every): how soon a token rejected
 -- elsewhere is dropped everywhere.

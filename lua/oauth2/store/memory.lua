@@ -83,6 +83,17 @@ end
 
 Memory.delete_token_if = record_codec.drop_if
 
+--- One token request drawn from the budget (opts.budget a minute): the
+-- seconds to wait for the slot taken, or false and the seconds until one
+-- (more than max_wait away).
+function Memory:draw(max_wait)
+    local next_at, delay = policy_rules.budget_draw(self.budget_at, self.clock(), self.budget,
+        max_wait)
+    if not next_at then return false, delay end
+    self.budget_at = next_at
+    return delay
+end
+
 function Memory.__tostring()
     return "oauth2.store memory"
 end
@@ -92,13 +103,14 @@ local _M = {}
 --- A store in memory: opts.lease (seconds) is the default lease of a
 -- lock, opts.clock the clock of leases and times to live (core.now by
 -- default), opts.view(entry, record) fills in what peek gives, and
--- opts.weak lets an entry go when nobody holds it (a first layer).
+-- opts.weak lets an entry go when nobody holds it (a first layer), and
+-- opts.budget (token requests a minute) gives it a budget (draw).
 function _M.new(opts)
     opts = opts or {}
     return setmetatable({
         entries = opts.weak and setmetatable({}, { __mode = "v" }) or {},
         lease = opts.lease or policy_rules.LEASE, clock = opts.clock or core.now,
-        view = opts.view, kind = "memory",
+        view = opts.view, kind = "memory", budget = opts.budget,
         -- a get, compare and set of this Lua state runs without a yield
         atomic = true,
     }, Memory)

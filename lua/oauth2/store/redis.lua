@@ -62,6 +62,21 @@ return value
 ]]
 local MAX_RECORD = 65536
 
+-- One draw from the fleet's budget of token requests, by Redis's clock:
+-- oauth2.policy.budget_draw, run in Redis so that no two draws meet.
+-- ARGV: seconds between slots, the longest the caller waits.  Returns
+-- {1, seconds to wait for the slot taken} or {0, seconds until one}.
+local DRAW = [[
+local t = redis.call("TIME")
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local at = math.max(tonumber(redis.call("GET", KEYS[1]) or "") or now, now)
+if at - now > tonumber(ARGV[2]) then return {0, tostring(at - now)} end
+local next_at = at + tonumber(ARGV[1])
+redis.call("SET", KEYS[1], string.format("%.6f", next_at), "PX",
+    math.ceil((next_at - now) * 1000) + 1000)
+return {1, tostring(at - now)}
+]]
+
 local Redis = {}
 Redis.__index = Redis
 
@@ -160,6 +175,20 @@ function Redis:delete_token_if(key, secret, token_id, cooldown, ttl)
         math.ceil((ttl or 0) * 1000)) == 1
 end
 
+--- One token request drawn from the fleet's budget (`budget` a minute,
+-- shared by every credential under `budget_key`): the seconds to wait
+-- for the slot taken, false and the seconds until one (more than
+-- max_wait away), or nil and why (the store failed).
+function Redis:draw(max_wait)
+    local name = self.prefix .. "budget:" .. self.budget_key
+    local reply, why = self:command(name, "EVAL", DRAW, 1, name, 60 / self.budget,
+        ("%.3f"):format(max_wait))
+    if type(reply) ~= "table" then return nil, why or "redis: a budget reply that is no list" end
+    local seconds = tonumber(reply[2]) or 0
+    if reply[1] == 1 then return seconds end
+    return false, seconds
+end
+
 --- Counters: hits, misses, lease_wins, lease_losses, errors.
 function Redis:stats()
     return { hits = self.hits, misses = self.misses, lease_wins = self.lease_wins,
@@ -182,8 +211,10 @@ end
 -- oauth2.cache always names its own), pool_size =, server_name =,
 -- sentinel_user =, sentinel_password =, look_every = (seconds between
 -- two looks of a process or nginx node at the store while its own copy
--- is fresh, default 4) }: the store, or nil and why.  No password is
--- ever shown.
+-- is fresh, default 4), budget = (token requests a minute for every
+-- credential under budget_key, default 60; false: none), budget_key =
+-- (default "budget": one organization per store and prefix) }: the
+-- store, or nil and why.  No password is ever shown.
 function _M.new(spec)
     if type(spec) == "string" then spec = { url = spec } end
     if type(spec) ~= "table" or type(spec.url) ~= "string" then
@@ -209,6 +240,15 @@ function _M.new(spec)
             or not spec.server_name:match("^[%w.-]+$")) then
         return nil, "redis store option 'server_name' must be a host name"
     end
+    local budget = spec.budget
+    if budget ~= nil and budget ~= false and (type(budget) ~= "number" or budget ~= budget
+            or budget < 1 or budget > 100000) then
+        return nil, "redis store option 'budget' must be a number of token requests a minute "
+            .. "(1 to 100000), or false for none"
+    end
+    if spec.budget_key ~= nil and (type(spec.budget_key) ~= "string" or spec.budget_key == "") then
+        return nil, "redis store option 'budget_key' must be a name"
+    end
     for _, name in ipairs { "sentinel_user", "sentinel_password" } do
         if spec[name] ~= nil and type(spec[name]) ~= "string" then
             return nil, "redis store option '" .. name .. "' must be a string"
@@ -222,6 +262,8 @@ function _M.new(spec)
         lease = spec.lease or policy_rules.LEASE,
         look_every = spec.look_every or policy_rules.LOOK_EVERY,
         nonce = 0, kind = "redis",
+        budget = budget == nil and policy_rules.BUDGET or budget or nil,
+        budget_key = spec.budget_key or "budget",
         atomic = true, -- delete_token_if runs in Redis: no lock needed
         hits = 0, misses = 0, lease_wins = 0, lease_losses = 0,
     }, Redis)
