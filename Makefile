@@ -63,7 +63,7 @@ DESTDIR ?=
 LUA_LIBDIR_INSTALL ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
-.PHONY: all build test test-one demo playground install uninstall dist deb clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet lint fuzz
+.PHONY: all build test test-one demo playground install uninstall dist deb clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet bench-store-traffic lint fuzz
 
 all build: $(MODULES)
 
@@ -224,6 +224,11 @@ bench-nginx:
 bench-fleet:
 	@$(MAKE) -s LUA_VERSION=5.4 build
 	@lua5.4 bench/fleet_sim.lua
+
+# Redis commands a process sends per second against its credentials.
+bench-store-traffic:
+	@$(MAKE) -s LUA_VERSION=5.4 build
+	@lua5.4 bench/store_traffic.lua
 
 # Sockets and memory held by clients and one-shot calls dropped without
 # close(), on Lua 5.1, LuaJIT and 5.4 (BENCH_CLIENTS of each, over TLS).

@@ -67,6 +67,7 @@ build = {
       ["oauth2.json"] = "lua/oauth2/json.lua",
       ["oauth2.openresty"] = "lua/oauth2/openresty.lua",
       ["oauth2.options"] = "lua/oauth2/options.lua",
+      ["oauth2.link"] = "lua/oauth2/link.lua",
       ["oauth2.policy"] = "lua/oauth2/policy.lua",
       ["oauth2.record"] = "lua/oauth2/record.lua",
       ["oauth2.retry"] = "lua/oauth2/retry.lua",

@@ -58,8 +58,11 @@ describe("Redis Sentinel and Cluster", function()
     local function under_traffic(url, seconds, fault)
         local finish = fleet.traffic(nodes, dir, fleet.env(server, SECRET, url), seconds, 2)
         core.sleep(2)
-        fault()
-        return finish()
+        local ok, why = pcall(fault)
+        -- (the traffic ends before the next spec, whatever happened)
+        local good, bad, out = finish()
+        if not ok then error(why, 0) end
+        return good, bad, out
     end
 
     -- The one key of a store at `prefix` on `node` (a redis-server handle).

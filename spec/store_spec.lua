@@ -472,6 +472,55 @@ describe("the redis store", function()
         assert.equals(1, store:stats().errors)
     end)
 
+    it("tells which records were written since a look, in one command for all keys", function()
+        local stores = require "oauth2.store"
+        local url = { url = redis.url, prefix = "versions-spec:", look_every = 0.2 }
+        local writer, looker = assert(stores.redis(url)), assert(stores.redis(url))
+        assert.is_true(looker:changed("a")) -- never written: looked at
+        looker:saw("a")
+        assert.is_true(writer:set("a", SECRET, { access_token = "x" }, 60))
+        core.sleep(0.2)
+        assert.is_true(looker:changed("a"))
+        -- a read that did not happen (the store failed) is looked at again
+        assert.is_true(looker:changed("a"))
+        looker:saw("a")
+        assert.is_false(looker:changed("a"))
+        core.sleep(0.2)
+        assert.is_false(looker:changed("a"))
+        -- an invalidation is a write
+        local id = require("oauth2.record").token_id(SECRET, "x")
+        assert.is_true(writer:delete_token_if("a", SECRET, id, nil, 60))
+        core.sleep(0.2)
+        assert.is_true(looker:changed("a"))
+        -- 50 credentials looked at by 50 store objects of this process: one
+        -- HMGET per look_every for all of them
+        local function hmgets()
+            local _, out = redis:cli("INFO commandstats")
+            return tonumber(out:match("cmdstat_hmget:calls=(%d+)") or 0)
+        end
+        local lookers = {}
+        for i = 1, 50 do
+            lookers[i] = assert(stores.redis(url))
+            assert.is_true(writer:set("k" .. i, SECRET, { access_token = "t" }, 60))
+        end
+        core.sleep(0.2)
+        -- (the first two looks may read a record: its version was not
+        -- known yet at the first)
+        for round = 1, 2 do
+            local before = hmgets()
+            for i = 1, 50 do
+                local changed = lookers[i]:changed("k" .. i)
+                if round == 1 then assert.is_true(changed) end
+                lookers[i]:saw("k" .. i)
+            end
+            assert.is_true(hmgets() - before <= 1)
+            core.sleep(0.2)
+        end
+        local before = hmgets()
+        for i = 1, 50 do assert.is_false(lookers[i]:changed("k" .. i)) end
+        assert.equals(1, hmgets() - before)
+    end)
+
     it("keeps the fleet's budget of token requests in Redis, by Redis's clock", function()
         local stores = require "oauth2.store"
         local url = { url = redis.url, prefix = "budget-spec:", budget = 2 } -- a slot every 30 s

@@ -33,7 +33,7 @@
 #include "clock.h"
 
 #define REDIS_MT "oauth2.redis.connection"
-#define MAX_ARGS 16
+#define MAX_ARGS 1024 /* HMGET of every watched key, in chunks */
 #define MAX_REPLY (1024 * 1024)
 
 typedef struct {

@@ -559,12 +559,21 @@ end
 function Engine:look()
     local shared, first = self.shared, self.first
     if not shared then return nil end
+    local store = shared.store
+    -- a store that tells which records were written since (Redis) is read
+    -- only for those
+    if store.changed then
+        local changed, problem = store:changed(shared.key)
+        if changed == nil then store_failed(self, shared, problem) end
+        if not changed then return nil end
+    end
     local mine = read(self, first) or nil
     local record, why = read(self, shared, mine and mine.rejected)
     if record == nil then
         store_failed(self, shared, why)
         return nil
     end
+    if store.saw then store:saw(shared.key) end
     if not record then return nil end
     local token = mine and mine.access_token
     if type(token) == "string" and records.rejects(record, self.secret, token) then

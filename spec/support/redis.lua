@@ -169,11 +169,23 @@ function _M.cluster()
     local code, out = shell.run("redis-cli --cluster create " .. table.concat(addresses, " ")
         .. " --cluster-replicas 1 --cluster-yes")
     assert(code == 0, out)
-    for _ = 1, 200 do
-        local _, info = set.nodes[1]:cli("CLUSTER INFO")
-        if info:match("cluster_state:ok") then break end
+    -- every node agrees the cluster is up, and on who serves each slot
+    local up = false
+    for _ = 1, 400 do
+        up = true
+        for _, node in ipairs(set.nodes) do
+            local _, info = node:cli("CLUSTER INFO")
+            if not info:match("cluster_state:ok") then up = false end
+        end
+        if up then
+            local _, check = shell.run("redis-cli --cluster check " .. addresses[1])
+            up = check:match("%[OK%] All 16384 slots covered") ~= nil
+                and not check:match("%[ERR%]") and not check:match("%[WARNING%]")
+        end
+        if up then break end
         core.sleep(0.05)
     end
+    assert(up, "the cluster did not come up")
     set.url = "redis+cluster://" .. addresses[1]
     -- a node of the cluster that answers
     function set.alive()

@@ -15,6 +15,7 @@ local link = require "oauth2.link"
 
 local type, ipairs, setmetatable, tostring =
       type, ipairs, setmetatable, tostring
+local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
 
 local _M = {}
 
@@ -61,6 +62,25 @@ end
 return value
 ]]
 local MAX_RECORD = 65536
+
+-- A record's version moves on at every write: one field per key in one
+-- hash, which lives a day past its last write.  ARGV: the key, seconds.
+local BUMP = [[
+redis.call("HINCRBY", KEYS[1], ARGV[1], 1)
+redis.call("EXPIRE", KEYS[1], ARGV[2])
+return 1
+]]
+
+-- Seconds a record's version stays known after a write, and the most
+-- versions asked in one command.
+local VERSIONS_LIFE = 86400
+local VERSIONS_AT_ONCE = 1000
+
+-- The keys this Lua state watches in each store (its URL and prefix),
+-- and their versions as last read: one HMGET for all of them, at most
+-- every look_every seconds, however many credentials (the shared part of
+-- every looker of that store).
+local watched = setmetatable({}, { __mode = "v" })
 
 -- One draw from the fleet's budget of token requests, by Redis's clock:
 -- oauth2.policy.budget_draw, run in Redis so that no two draws meet.
@@ -140,7 +160,51 @@ function Redis:set(key, secret, record, ttl)
         ok, why = self:command(name, "SET", name, value)
     end
     if not ok then return nil, why end
+    self:bump(key)
     return true
+end
+
+-- Move a key's version on after a write (a failure to is a look missed,
+-- never an error: the next write moves it).
+function Redis:bump(key)
+    local versions = self.prefix .. "versions"
+    self:command(versions, "EVAL", BUMP, 1, versions, key, VERSIONS_LIFE)
+end
+
+--- Whether the record of `key` may have changed since this store object
+-- last read it through `seen(key)`: the versions of every key watched
+-- here are read in one command at most every look_every seconds, so the
+-- looks of many credentials cost one command, plus a read of each record
+-- that was written.  Nil and why when the store failed.
+function Redis:changed(key)
+    local watch = self.watch
+    if not watch.keys[key] then
+        -- (read with the others from the next time on)
+        watch.keys[key] = true
+        watch.list[#watch.list + 1] = key
+    end
+    local at = core.now()
+    if at >= watch.at + self.look_every * 0.9 then
+        local versions, list = self.prefix .. "versions", watch.list
+        for first = 1, #list, VERSIONS_AT_ONCE do
+            local last = math.min(first + VERSIONS_AT_ONCE - 1, #list)
+            local reply, why = self:command(versions, "HMGET", versions,
+                unpack(list, first, last))
+            if type(reply) ~= "table" then return nil, why or "redis: no versions" end
+            for i = first, last do watch.versions[list[i]] = reply[i - first + 1] or false end
+        end
+        watch.at = at
+    end
+    local version = watch.versions[key]
+    self.pending[key] = version
+    -- (not known yet: read; false: no write since versions were kept)
+    return version == nil or version ~= self.seen[key]
+end
+
+--- The record of `key` was read after changed(key): a look at it is
+-- needed again only when it is written.
+function Redis:saw(key)
+    self.seen[key] = self.pending[key]
 end
 
 function Redis:try_lock(key, lease)
@@ -171,8 +235,10 @@ function Redis:delete_token_if(key, secret, token_id, cooldown, ttl)
     local value = redis_value(secret, record_codec.without_token(record, token_id, cooldown),
         name)
     if not value then return false end
-    return self:command(name, "EVAL", DELETE_TOKEN_IF, 1, name, token_id, value,
+    local dropped = self:command(name, "EVAL", DELETE_TOKEN_IF, 1, name, token_id, value,
         math.ceil((ttl or 0) * 1000)) == 1
+    if dropped then self:bump(key) end
+    return dropped
 end
 
 --- One token request drawn from the fleet's budget (`budget` a minute,
@@ -256,9 +322,14 @@ function _M.new(spec)
     end
     local connection, why = link.new(spec)
     if not connection then return nil, why end
+    local prefix = spec.prefix or "oauth2:"
+    local identity = tostring(connection) .. " " .. prefix
+    local watch = watched[identity] or { keys = {}, list = {}, versions = {}, at = -math.huge }
+    watched[identity] = watch
     return setmetatable({
+        watch = watch, seen = {}, pending = {},
         link = connection,
-        prefix = spec.prefix or "oauth2:",
+        prefix = prefix,
         lease = spec.lease or policy_rules.LEASE,
         look_every = spec.look_every or policy_rules.LOOK_EVERY,
         nonce = 0, kind = "redis",
