@@ -63,7 +63,7 @@ DESTDIR ?=
 LUA_LIBDIR_INSTALL ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
-.PHONY: all build test test-one demo playground install uninstall dist deb clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet bench-store-traffic lint fuzz
+.PHONY: all build test test-one demo playground install uninstall dist deb clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet bench-store-traffic soak lint fuzz
 
 all build: $(MODULES)
 
@@ -224,6 +224,12 @@ bench-nginx:
 bench-fleet:
 	@$(MAKE) -s LUA_VERSION=5.4 build
 	@lua5.4 bench/fleet_sim.lua
+
+# A fleet (3 nginx nodes, 6 processes, one Redis) under steady traffic for
+# an hour (SOAK_SECONDS): answers, token requests, memory at start and end.
+soak:
+	@$(MAKE) -s LUA_VERSION=luajit build
+	@luajit bench/soak.lua
 
 # Redis commands a process sends per second against its credentials.
 bench-store-traffic:

@@ -1,0 +1,104 @@
+-- bench/soak.lua: a fleet under steady traffic for an hour (SOAK_SECONDS),
+-- and what its memory did.
+--
+-- One redis-server, the fake token endpoint handing out 5-minute tokens
+-- (so the soak crosses a dozen refreshes), 3 nginx nodes with 2 workers
+-- each (oauth2.openresty on the Redis store) and 6 plain Lua processes
+-- (oauth2.client on the same store), all on loopback ports picked here.
+-- Every node gets a request and every process asks for its token every
+-- 0.25 s.  Printed: the answers (good, failed), token requests per token
+-- life, the RSS of the nginx workers and the Lua processes and Redis's
+-- used_memory at the start (after the first minute) and at the end,
+-- and the error-log lines.
+--
+-- Run with `make soak` (SOAK_SECONDS=300 for a short one).
+
+package.path = "spec/support/?.lua;lua/?.lua;" .. package.path
+local build = jit and "luajit" or _VERSION:match("%d+%.%d+")
+package.cpath = "build/" .. build .. "/?.so;" .. package.cpath
+
+local core = require "oauth2.core"
+local fake = require "server"
+local nginx = require "nginx"
+local shell = require "shell"
+local redis_server = require "redis"
+local fleet = require "fleet"
+
+local SECONDS = tonumber(os.getenv("SOAK_SECONDS")) or 3600
+local LIFETIME = 300
+local SECRET = "soak-Secret-9f41"
+
+nginx.build_module()
+local server = fake.start()
+server:reset { clients = { ["nginx-id"] = SECRET } }
+server:control { expires_in = LIFETIME }
+local redis = redis_server.start()
+local dir = shell.temp_dir()
+local nodes = {}
+for i = 1, 3 do
+    nodes[i] = nginx.start_test(server, SECRET, {
+        OPTIONS = ('store = { url = "%s" },'):format(redis.url) })
+end
+
+-- RSS in KiB of the processes whose command line matches `pattern`.
+local function rss(pattern)
+    local _, out = shell.run("for p in $(pgrep -f " .. shell.quote(pattern) .. "); do "
+        .. "awk '/^VmRSS/ {print $2}' /proc/$p/status 2>/dev/null; done")
+    local sizes = {}
+    for kib in out:gmatch("%d+") do sizes[#sizes + 1] = tonumber(kib) end
+    return sizes
+end
+
+local function sum(list)
+    local total = 0
+    for _, v in ipairs(list) do total = total + v end
+    return total
+end
+
+local function redis_memory()
+    local _, out = redis:cli("INFO memory")
+    return tonumber(out:match("used_memory:(%d+)"))
+end
+
+local function snapshot()
+    return { workers = rss("nginx: worker process"), processes = rss("store_child.lua loop"),
+             redis = redis_memory() }
+end
+
+local started = core.now()
+local finish = fleet.traffic(nodes, dir, fleet.env(server, SECRET, redis.url), SECONDS, 6)
+core.sleep(math.min(60, SECONDS / 4))
+local first = snapshot()
+core.sleep(math.max(0, SECONDS - (core.now() - started) - 5))
+local last = snapshot()
+local good, bad = finish()
+local elapsed = core.now() - started
+local requests = server:stats().token_requests
+local log_lines = 0
+for _, node in ipairs(nodes) do
+    for line in node:error_log():gmatch("[^\n]+") do
+        if line:match("%[warn%]") or line:match("%[error%]") or line:match("%[crit%]")
+                or line:match("%[alert%]") then
+            log_lines = log_lines + 1
+        end
+    end
+    node:stop()
+end
+redis:stop()
+server:stop()
+shell.run("rm -rf " .. shell.quote(dir))
+
+local function kib(list) return ("%d KiB (%d)"):format(sum(list), #list) end
+print(("soak: %.0f s, 3 nginx nodes x 2 workers and 6 Lua processes on one Redis, "
+    .. "%d s tokens"):format(elapsed, LIFETIME))
+print("")
+print(("answers: %d good, %d failed; token requests: %d (%.2f per token life); "
+    .. "error.log warnings and errors: %d"):format(good, bad, requests,
+    requests / (elapsed / LIFETIME), log_lines))
+print("")
+print("| what | at the start | at the end |")
+print("| --- | --- | --- |")
+print(("| nginx workers, RSS (count) | %s | %s |"):format(kib(first.workers), kib(last.workers)))
+print(("| Lua processes, RSS (count) | %s | %s |"):format(kib(first.processes),
+    kib(last.processes)))
+print(("| Redis used_memory | %d B | %d B |"):format(first.redis or -1, last.redis or -1))
