@@ -4,36 +4,11 @@
 --                              shared = redis_store, policy = policy, ... }
 --   local record, err = engine:get()
 --
--- In the spirit of lua-resty-mlcache (one object: its first layer inside
--- it, a shared layer below, a callback behind a lock) and of Go's
--- ReuseTokenSource (caching wraps a source).  oauth2.client and
--- oauth2.openresty configure it; the places they run supply hooks (a
--- clock, waits, timers); every rule lives here, in one function each:
---
--- * The same obtain loop runs at each layer: read the layer's record,
---   serve it while fresh, take the layer's lock, look again (another may
---   have published meanwhile), fetch from the layer below (the shared
---   store's obtain, or the source), publish, let go.  A caller without a
---   valid token waits for a holder (polling the layer, its pace doubling)
---   at most a lease; one with a valid token never waits: it serves it.
--- * A store that fails (down, an error reply, a timeout) is a store
---   failure, never a held lease: said once per cool-down, counted, and
---   handled as if there were no store: a caller serves its valid token
---   until a point of its own (oauth2.policy.alone_at), then fetches alone.
--- * A lease is short: one attempt's timeout and a little (lease_for).
--- * Every failed fetch is remembered for its cool-down in every layer it
---   passes, the shared record for the fleet (except a `config` failure:
---   this place's own mistake); failures in a row lengthen the cool-down,
---   counted in the records, the count outliving the cool-down.
--- * A rejected token is never served again: an invalidation drops it
---   from each layer only while it is still the one rejected, keeps its id
---   (every holder of a copy drops it at its next look, no layer takes it
---   back) and sets the cool-down for every holder.
--- * A publish never undoes a newer token.  Every record written has a
---   time to live (oauth2.record.ttl).
--- * One clock per layer: the first layer's is the caller's own (a
---   client's monotonic clock), shared records carry the wall clock;
---   records move between them by the difference of the two clocks.
+-- As lua-resty-mlcache holds its L1 over a shared L2 and a callback
+-- behind a lock, and Go's ReuseTokenSource wraps a source.  The same
+-- obtain loop runs at each layer; oauth2.client and oauth2.openresty
+-- configure it and bring hooks (clocks, waits, timers).  Each rule is
+-- one function here; docs/cache.md says them in prose.
 
 local core = require "oauth2.core"
 local policy_rules = require "oauth2.policy"

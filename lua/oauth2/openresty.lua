@@ -8,19 +8,13 @@
 --   }
 --   access_by_lua_block { require("oauth2.openresty").authorize("thousandeyes") }
 --
--- A configuration of oauth2.cache, the engine oauth2.client runs on too.
--- The node's first layer is its lua_shared_dict (oauth2.store.shm: a
--- sealed record, a lock taken over at once from a dead worker, and the
--- ready-made "Bearer ..." header whose peek is the hot path's one dict
--- read); its shared layer the fleet's store (`store`, Redis), if any;
--- its source the token endpoint, in an nginx thread pool when one is
--- named, else stepped without blocking (oauth2.transport).  nginx
--- brings the hooks: fetches run in timers (inline in init_by_lua, where
--- blocking is fine), never in a request; requests without a token wait
--- for one at most `wait_timeout` (woken by a semaphore in the worker that
--- fetches, polling in the others), then get 503 while it goes on.  What
--- stays here is nginx's own: configure and authorize (the 503 and its
--- Retry-After), purge_on_401, warm, the looks at the fleet's store,
+-- A configuration of oauth2.cache: the node's first layer is its
+-- lua_shared_dict (oauth2.store.shm, whose view is the ready-made header:
+-- one dict read per request), its shared layer the fleet's `store`, its
+-- source the token endpoint (in a thread pool when one is named).
+-- Fetches run in timers, never in a request; a request without a token
+-- waits at most `wait_timeout`, then gets 503.  What stays here is
+-- nginx's own: configure, authorize, purge_on_401, warm, the looks,
 -- logging once per cool-down, the phases that cannot wait.
 
 local options = require "oauth2.options"
