@@ -172,7 +172,9 @@ deb:
 	@git archive HEAD src lua bin debian LICENSE README.md CHANGELOG.md \
 	    | tar -x -C $(DEB)/lua-oauth2-$(VERSION)
 	@echo "dpkg-buildpackage (log: $(DEB)/build.log)"
-	@cd $(DEB)/lua-oauth2-$(VERSION) && DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" \
+	@# (no variable of this make reaches dh-lua's: it builds every Lua)
+	@cd $(DEB)/lua-oauth2-$(VERSION) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u LUA_VERSION \
+	    DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" \
 	    dpkg-buildpackage -b -us -uc > ../build.log 2>&1 || { tail -n 40 ../build.log; exit 1; }
 	@ls -1 $(DEB)/*.deb
 

@@ -40,13 +40,27 @@ for i = 1, 3 do
         OPTIONS = ('store = { url = "%s" },'):format(redis.url) })
 end
 
--- RSS in KiB of the processes whose command line matches `pattern`.
-local function rss(pattern)
-    local _, out = shell.run("for p in $(pgrep -f " .. shell.quote(pattern) .. "); do "
-        .. "awk '/^VmRSS/ {print $2}' /proc/$p/status 2>/dev/null; done")
+-- RSS in KiB of the processes `wanted(pid, parent, command line)` picks
+-- (read from /proc: no procps needed).
+local function rss(wanted)
     local sizes = {}
-    for kib in out:gmatch("%d+") do sizes[#sizes + 1] = tonumber(kib) end
+    local _, pids = shell.run("ls /proc")
+    for pid in pids:gmatch("%d+") do
+        local stat = shell.read_file("/proc/" .. pid .. "/stat") or ""
+        local parent = stat:match("^%d+ %b() %S (%d+)")
+        local command = (shell.read_file("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
+        if parent and wanted(pid, parent, command) then
+            local status = shell.read_file("/proc/" .. pid .. "/status") or ""
+            sizes[#sizes + 1] = tonumber(status:match("VmRSS:%s*(%d+)"))
+        end
+    end
     return sizes
+end
+
+-- the nginx nodes' masters
+local masters = {}
+for _, node in ipairs(nodes) do
+    masters[(shell.read_file(node.prefix .. "/logs/nginx.pid") or ""):match("%d+") or "?"] = true
 end
 
 local function sum(list)
@@ -61,8 +75,13 @@ local function redis_memory()
 end
 
 local function snapshot()
-    return { workers = rss("nginx: worker process"), processes = rss("store_child.lua loop"),
-             redis = redis_memory() }
+    return {
+        workers = rss(function(_, parent) return masters[parent] end),
+        processes = rss(function(_, _, command)
+            return command:match("^%S*lua%S* spec/support/store_child%.lua loop") ~= nil
+        end),
+        redis = redis_memory(),
+    }
 end
 
 local started = core.now()
@@ -92,9 +111,9 @@ local function kib(list) return ("%d KiB (%d)"):format(sum(list), #list) end
 print(("soak: %.0f s, 3 nginx nodes x 2 workers and 6 Lua processes on one Redis, "
     .. "%d s tokens"):format(elapsed, LIFETIME))
 print("")
-print(("answers: %d good, %d failed; token requests: %d (%.2f per token life); "
-    .. "error.log warnings and errors: %d"):format(good, bad, requests,
-    requests / (elapsed / LIFETIME), log_lines))
+print(("answers: %d good, %d failed; token requests: %d over %.1f token lives; "
+    .. "error.log warnings and errors: %d"):format(good, bad, requests, elapsed / LIFETIME,
+    log_lines))
 print("")
 print("| what | at the start | at the end |")
 print("| --- | --- | --- |")

@@ -7,9 +7,13 @@
 local shell = require "shell"
 local nginx = require "nginx"
 
--- Run a shell command: true when it exits 0, and its output.
+-- Run a shell command: true when it exits 0, and its output.  LuaRocks
+-- reads no configuration of the user running the suite (a HOME and a
+-- LUAROCKS_CONFIG of the spec's own, empty unless a spec writes one).
+local home = shell.temp_dir()
 local function run(command)
-    local code, out = shell.run(command)
+    local code, out = shell.run(("mkdir -p '%s' && export HOME='%s' "
+        .. "LUAROCKS_CONFIG='%s/config.lua'; %s"):format(home, home, home, command))
     return code == 0, out
 end
 
@@ -26,6 +30,7 @@ describe("the rockspec", function()
     end)
     teardown(function()
         if work then os.execute(("rm -rf '%s'"):format(work)) end
+        os.execute(("rm -rf '%s'"):format(home))
     end)
 
     it("lists every Lua module in the rockspec", function()
@@ -190,7 +195,7 @@ describe("the rockspec", function()
             f:write('lua_interpreter = "luajit"\n'
                 .. 'variables = { LUA_INCDIR = "/usr/include/luajit-2.1" }\n')
             f:close()
-            config = ("LUAROCKS_CONFIG='%s/luajit-config.lua' "):format(work)
+            config = ("export LUAROCKS_CONFIG='%s/luajit-config.lua'; "):format(work)
         end
         -- from another directory, with no network: only the rock's files
         local dist_tree = work .. "/dist-tree"
@@ -263,6 +268,7 @@ describe("the Debian packages (make deb)", function()
     teardown(function()
         if proxy then proxy:stop() end
         if work then os.execute(("rm -rf '%s'"):format(work)) end
+        os.execute(("rm -rf '%s'"):format(home))
     end)
 
     it("builds with dh-lua, installs, loads in Lua, LuaJIT and nginx, and purges", function()
