@@ -63,7 +63,7 @@ DESTDIR ?=
 LUA_LIBDIR_INSTALL ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
-.PHONY: all build test test-one demo playground install uninstall dist deb clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet bench-store-traffic soak lint fuzz
+.PHONY: all build test test-one demo playground playground-nginx install uninstall dist deb clean asan valgrind bench bench-instructions bench-oneshot bench-client bench-nginx bench-fds bench-fleet bench-store-traffic soak lint fuzz
 
 all build: $(MODULES)
 
@@ -95,7 +95,14 @@ PORT ?= 8443
 # API_LIMIT=N: past N API requests a minute, 429 with the rate-limit headers
 API_LIMIT ?=
 playground: $(MODULES)
-	@$(LUA) examples/playground.lua $(PORT) $(API_LIMIT)
+	@$(LUA) examples/playground.lua $(PORT) "$(API_LIMIT)"
+
+# The playground and nginx with examples/nginx.conf pointed at it, on
+# NGINX_PORT (needs nginx and its lua module: sh .ci/deps dev).
+NGINX_PORT ?= 8080
+playground-nginx: $(MODULES)
+	@$(MAKE) -s LUA_VERSION=luajit build
+	@$(LUA) examples/playground.lua $(PORT) "$(API_LIMIT)" $(NGINX_PORT)
 
 # (every path quoted: a PREFIX or DESTDIR with a space stays one path)
 install: $(MODULES)

@@ -473,28 +473,10 @@ describe("oauth2.openresty in nginx", function()
     end)
 
     it("runs the example configuration with only its addresses replaced", function()
-        local config = slurp(nginx.root .. "/examples/nginx.conf")
         local port = nginx.free_port()
         base = "http://127.0.0.1:" .. port
-        local api = server.https_url:gsub("^https://", "")
-        local replacements = {
-            { "listen 127.0.0.1:8080;", "listen 127.0.0.1:" .. port .. ";" },
-            { "server api.thousandeyes.com:443;", "server " .. api .. ";" },
-            { "proxy_ssl_name api.thousandeyes.com;", "proxy_ssl_name localhost;" },
-            { "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;",
-              "proxy_ssl_trusted_certificate " .. server.ca_file .. ";" },
-            { 'lua_package_path "/usr/local/share/lua/5.1/?.lua;;";',
-              'lua_package_path "' .. nginx.root .. '/lua/?.lua;;";' },
-            { 'lua_package_cpath "/usr/local/lib/lua/5.1/?.so;;";',
-              'lua_package_cpath "' .. nginx.root .. '/build/luajit/?.so;;";' },
-        }
-        for _, pair in ipairs(replacements) do
-            local from, to = pair[1], pair[2]
-            local i, j = config:find(from, 1, true)
-            assert(i, "examples/nginx.conf no longer has: " .. from)
-            config = config:sub(1, i - 1) .. to .. config:sub(j + 1)
-        end
-        config = nginx.user_line() .. "\n" .. config
+        local config = nginx.example(port, server.https_url:gsub("^https://", ""),
+            server.ca_file)
         -- credentials and the token host come from the environment
         local env = { THOUSANDEYES_CLIENT_ID = "nginx-id", THOUSANDEYES_CLIENT_SECRET = SECRET,
                       THOUSANDEYES_HOST = server.http_url }
@@ -503,6 +485,12 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(200, status, body)
         assert.equals(0, stats().api_unauthorized)
         assert.equals(1, stats().token_requests)
+        -- a listing's next link names the proxy, and works through it
+        local next_href = require("cjson").decode(body)._links.next.href
+        assert.equals(base .. "/v7/tests?cursor=2", next_href)
+        status, _, body = get(next_href:sub(#base + 1))
+        assert.equals(200, status, body)
+        assert.matches('"testId": ?"21"', body)
         -- its stats location
         status, _, body = get("/oauth2-stats")
         assert.equals(200, status, body)

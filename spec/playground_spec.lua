@@ -26,7 +26,9 @@ describe("the playground", function()
             shell.run("sleep 0.1")
         end
         local exports = {}
-        for name, value in text:gmatch("\nexport ([%w_]+)=([^\n]+)") do exports[name] = value end
+        for name, value in text:gmatch("\nexport (THOUSANDEYES_[%w_]+)=([^\n]+)") do
+            exports[name] = value
+        end
         assert.equals("https://127.0.0.1:" .. port, exports.THOUSANDEYES_HOST, text)
         assert.is_string(exports.THOUSANDEYES_CA_FILE)
         local api_token = text:match("export THOUSANDEYES_API_TOKEN=(%S+)")
@@ -79,5 +81,68 @@ describe("the playground", function()
             }, "bin/thousandeyes-token api GET /v7/tests --timeout 2 --retries 0"),
             { lua = true })
         assert.equals(1, code)
+    end)
+
+    -- (nginx runs once per suite: spec/run's nginx run)
+    local nginx_it = os.getenv("SPEC_NGINX") == "0" and pending or it
+    nginx_it("starts nginx with the example configuration, and its printed lines work "
+        .. "from the clone, uninstalled", function()
+        nginx.build_module()
+        local dir = shell.temp_dir()
+        local port, nginx_port = nginx.free_port(), nginx.free_port()
+        local out_file = dir .. "/out"
+        local _, pid = shell.run(shell.lua_command({}, "examples/playground.lua " .. port
+            .. " '' " .. nginx_port) .. " >" .. shell.quote(out_file) .. " 2>&1 & echo $!")
+        pid = pid:match("%d+")
+        finally(function()
+            shell.run("kill -INT " .. pid .. " 2>/dev/null; sleep 1; rm -rf " .. shell.quote(dir))
+        end)
+        local text
+        for _ = 1, 300 do
+            text = shell.read_file(out_file) or ""
+            if text:find("oauth2-stats", 1, true) or text:find("did not start", 1, true) then
+                break
+            end
+            shell.run("sleep 0.1")
+        end
+        assert.matches("just answered 200", text, 1, true)
+        -- every line it prints, pasted into a shell that has no LUA_PATH of
+        -- this checkout and no installed library: the exports, the alias, the
+        -- commands it suggests
+        local lines = {}
+        for line in text:gmatch("[^\n]+") do
+            if line:match("^export ") or line:match("^alias ") then lines[#lines + 1] = line end
+        end
+        local suggested = text:match("\n#   (thousandeyes%-token api GET /v7/tests[^\n]*)")
+        local lua_line = text:match("\n#   (lua[%w.]* %-e [^\n]*)")
+        assert.is_string(suggested, text)
+        assert.is_string(lua_line, text)
+        local script = dir .. "/pasted.sh"
+        local f = assert(io.open(script, "w"))
+        f:write("shopt -s expand_aliases\ncd /\nunset LUA_PATH LUA_CPATH\n",
+            table.concat(lines, "\n"), "\n", suggested, " | wc -l\n", lua_line, "\n")
+        f:close()
+        local code, out = shell.run("bash " .. shell.quote(script))
+        assert.equals(0, code, out)
+        assert.matches("^%s*3\n", out) -- three pages
+        assert.matches("oauth2 token Bearer te-", out, 1, true)
+        -- the curl lines: the token injected by nginx reaches the API, and a
+        -- listing's next link names the proxy
+        local curl = text:match("\n(curl %-s [^\n]*/v7/tests)\n")
+        assert.is_string(curl, text)
+        code, out = shell.run(curl)
+        assert.equals(0, code, out)
+        local page = cjson.decode(out)
+        assert.equals("11", page.tests[1].testId)
+        assert.equals("http://127.0.0.1:" .. nginx_port .. "/v7/tests?cursor=2",
+            page._links.next.href)
+        -- Ctrl-C stops nginx too
+        shell.run("kill -INT " .. pid)
+        local gone = false
+        for _ = 1, 100 do
+            if shell.run(curl .. " -m 1 -o /dev/null") ~= 0 then gone = true break end
+            shell.run("sleep 0.1")
+        end
+        assert.is_true(gone, "nginx still answers")
     end)
 end)

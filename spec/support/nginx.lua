@@ -102,6 +102,32 @@ function _M.user_line()
     return id:match("^0%s") and "user root;" or ""
 end
 
+--- examples/nginx.conf pointed at a fake API: listening on 127.0.0.1:
+-- `port`, proxying to `api` ("host:port", TLS, its certificate checked
+-- against `ca_file` for localhost), the library from this checkout, and
+-- workers that can read it (user_line).  The configuration's text.
+function _M.example(port, api, ca_file)
+    local config = read_file(_M.root .. "/examples/nginx.conf")
+    local replacements = {
+        { "listen 127.0.0.1:8080;", "listen 127.0.0.1:" .. port .. ";" },
+        { "server api.thousandeyes.com:443;", "server " .. api .. ";" },
+        { "proxy_ssl_name api.thousandeyes.com;", "proxy_ssl_name localhost;" },
+        { "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;",
+          "proxy_ssl_trusted_certificate " .. ca_file .. ";" },
+        { 'lua_package_path "/usr/local/share/lua/5.1/?.lua;;";',
+          'lua_package_path "' .. _M.root .. '/lua/?.lua;;";' },
+        { 'lua_package_cpath "/usr/local/lib/lua/5.1/?.so;;";',
+          'lua_package_cpath "' .. _M.root .. '/build/luajit/?.so;;";' },
+    }
+    for _, pair in ipairs(replacements) do
+        local from, to = pair[1], pair[2]
+        local i, j = config:find(from, 1, true)
+        assert(i, "examples/nginx.conf no longer has: " .. from)
+        config = config:sub(1, i - 1) .. to .. config:sub(j + 1)
+    end
+    return _M.user_line() .. "\n" .. config
+end
+
 -- Start spec/support/nginx_test.conf on a free port, against the fake
 -- server `server` (token endpoint and API) with client secret `secret`;
 -- `values` overrides the template's defaults (MARGIN, REFRESH_RATIO,
