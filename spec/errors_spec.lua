@@ -47,3 +47,48 @@ describe("an error", function()
         assert.matches("^failed: oauth2: network error", "failed: " .. failure)
     end)
 end)
+
+describe("an error through a proxy", function()
+    local shell = require "shell"
+    local nginx = require "nginx"
+
+    it("names the proxy, and does not try a proxy that asks for credentials again", function()
+        -- a proxy that answers every CONNECT with 407
+        local port = nginx.free_port()
+        local code, pid = shell.run("python3 -c " .. shell.quote(([[
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", %d)); s.listen(5)
+while True:
+    c, _ = s.accept(); c.recv(4096)
+    c.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic "
+              b"realm=x\r\nContent-Length: 0\r\n\r\n"); c.close()
+]]):format(port)) .. " >/dev/null 2>&1 & pid=$!; " .. shell.watchdog("$pid")
+            .. " echo $pid")
+        assert.equals(0, code)
+        pid = pid:match("%d+")
+        finally(function() shell.run("kill " .. pid) end)
+        local proxy = "http://proxy-user:sentinel-Proxy-pass-7@127.0.0.1:" .. port
+        for _ = 1, 50 do
+            local _, starting = oauth2.token { client_id = "a",
+                client_secret = "sentinel-Secret-px", proxy = proxy, retries = 0 }
+            if starting.code == "proxy_auth" then break end
+            core.sleep(0.05) -- (the proxy is starting)
+        end
+        local _, err = oauth2.token { client_id = "a", client_secret = "sentinel-Secret-px",
+                                      proxy = proxy, retries = 3 }
+        assert.equals("proxy_auth", err.code)
+        assert.is_false(err.retryable)
+        assert.equals(1, err.attempts)
+        assert.matches("the proxy http://127.0.0.1:" .. port .. " (option 'proxy') asks for "
+            .. "credentials (407", tostring(err), 1, true)
+        assert.is_nil(tostring(err):find("sentinel-Proxy-pass-7", 1, true))
+        -- a proxy that is down: retried, and named
+        local _, down = oauth2.token { client_id = "a", client_secret = "sentinel-Secret-px",
+                                       proxy = "http://127.0.0.1:9", retries = 1 }
+        assert.equals("proxy", down.code)
+        assert.is_true(down.retryable)
+        assert.matches("through the proxy http://127.0.0.1:9, from option 'proxy'",
+            tostring(down), 1, true)
+    end)
+end)

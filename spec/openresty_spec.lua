@@ -472,6 +472,31 @@ describe("oauth2.openresty in nginx", function()
         assert.equals(1, stats().token_requests)
     end)
 
+    it("injects a User API token as it is, and says once that the API refused it", function()
+        server:control { api_tokens = { "nginx-user-api-token" } }
+        local port = nginx.free_port()
+        base = "http://127.0.0.1:" .. port
+        -- the example configuration, with nothing but the User API token
+        proxy = nginx.start(nginx.example(port, server.https_url:gsub("^https://", ""),
+            server.ca_file), { THOUSANDEYES_API_TOKEN = "nginx-user-api-token",
+                               THOUSANDEYES_HOST = server.http_url })
+        local status, _, body = get("/v7/tests")
+        assert.equals(200, status, body)
+        assert.equals(0, stats().token_requests)
+        status, _, body = get("/oauth2-stats")
+        assert.equals(200, status, body)
+        assert.is_true(require("cjson").decode(body).static)
+        -- the token is revoked in the dashboard: each 401 passed on, said once
+        server:control { revoke = true }
+        assert.equals(401, (get("/v7/tests")))
+        assert.equals(401, (get("/v7/tests")))
+        local log = proxy:error_log()
+        local _, said = log:gsub("answered 401 to the User API token", "")
+        assert.is_true(said >= 1 and said <= 2, log) -- (once per worker)
+        assert.is_nil(log:find("nginx-user-api-token", 1, true))
+        assert.equals(0, stats().token_requests)
+    end)
+
     it("runs the example configuration with only its addresses replaced", function()
         local port = nginx.free_port()
         base = "http://127.0.0.1:" .. port

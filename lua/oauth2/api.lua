@@ -513,8 +513,9 @@ function _M.send(client, call)
             res, err = via:request(req, timeout, connect_timeout)
             req.headers.Authorization = nil
             if not res then
-                err = errors.new(err, secrets_of(conf, header))
-                return nil, err, retry.KIND[err.kind] and call.repeatable
+                err = errors.new(retry.transport_error(err, conf, req.url),
+                    secrets_of(conf, header))
+                return nil, err, err.retryable and call.repeatable
             end
             res = response(res, via, conf, header)
             note_limit(client, res)

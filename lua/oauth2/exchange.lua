@@ -182,7 +182,7 @@ local function attempt_all(conf, request, session, deadline, on_wait)
         local sent_at, sent_mono = time(), now()
         local res, err = session:request(request, timeout, connect_timeout)
         if not res then
-            err.retryable = retry.KIND[err.kind] == true
+            err = retry.transport_error(err, conf, conf.url)
         elseif res.status >= 200 and res.status < 300 then
             local token
             token, err = token_from(res, sent_at, sent_mono)

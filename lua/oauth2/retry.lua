@@ -27,6 +27,40 @@ _M.STATUS = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = tr
 -- Transport failures worth another attempt (TLS and config ones are not).
 _M.KIND = { network = true, timeout = true }
 
+-- The proxy a request to `url` goes through, and where it was named; nil
+-- for none: the option, else the variables libcurl reads (no_proxy aside).
+local function proxy_of(conf, url)
+    if conf.proxy then return conf.proxy, "option 'proxy'" end
+    local scheme = (url or ""):match("^(%a+):") or "https"
+    for _, name in ipairs { scheme:lower() .. "_proxy", scheme:upper() .. "_PROXY",
+                            "all_proxy", "ALL_PROXY" } do
+        local value = os.getenv(name)
+        if value and value ~= "" and name ~= "HTTP_PROXY" then return value, name end
+    end
+end
+
+--- A failure of the transport (no HTTP answer) for a request to `url`:
+-- whether another attempt is worth it, and, through a proxy, the proxy
+-- named (never its credentials): one that asks for credentials (407) is
+-- not retried, it would only ask again.
+function _M.transport_error(err, conf, url)
+    err.retryable = _M.KIND[err.kind] == true
+    local proxy, named = proxy_of(conf, url)
+    if not proxy or err.kind ~= "network" then return err end
+    local where = proxy:gsub("//[^@/]*@", "//")
+    if tostring(err.message):find("response 407", 1, true) then
+        err.code, err.retryable = "proxy_auth", false
+        err.message = format("the proxy %s (%s) asks for credentials (407 Proxy "
+            .. "Authentication Required): give them in its URL, "
+            .. "http://user:password@host:port", where, named)
+    else
+        err.code = "proxy"
+        err.message = tostring(err.message) .. format(" (through the proxy %s, from %s)", where,
+            named)
+    end
+    return err
+end
+
 -- The largest number a header may give (a timestamp far in the future).
 local MAX_NUMBER = 1e12
 -- The longest wait a server may ask for: a day.

@@ -90,10 +90,19 @@ function _M.sentinel(master, auth)
     local pass = auth and (" --requirepass %s --masterauth %s"):format(auth, auth) or ""
     local primary = setmetatable({ port = nginx.free_port(), dir = shell.temp_dir(),
                                    auth = auth }, Redis)
-    primary:start_again(pass)
+    primary:start_again(pass .. " --repl-diskless-sync-delay 0")
     local replica = setmetatable({ port = nginx.free_port(), dir = shell.temp_dir(),
                                    auth = auth }, Redis)
     replica:start_again(pass .. " --replicaof 127.0.0.1 " .. primary.port)
+    -- its first sync is done before anything is written (and starts at
+    -- once: no 5 s wait for other replicas to join it)
+    local synced = false
+    for _ = 1, 200 do
+        local _, info = replica:cli("INFO replication")
+        if info:match("master_link_status:up") then synced = true break end
+        core.sleep(0.05)
+    end
+    assert(synced, "the replica did not sync")
     local set = { primary = primary, replica = replica, sentinels = {}, master = master }
     local hosts = {}
     for i = 1, 2 do
@@ -162,7 +171,8 @@ function _M.cluster()
     for i = 1, 6 do
         local node = setmetatable({ port = bus_port(), dir = shell.temp_dir() }, Redis)
         node:start_again("--cluster-enabled yes --cluster-config-file nodes.conf "
-            .. "--cluster-node-timeout 1000 --cluster-replica-validity-factor 0")
+            .. "--cluster-node-timeout 1000 --cluster-replica-validity-factor 0 "
+            .. "--repl-diskless-sync-delay 0")
         set.nodes[i] = node
         addresses[i] = "127.0.0.1:" .. node.port
     end
@@ -186,6 +196,14 @@ function _M.cluster()
         core.sleep(0.05)
     end
     assert(up, "the cluster did not come up")
+    -- every replica has had its first sync
+    for _, node in ipairs(set.nodes) do
+        for _ = 1, 200 do
+            local _, info = node:cli("INFO replication")
+            if info:match("role:master") or info:match("master_link_status:up") then break end
+            core.sleep(0.05)
+        end
+    end
     set.url = "redis+cluster://" .. addresses[1]
     -- a node of the cluster that answers
     function set.alive()
