@@ -86,8 +86,9 @@ test:
 test-one:
 	@sh spec/run $(LUA_VERSION)
 
+# (DEMO_PORT=N: the fake endpoint on that port, else on a free one)
 demo: $(MODULES)
-	$(LUA) examples/demo.lua
+	$(LUA) examples/demo.lua $(DEMO_PORT)
 
 # The fake token endpoint and API over HTTPS on PORT, with the exports to
 # point the library, the CLI and the example nginx at it; Ctrl-C stops it.
