@@ -79,7 +79,8 @@ end
 -- A new world: clock, scheduler, endpoint, shared store.
 local function world(opts)
     opts = opts or {}
-    local w = { t = 1000, queue = {}, requests = {}, commands = 0, expiry = {} }
+    local w = { t = 1000, queue = {}, requests = {}, commands = 0, expiry = {},
+                versions = {}, looked = {}, seen = {} }
     function w.now() return w.t end
     -- sleep: under the scheduler (run), yield to it; outside, advance
     function w.sleep(seconds)
@@ -125,10 +126,11 @@ local function world(opts)
             if w.fault == "error" then return nil, "redis: READONLY You can't write" end
             return memory:get(...)
         end,
-        set = function(_, ...)
+        set = function(_, key, ...)
             w.commands = w.commands + 1
             if w.fault == "error" then return nil, "redis: OOM command not allowed" end
-            return memory:set(...)
+            w.versions[key] = (w.versions[key] or 0) + 1
+            return memory:set(key, ...)
         end,
         try_lock = function(_, ...)
             w.commands = w.commands + 1
@@ -140,10 +142,19 @@ local function world(opts)
             end
             return lock
         end,
-        delete_token_if = function(_, ...)
+        delete_token_if = function(_, key, ...)
             w.commands = w.commands + 1
-            return memory:delete_token_if(...)
+            local dropped = memory:delete_token_if(key, ...)
+            if dropped then w.versions[key] = (w.versions[key] or 0) + 1 end
+            return dropped
         end,
+        -- the versions of records (opts.versions): every write moves one on
+        changed = opts.versions and function(_, key)
+            w.commands = w.commands + 1
+            w.looked[key] = w.versions[key] or 0
+            return w.looked[key] ~= w.seen[key]
+        end or nil,
+        saw = opts.versions and function(_, key) w.seen[key] = w.looked[key] end or nil,
         -- the fleet's budget of token requests a minute (opts.budget)
         budget = opts.budget,
         draw = function(_, ...)
@@ -319,6 +330,27 @@ describe("oauth2.cache with a " .. first_kind .. " first layer", function()
         local other = place(w)
         run(w, { function() assert(other.token()) end })
         assert.is_true(w.t - 1000 <= 16, tostring(w.t - 1000))
+    end)
+
+    it("reads the shared record at a look only when it was written, if the store tells",
+        function()
+        local w = new_world { versions = true }
+        local a, b = place(w), place(w)
+        assert(a.token())
+        assert(b.token()) -- taken from the store
+        b.engine:look()   -- (the first look reads)
+        local commands = w.commands
+        for _ = 1, 5 do assert.is_nil(b.engine:look()) end
+        -- one question a look, no read of the record
+        assert.equals(5, w.commands - commands)
+        -- a written record is read: an invalidation elsewhere drops b's copy
+        assert.is_true(a.engine:invalidate())
+        assert.equals("dropped", b.engine:look())
+        -- a place without a valid copy reads the record at every look (it
+        -- takes the cool-down there)
+        local c = place(w)
+        c.engine:look()
+        assert.equals("invalidated", c.engine:failure().code)
     end)
 
     describe("the fleet's budget", function()

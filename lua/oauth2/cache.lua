@@ -535,14 +535,14 @@ function Engine:look()
     local shared, first = self.shared, self.first
     if not shared then return nil end
     local store = shared.store
-    -- a store that tells which records were written since (Redis) is read
-    -- only for those
-    if store.changed then
+    local mine = read(self, first) or nil
+    -- a holder of a valid copy reads a record only when it was written
+    -- since, where the store tells (Redis); one without reads it now
+    if store.changed and usable(mine, first.clock()) then
         local changed, problem = store:changed(shared.key)
         if changed == nil then store_failed(self, shared, problem) end
         if not changed then return nil end
     end
-    local mine = read(self, first) or nil
     local record, why = read(self, shared, mine and mine.rejected)
     if record == nil then
         store_failed(self, shared, why)
