@@ -521,6 +521,24 @@ describe("the redis store", function()
         assert.equals(1, hmgets() - before)
     end)
 
+    it("works for an ACL user allowed only the commands docs/stores.md lists", function()
+        assert.equals(0, (redis:cli("ACL SETUSER fleet-spec on '>sentinel-Acl-pass-3' "
+            .. "'~oauth2:*' +get +set +del +pttl +eval +hmget +hincrby +expire +time")))
+        finally(function() redis:cli("ACL DELUSER fleet-spec") end)
+        local stores = require "oauth2.store"
+        local store = assert(stores.redis(("redis://fleet-spec:sentinel-Acl-pass-3@127.0.0.1:%d")
+            :format(redis.port)))
+        assert.is_true(store:set("acl", SECRET, { access_token = "t" }, 60))
+        assert.equals("t", store:get("acl", SECRET).access_token)
+        local lock = assert(store:try_lock("acl", 5))
+        lock:unlock()
+        assert.is_number(store:draw(0) or select(2, store:draw(0)))
+        assert.is_boolean(store:changed("acl"))
+        local id = require("oauth2.record").token_id(SECRET, "t")
+        assert.is_true(store:delete_token_if("acl", SECRET, id, nil, 60))
+        assert.equals(0, store:stats().errors)
+    end)
+
     it("keeps the fleet's budget of token requests in Redis, by Redis's clock", function()
         local stores = require "oauth2.store"
         local url = { url = redis.url, prefix = "budget-spec:", budget = 2 } -- a slot every 30 s
