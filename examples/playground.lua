@@ -57,7 +57,9 @@ server:control { api_tokens = { API_TOKEN }, api_scopes = SCOPES, api_limit = ap
 local host = ("https://127.0.0.1:%d"):format(port)
 io.stdout:write(([[
 # lua-oauth2 playground: the fake token endpoint and API at %s
-# (a throwaway CA; every answer is made up).  In another shell:
+# (a throwaway CA; every answer is made up).  It also listens, on
+# loopback only, at %s (its control) and %s (mutual TLS).
+# In another shell:
 export THOUSANDEYES_HOST=%s
 export THOUSANDEYES_CA_FILE=%s
 export THOUSANDEYES_CLIENT_ID=%s
@@ -75,7 +77,8 @@ alias thousandeyes-token="%s %s/bin/thousandeyes-token"
 # alerts:read (thousandeyes-token --scope alerts:read api GET /v7/alerts
 # works); %s
 # Ctrl-C stops it.
-]]):format(host, host, server.ca_file, server.client_id, server.client_secret, API_TOKEN,
+]]):format(host, server.http_url, server.mtls_url, host, server.ca_file, server.client_id,
+    server.client_secret, API_TOKEN,
     root, root, build, interpreter, root, interpreter,
     api_limit and ("more than %d API requests a minute answer 429."):format(api_limit)
         or "make playground API_LIMIT=N answers 429 past N API requests a minute."))
