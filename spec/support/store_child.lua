@@ -18,9 +18,13 @@ if timeout then
     store = assert(stores.redis { url = store, timeout = timeout, connect_timeout = timeout })
 end
 
+-- OAUTH2_SPEC_MARGIN, OAUTH2_SPEC_REFRESH_RATIO: the client's policy
 local client = oauth2.client { host = os.getenv("OAUTH2_SPEC_HOST"),
     store = store, deadline = tonumber(os.getenv("OAUTH2_SPEC_DEADLINE")),
-    invalidate_cooldown = tonumber(os.getenv("OAUTH2_SPEC_INVALIDATE_COOLDOWN")) }
+    invalidate_cooldown = tonumber(os.getenv("OAUTH2_SPEC_INVALIDATE_COOLDOWN")),
+    margin = tonumber(os.getenv("OAUTH2_SPEC_MARGIN")),
+    refresh_ratio = tonumber(os.getenv("OAUTH2_SPEC_REFRESH_RATIO")),
+    refresh_jitter = os.getenv("OAUTH2_SPEC_REFRESH_RATIO") and 0 or nil }
 if arg[1] == "loop" then
     local core = require "oauth2.core"
     for _ = 1, tonumber(arg[2]) do
