@@ -530,6 +530,25 @@ describe("the redis store", function()
         for i = 1, 50 do assert.equals(i == 7, lookers[i]:changed("k" .. i)) end
     end)
 
+    it("starts no exchange of a Sentinel or Cluster call past two bounds", function()
+        -- the link loaded on a clock the spec moves: 5 s at every reading
+        local core_now, t = core.now, 0
+        core.now = function() t = t + 5 return t end
+        package.loaded["oauth2.link"] = nil
+        local ok, link = pcall(require, "oauth2.link")
+        core.now = core_now
+        package.loaded["oauth2.link"] = nil
+        assert(ok, link)
+        -- three sentinels nobody answers for, 1 s + 1 s each
+        local conn = assert(link.new { url = "redis+sentinel://127.0.0.1:9,127.0.0.1:10,"
+            .. "127.0.0.1:11/tokens" })
+        local reply, why = conn:call("k", "GET", "k")
+        assert.is_nil(reply)
+        -- the bound (4 s from the start) passed before a sentinel was asked
+        assert.matches("the call's bound passed", why, 1, true)
+        assert.equals(3, select(2, why:gsub("bound passed", "")))
+    end)
+
     it("works for an ACL user allowed only the commands docs/stores.md lists", function()
         assert.equals(0, (redis:cli("ACL SETUSER fleet-spec on '>sentinel-Acl-pass-3' "
             .. "'~oauth2:*' +get +set +del +pttl +eval +hmget +hincrby +expire +time")))

@@ -8,8 +8,9 @@
 -- inside nginx through cosockets (lua-resty-redis), never blocking a
 -- worker.  Each exchange with one server (connect, TLS, AUTH, SELECT,
 -- the command and its whole reply) runs within one bound,
--- connect_timeout + timeout; a call makes at most three (the Sentinels'
--- answer, the primary's role, the command; or a redirect in a Cluster).
+-- connect_timeout + timeout; a call to Sentinels or a Cluster, which may
+-- ask several servers, starts no exchange past two bounds, so it ends
+-- within three.
 --
 -- Sentinel: the primary is asked of the sentinels in turn and its role
 -- checked (ROLE says "master"); it is asked again after any failure at
@@ -268,6 +269,9 @@ end
 -- One command at `addr`, through cosockets where nginx allows them, else
 -- hiredis: the reply, or nil, why and whether the connection failed.
 local function send(self, addr, sentinel, args, asking)
+    if args.until_at and now() >= args.until_at then
+        return nil, "redis: no time left for " .. addr.id .. " (the call's bound passed)", false
+    end
     if ngx and ngx.get_phase and COSOCKET_PHASES[ngx.get_phase()] then
         local redis = cosocket_redis()
         if redis then return cosocket_send(self, redis, addr, sentinel, args, asking) end
@@ -280,17 +284,17 @@ end
 
 -- The primary the sentinels name, its role checked: its address, or nil
 -- and why.
-local function primary(self)
+local function primary(self, until_at)
     if self.primary then return self.primary end
     local problems = {}
     for _, sentinel in ipairs(self.nodes) do
         local reply, why = send(self, sentinel, true,
-            { n = 3, "SENTINEL", "get-master-addr-by-name", self.master })
+            { n = 3, until_at = until_at, "SENTINEL", "get-master-addr-by-name", self.master })
         local port = type(reply) == "table" and tonumber(reply[2])
         if port then
             local addr = address(tostring(reply[1]), port)
             local role
-            role, why = send(self, addr, false, { n = 1, "ROLE" })
+            role, why = send(self, addr, false, { n = 1, until_at = until_at, "ROLE" })
             if type(role) == "table" and role[1] == "master" then
                 self.primary = addr
                 return addr
@@ -308,7 +312,7 @@ end
 -- ------------------------------------------------------------ Cluster
 
 -- Read the slot map from the first known node that answers.
-local function read_slots(self)
+local function read_slots(self, until_at)
     local problems = {}
     local seen = {}
     local candidates = {}
@@ -317,7 +321,8 @@ local function read_slots(self)
     for _, addr in ipairs(candidates) do
         if not seen[addr.id] then
             seen[addr.id] = true
-            local reply, why = send(self, addr, false, { n = 2, "CLUSTER", "SLOTS" })
+            local reply, why = send(self, addr, false,
+                { n = 2, until_at = until_at, "CLUSTER", "SLOTS" })
             if type(reply) == "table" then
                 local owners, known = {}, {}
                 for _, range in ipairs(reply) do
@@ -340,9 +345,9 @@ local function read_slots(self)
 end
 
 -- The primary of `slot`, or nil and why.
-local function owner_of(self, slot)
+local function owner_of(self, slot, until_at)
     if self.stale or not self.slots then
-        local ok, why = read_slots(self)
+        local ok, why = read_slots(self, until_at)
         if not ok then return nil, why end
     end
     local moved = self.moved[slot]
@@ -358,13 +363,18 @@ end
 --- One command for `key` (its slot in a Cluster): the reply (false for a
 -- nil reply), or nil and why (counted in errors).
 function Link:call(key, ...)
+    -- however many sentinels or nodes are asked, a call ends within three
+    -- bounds: no exchange starts past two
     local args = { n = select("#", ...), ... }
+    if self.mode ~= "single" then
+        args.until_at = now() + 2 * (self.connect_timeout + self.timeout)
+    end
     local reply, why, broken
     if self.mode == "single" then
         reply, why = send(self, self.nodes[1], false, args)
     elseif self.mode == "sentinel" then
         local addr
-        addr, why = primary(self)
+        addr, why = primary(self, args.until_at)
         if addr then
             reply, why, broken = send(self, addr, false, args)
             -- a failover: the old primary gone, or answering as a replica
@@ -376,7 +386,7 @@ function Link:call(key, ...)
         local slot = core.redis_slot(key)
         local addr, asking
         for _ = 1, 3 do
-            if not asking then addr, why = owner_of(self, slot) end
+            if not asking then addr, why = owner_of(self, slot, args.until_at) end
             if not addr then break end
             reply, why, broken = send(self, addr, false, args, asking)
             asking = false
