@@ -9,7 +9,8 @@
 -- 0.25 s.  Printed: the answers (good, failed), token requests per token
 -- life, the RSS of the nginx workers and the Lua processes and Redis's
 -- used_memory at the start (after the first minute) and at the end,
--- and the error-log lines.
+-- and the error-log lines; and the same every SOAK_EVERY seconds (600)
+-- between, to tell growth that levels off from a leak.
 --
 -- Run with `make soak` (SOAK_SECONDS=300 for a short one).
 
@@ -77,19 +78,27 @@ end
 local function snapshot()
     return {
         workers = rss(function(_, parent) return masters[parent] end),
-        processes = rss(function(_, _, command)
+        -- (ours: their environment names this soak's token endpoint)
+        processes = rss(function(pid, _, command)
             return command:match("^%S*lua%S* spec/support/store_child%.lua loop") ~= nil
+                and (shell.read_file("/proc/" .. pid .. "/environ") or ""):find(
+                    "OAUTH2_SPEC_HOST=" .. server.http_url .. "%z") ~= nil
         end),
         redis = redis_memory(),
     }
 end
 
+local EVERY = tonumber(os.getenv("SOAK_EVERY")) or 600
 local started = core.now()
 local finish = fleet.traffic(nodes, dir, fleet.env(server, SECRET, redis.url), SECONDS, 6)
 core.sleep(math.min(60, SECONDS / 4))
-local first = snapshot()
-core.sleep(math.max(0, SECONDS - (core.now() - started) - 5))
-local last = snapshot()
+local samples = { { at = core.now() - started, snapshot() } }
+while true do
+    local left = SECONDS - (core.now() - started) - 5
+    if left <= 0 then break end
+    core.sleep(math.min(EVERY, left))
+    samples[#samples + 1] = { at = core.now() - started, snapshot() }
+end
 local good, bad = finish()
 local elapsed = core.now() - started
 local requests = server:stats().token_requests
@@ -108,6 +117,7 @@ server:stop()
 shell.run("rm -rf " .. shell.quote(dir))
 
 local function kib(list) return ("%d KiB (%d)"):format(sum(list), #list) end
+local first, last = samples[1][1], samples[#samples][1]
 print(("soak: %.0f s, 3 nginx nodes x 2 workers and 6 Lua processes on one Redis, "
     .. "%d s tokens"):format(elapsed, LIFETIME))
 print("")
@@ -121,3 +131,11 @@ print(("| nginx workers, RSS (count) | %s | %s |"):format(kib(first.workers), ki
 print(("| Lua processes, RSS (count) | %s | %s |"):format(kib(first.processes),
     kib(last.processes)))
 print(("| Redis used_memory | %d B | %d B |"):format(first.redis or -1, last.redis or -1))
+print("")
+print("| seconds | nginx workers, RSS | Lua processes, RSS | Redis used_memory |")
+print("| --- | --- | --- | --- |")
+for _, sample in ipairs(samples) do
+    local taken = sample[1]
+    print(("| %.0f | %s | %s | %d B |"):format(sample.at, kib(taken.workers),
+        kib(taken.processes), taken.redis or -1))
+end
