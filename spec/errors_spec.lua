@@ -91,4 +91,23 @@ while True:
         assert.matches("through the proxy http://127.0.0.1:9, from option 'proxy'",
             tostring(down), 1, true)
     end)
+
+    it("names a proxy of the environment, unless no_proxy leaves the host out", function()
+        local script = "local _, e = require('oauth2').token { client_id = 'a', "
+            .. "client_secret = 'sentinel-Secret-px', host = 'https://127.0.0.1:9', "
+            .. "retries = 0 } print(e.code, e)"
+        local env = { https_proxy = "http://proxy-user:sentinel-Proxy-pass-8@127.0.0.1:10" }
+        local code, out = shell.run(shell.lua_command(env, "-e " .. shell.quote(script)),
+            { lua = true })
+        assert.equals(0, code, out)
+        assert.matches("^proxy\t", out)
+        assert.matches("through the proxy http://127.0.0.1:10, from https_proxy", out, 1, true)
+        assert.is_nil(out:find("sentinel-Proxy-pass-8", 1, true))
+        env.no_proxy = "localhost, .127.0.0.1"
+        code, out = shell.run(shell.lua_command(env, "-e " .. shell.quote(script)),
+            { lua = true })
+        assert.equals(0, code, out)
+        assert.matches("^nil\t", out)
+        assert.is_nil(out:find("proxy", 1, true), out)
+    end)
 end)

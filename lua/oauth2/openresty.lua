@@ -26,6 +26,7 @@ local transport = require "oauth2.transport"
 local stores = require "oauth2.store"
 local cache = require "oauth2.cache"
 local core = require "oauth2.core"
+local static = require "oauth2.static"
 
 local ngx = ngx
 local type, pairs, error, pcall, tostring, setmetatable =
@@ -82,8 +83,6 @@ local LOCK_SLACK = 5
 
 local Token = {}
 Token.__index = Token
-
-local static_token
 
 -- Seconds since the epoch, freshly read (ngx.now() is cached per loop turn).
 local function wall_now()
@@ -304,47 +303,6 @@ function _M.check(opts)
     return true
 end
 
--- A User API token (api_token, or THOUSANDEYES_API_TOKEN alone): the
--- same header injected, nothing fetched, cached or refreshed; a 401 for
--- it is logged once per worker (only a new token from the dashboard
--- ends it).
-local Static = {}
-Static.__index = Static
-
-function Static:header() return self.value end
-
-function Static:authorize()
-    ngx.req.set_header("Authorization", self.value)
-    return true
-end
-
-Static.invalidate = function() return false end
-Static.warm = function() return true end
-
-function Static:purge_on_401()
-    if ngx.status ~= 401 then return false end
-    self.rejections = self.rejections + 1
-    if self.rejections == 1 then
-        ngx.log(ngx.ERR, "oauth2: the API answered 401 to the User API token (api_token): it "
-            .. "is sent as it is until it is replaced (a new one from the dashboard, and a "
-            .. "reload)")
-    end
-    return false
-end
-
-function Static:stats()
-    return { static = true, has_token = true, rejections = self.rejections }
-end
-
-function Static:__tostring()
-    return format("oauth2.openresty host=%s api_token", self.conf.api_url)
-end
-
-function static_token(conf, own)
-    return setmetatable({ conf = conf, value = bearer.header(conf.api_token),
-                          on_event = own.on_event or nil, rejections = 0 }, Static)
-end
-
 --- A shared token; opts are oauth2.token's options plus this module's and
 -- the cache policy's.  Returns it, or nil and a message for bad options.
 function _M.new(opts)
@@ -353,7 +311,7 @@ function _M.new(opts)
     end
     local conf, policy, own = options.split(opts, OWN, true)
     if not conf then return nil, policy end
-    if conf.api_token then return static_token(conf, own) end
+    if conf.api_token then return static.nginx(conf) end
     local dict = ngx.shared[own.dict]
     if not dict then
         return nil, format("oauth2: option 'dict': there is no 'lua_shared_dict %s' in "

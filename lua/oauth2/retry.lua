@@ -27,10 +27,26 @@ _M.STATUS = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = tr
 -- Transport failures worth another attempt (TLS and config ones are not).
 _M.KIND = { network = true, timeout = true }
 
+-- Whether no_proxy (NO_PROXY) names `host`, as libcurl reads it: "*", or
+-- a name the host is or ends in (".example.com" and "example.com" alike).
+local function no_proxy(host)
+    local list = os.getenv("no_proxy") or os.getenv("NO_PROXY") or ""
+    host = host:lower()
+    for name in list:gmatch("[^,%s]+") do
+        name = name:lower():gsub("^%.", "")
+        if name == "*" or host == name or host:sub(-#name - 1) == "." .. name then
+            return true
+        end
+    end
+    return false
+end
+
 -- The proxy a request to `url` goes through, and where it was named; nil
--- for none: the option, else the variables libcurl reads (no_proxy aside).
+-- for none: the option, else the variables libcurl reads.
 local function proxy_of(conf, url)
     if conf.proxy then return conf.proxy, "option 'proxy'" end
+    local host = (url or ""):match("^%a+://([^/:?#]+)") or (url or ""):match("^%a+://%[([^%]]+)%]")
+    if host and no_proxy(host) then return nil end
     local scheme = (url or ""):match("^(%a+):") or "https"
     for _, name in ipairs { scheme:lower() .. "_proxy", scheme:upper() .. "_PROXY",
                             "all_proxy", "ALL_PROXY" } do

@@ -5,7 +5,9 @@
 -- It is served as it is, and a 401 is the caller's answer (oauth2.api
 -- does not try again: there is nothing to renew).  It is an oauth2.client
 -- for API requests (request, pages, items come from it); this file holds
--- what differs.  And the one guard of a closed client, of either kind.
+-- what differs.  The same token for nginx (oauth2.openresty) is here too:
+-- the header injected, a 401 logged once per worker.  And the one guard
+-- of a closed client, of either kind.
 
 local core = require "oauth2.core"
 local options = require "oauth2.options"
@@ -14,6 +16,7 @@ local bearer = require "oauth2.bearer"
 local error, setmetatable, getmetatable, rawset, tostring, type =
       error, setmetatable, getmetatable, rawset, tostring, type
 local format = string.format
+local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 
 local _M = { _VERSION = core._VERSION }
 
@@ -106,6 +109,49 @@ function _M.new(conf, own, Client)
         headers = own.headers or nil,
         pace = own.pace,
     }, Static)
+end
+
+-- ---------------------------------------------------------------- nginx
+
+local Nginx = {}
+Nginx.__index = Nginx
+
+function Nginx:header() return self.value end
+
+function Nginx:authorize()
+    ngx.req.set_header("Authorization", self.value)
+    return true
+end
+
+Nginx.invalidate = function() return false end
+Nginx.warm = function() return true end
+
+--- For header_filter_by_lua: an upstream 401 is the token's end, said
+-- once per worker (only a new token from the dashboard, and a reload,
+-- replace it); nothing is dropped.
+function Nginx:purge_on_401()
+    if ngx.status ~= 401 then return false end
+    self.rejections = self.rejections + 1
+    if self.rejections == 1 then
+        ngx.log(ngx.ERR, "oauth2: the API answered 401 to the User API token (api_token): it "
+            .. "is sent as it is until it is replaced (a new one from the dashboard, and a "
+            .. "reload)")
+    end
+    return false
+end
+
+function Nginx:stats()
+    return { static = true, has_token = true, rejections = self.rejections }
+end
+
+function Nginx:__tostring()
+    return format("oauth2.openresty host=%s api_token", self.conf.api_url)
+end
+
+--- oauth2.openresty's token for `conf.api_token`.
+function _M.nginx(conf)
+    return setmetatable({ conf = conf, value = bearer.header(conf.api_token),
+                          rejections = 0 }, Nginx)
 end
 
 return _M
