@@ -2,67 +2,38 @@
 --
 --   local engine = cache.new { source = fetch, first = memory_store,
 --                              shared = redis_store, policy = policy, ... }
---   local record, err = engine:get()
+--   local record, err, how = engine:get()
 --
 -- As lua-resty-mlcache holds its L1 over a shared L2 and a callback
--- behind a lock, and Go's ReuseTokenSource wraps a source.  The same
--- obtain loop runs at each layer; oauth2.client and oauth2.openresty
--- configure it and bring hooks (clocks, waits, timers).  Each rule is
--- one function here; docs/cache.md says them in prose.
+-- behind a lock: the same obtain loop runs at each layer, and
+-- oauth2.client and oauth2.openresty configure it with their hooks.
+-- docs/cache.md says the rules in prose.
 
 local core = require "oauth2.core"
 local policy_rules = require "oauth2.policy"
 local records = require "oauth2.record"
 local errors = require "oauth2.error"
+local transport = require "oauth2.transport"
 
-local type, pairs, tostring, pcall, error, setmetatable, select, rawget =
-      type, pairs, tostring, pcall, error, setmetatable, select, rawget
+local type, pairs, tostring, error, setmetatable =
+      type, pairs, tostring, error, setmetatable
 local max, min, huge = math.max, math.min, math.huge
 local format = string.format
 
 local fresh, usable, cooling = records.fresh, records.usable, records.cooling
-
--- pcall, in a form a function may yield through (a light thread's
--- sleep, a coroutine scheduler's) where the Lua's own pcall cannot (PUC
--- Lua 5.1): the function runs as a coroutine of its own whose yields are
--- passed on.  (Told by the version, not by a probe: a coroutine resumed
--- while this module loads would yield across require in OpenResty.)
-local protected = pcall
-do
-    local co_create, co_resume, co_yield, co_status =
-          coroutine.create, coroutine.resume, coroutine.yield, coroutine.status
-    if _VERSION == "Lua 5.1" and not rawget(_G, "jit") then
-        local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
-        local function pack(...) return { n = select("#", ...), ... } end
-        protected = function(fn, ...)
-            local co = co_create(fn)
-            local result = pack(co_resume(co, ...))
-            while result[1] and co_status(co) == "suspended" do
-                result = pack(co_resume(co, co_yield(unpack(result, 2, result.n))))
-            end
-            return unpack(result, 1, result.n)
-        end
-    end
-end
+local protected = transport.pcall
 
 local _M = { _VERSION = core._VERSION }
 
 -- Seconds a lease outlives one attempt's timeout.
 local LEASE_SLACK = 5
-
 -- How soon a caller with a valid token looks again when another holds
 -- the lease, and at most when the store fails.
-local LOOK_AGAIN = 1
-local STORE_AGAIN = 2
-
--- A waiter's first pause and its longest, in seconds, by default: a
--- shared store costs O(1) commands a second per waiter.
+local LOOK_AGAIN, STORE_AGAIN = 1, 2
+-- A waiter's first pause and its longest, in seconds, by default.
 local PACE = { 0.05, 1 }
-
--- The longest a caller without a token waits for a slot of the fleet's
--- budget while it holds the shared lease (within the lease's slack).
+-- The longest a caller without a token waits for a slot of the budget.
 local BUDGET_WAIT = 4
-
 -- How often callers waiting for a place's fetch look at the shared store
 -- meanwhile (once for all of them), in seconds.
 local WAIT_LOOK = 0.5
@@ -76,7 +47,6 @@ end
 local Engine = {}
 Engine.__index = Engine
 
--- Add one to a counter, and tell the place's own counting.
 local function count(self, name)
     self.counters[name] = self.counters[name] + 1
     if self.count then self.count(name) end
@@ -112,8 +82,7 @@ local function read(self, layer, rejected)
     return record
 end
 
--- Write a record with its time to live; a failure to write is a store
--- failure, told, never the caller's.
+-- Write a record with its time to live; a failure is the store's, told.
 local function write(self, layer, record)
     local ok, why = layer.store:set(layer.key, self.secret, record,
         records.ttl(record, layer.clock()))
@@ -127,8 +96,7 @@ end
 local function publish_token(self, layer, record)
     local current = read(self, layer)
     if current then
-        local now = layer.clock()
-        if usable(current, now) and current.access_token ~= record.access_token
+        if usable(current, layer.clock()) and current.access_token ~= record.access_token
                 and type(current.fetched_at) == "number"
                 and current.fetched_at > record.fetched_at then
             return current
@@ -137,8 +105,8 @@ local function publish_token(self, layer, record)
         if current.rejected then record.rejected = current.rejected end
     end
     if layer.first and layer.below then
-        -- without the shared store, the point from which this place
-        -- fetches alone, drawn once per token
+        -- the point from which this place fetches without the shared
+        -- store, drawn once per token
         record.alone_at = policy_rules.alone_at(record.refresh_at, record.expire_at)
     end
     write(self, layer, record)
@@ -180,6 +148,7 @@ local obtain
 -- What the caller of a layer brings: its valid token's expiry, the point
 -- from which it fetches alone and how long a refresh may hold it (when
 -- it has one), the id of a token it saw rejected, its failures in a row.
+-- Its times move to another layer's clock as a record's do.
 local function caller_of(self, record, now)
     local caller = { rejected = record and record.rejected,
                      failures = record and record.failures }
@@ -189,14 +158,6 @@ local function caller_of(self, record, now)
         caller.deadline = min(self.policy.refresh_timeout, record.expire_at - now)
     end
     return caller
-end
-
--- The caller's times moved to another clock.
-local function caller_moved(caller, delta)
-    if not caller.expire_at then return caller end
-    return { rejected = caller.rejected, failures = caller.failures,
-             expire_at = caller.expire_at + delta, alone_at = caller.alone_at + delta,
-             deadline = caller.deadline }
 end
 
 -- A record just fetched for a layer, published there when `publish`:
@@ -214,12 +175,10 @@ local function fetched(self, layer, record, publish, how)
     return record, nil, how
 end
 
--- Draw a token request from the fleet's budget that a shared layer's
--- store keeps: true to go on (after the wait for a slot taken within the
--- caller's patience), or what to answer: false, nil and seconds (serve
--- your own: it is valid, a caller with one never waits), or nil and
--- the error (none yet: remembered in this place only).  A store that
--- fails to answer takes no budget from anyone: go on.
+-- Draw a token request from the budget of a shared layer's store: true
+-- to go on (once the slot taken has come), false, nil and seconds (serve
+-- your valid token: a caller with one never waits), or nil and the error
+-- (remembered in this place only).  A store that fails takes no budget.
 local function draw(self, layer, caller)
     local valid = caller.expire_at and layer.clock() < caller.expire_at
     local delay, seconds = layer.store:draw(valid and 0 or BUDGET_WAIT)
@@ -240,7 +199,7 @@ local function draw(self, layer, caller)
 end
 
 -- Fetch now, for a layer: from the layer below, or from the source.
--- Returns the record (published when `publish`), how (see get), or nil
+-- Returns the record (published when `publish`), how (see obtain), or nil
 -- and the error (its cool-down in retry_after, its count in failures),
 -- or false, nil and the seconds after which to look again (serve your
 -- own token: the layer below is away, or another fetches there).
@@ -249,7 +208,7 @@ local function fetch(self, layer, prior, caller, publish)
     local err
     if below then
         local delta = layer.clock() - below.clock()
-        local record, problem, how = obtain(self, below, caller_moved(caller, -delta))
+        local record, problem, how = obtain(self, below, records.shift(caller, -delta))
         if record then
             return fetched(self, layer, records.shift(record, delta), publish,
                 how == "fetched" and "fetched" or "store")
@@ -270,8 +229,7 @@ local function fetch(self, layer, prior, caller, publish)
         end
         if publish and not layer.first then
             -- another may have published while this fetch failed: serve
-            -- that, and remember no failure (look again before fetching
-            -- or failing)
+            -- that, and remember no failure
             local current = read(self, layer, caller.rejected)
             if current and usable(current, layer.clock())
                     and current.access_token ~= (prior and prior.access_token) then
@@ -294,8 +252,8 @@ local function fetch(self, layer, prior, caller, publish)
 end
 
 -- A layer's cool-down as an error while it runs: the very error of the
--- failure this engine published there, its retry_after counted down, or
--- one made from the record.
+-- failure this engine published there (retry_after counted down), or one
+-- made from the record.
 local function cooled(layer, record, now)
     local failure = cooling(record, now)
     local last = layer.failed
@@ -316,11 +274,55 @@ local function without_store(self, layer, why, caller, now)
     return fetch(self, layer, nil, caller, false)
 end
 
--- The record of a layer that serves, with how: "fresh", or "stale" (a
--- valid token due for refresh, served while another refreshes or a
--- cool-down runs).
+-- A record that serves, and how: "fresh", or "stale" (due for refresh,
+-- served while another refreshes or a cool-down runs).
 local function serving(record, now)
     return record, nil, fresh(record, now) and "fresh" or "stale"
+end
+
+-- Read a layer and judge it for a caller: true and the answer when the
+-- record settles the call (fresh; cooling; valid and told to wait), "away"
+-- and why (the shared store failed), or false, the record (false for
+-- none), the caller and the time: a fetch is due.
+local function judge(self, layer, caller)
+    local record, why = read(self, layer, caller and caller.rejected)
+    local now = layer.clock()
+    if record == nil then
+        if not layer.first then return "away", why end
+        record = false
+    end
+    if layer.first then caller = caller_of(self, record, now) end
+    if fresh(record, now) then return true, record, nil, "fresh" end
+    local failure = cooled(layer, record, now)
+    if failure then
+        if usable(record, now) then return true, serving(record, now) end
+        return true, nil, failure
+    end
+    if usable(record, now) and type(record.quiet_until) == "number"
+            and now < record.quiet_until then
+        return true, serving(record, now)
+    end
+    return false, record, caller, now
+end
+
+-- Fetch under a layer's lease.  A first layer serves its valid token when
+-- the refresh fails, or when the layer below is away or another fetches
+-- there (and asks again after the seconds it was told).
+local function fetch_held(self, layer, record, caller, now)
+    local result, err, how = fetch(self, layer, record or nil, caller, true)
+    if not layer.first or result then return result, err, how end
+    if result == nil then
+        if usable(record, layer.clock()) then return serving(record, now) end
+        return nil, err
+    end
+    record = read(self, layer) or record
+    if not usable(record, now) then
+        return nil, errors.new { kind = "timeout", retryable = true, retry_after = 1,
+            message = "the token expired while another fetched" }
+    end
+    record.quiet_until = now + how
+    write(self, layer, record)
+    return serving(record, now)
 end
 
 --- Obtain a token at `layer` for a caller (caller_of; its times on this
@@ -333,93 +335,41 @@ end
 --   false, nil, seconds serve your own token; look again after seconds
 function obtain(self, layer, caller)
     local store, clock = layer.store, layer.clock
-    local first = layer.first
     -- a holder that cannot let go (stopped: an flock never lapses) holds
     -- nobody past its patience
     local give_up = clock() + layer.patience
     local pace, pause = layer.pace, layer.pace[1]
     while true do
-        local record, why = read(self, layer, caller and caller.rejected)
-        local now = clock()
-        if record == nil then
-            if not first then return without_store(self, layer, why, caller, now) end
-            record = false
-        end
-        if first then caller = caller_of(self, record, now) end
-        if fresh(record, now) then return record, nil, "fresh" end
-        local failure = cooled(layer, record, now)
-        if failure then
-            if usable(record, now) then return serving(record, now) end
-            return nil, failure
-        end
-        if usable(record, now) and type(record.quiet_until) == "number"
-                and now < record.quiet_until then
-            return serving(record, now)
-        end
-        local lease
-        lease, why = store:try_lock(layer.key, layer.lease)
-        now = clock()
+        local settled, a, b, c = judge(self, layer, caller)
+        if settled == "away" then return without_store(self, layer, a, caller, clock()) end
+        if settled then return a, b, c end
+        local record
+        record, caller = a, b
+        local lease, why = store:try_lock(layer.key, layer.lease)
         if lease == nil then
-            if not first then return without_store(self, layer, why, caller, now) end
+            if not layer.first then return without_store(self, layer, why, caller, clock()) end
             -- a first layer that cannot lock (a full dict): fetch anyway
             store_failed(self, layer, why)
             return fetch(self, layer, record or nil, caller, true)
         end
         if lease then
-            -- the last holder may have published between the read and the lease
-            record, why = read(self, layer, caller.rejected)
-            now = clock()
-            local result, err, how
-            if record == nil then
-                if not first then
-                    lease:unlock()
-                    return without_store(self, layer, why, caller, clock())
-                end
-                record = false
-            end
-            if first then caller = caller_of(self, record, now) end
-            if fresh(record, now) then
-                result, how = record, "fresh"
-            else
-                failure = cooled(layer, record, now)
-                if failure then
-                    if usable(record, now) then result, err, how = serving(record, now)
-                    else err = failure end
-                else
-                    -- a source that raises must not leave the lock held
-                    local ok
-                    ok, result, err, how = protected(fetch, self, layer, record or nil, caller,
-                        true)
-                    if not ok then
-                        lease:unlock()
-                        error(result, 0)
-                    end
-                    if result == nil and first and usable(record, clock()) then
-                        -- a failed refresh: the old token serves while valid
-                        result, err, how = serving(record, now)
-                    end
-                    if result == false and first then
-                        -- the layer below is away, or another fetches
-                        -- there: serve this one, and ask again in a while
-                        record = read(self, layer) or record
-                        if usable(record, now) then
-                            record.quiet_until = now + how
-                            write(self, layer, record)
-                            result, err, how = serving(record, now)
-                        else
-                            result, err, how = nil, errors.new { kind = "timeout",
-                                retryable = true, retry_after = 1,
-                                message = "the token expired while another fetched" }, nil
-                        end
-                    end
-                end
+            -- the last holder may have published between the read and the
+            -- lease; a source that raises must not leave the lock held
+            local ok
+            ok, settled, a, b, c = protected(judge, self, layer, caller)
+            if ok and settled == false then
+                ok, a, b, c = protected(fetch_held, self, layer, a, b, c)
+                if not ok then settled = a end
             end
             lease:unlock()
-            return result, err, how
+            if not ok then error(settled, 0) end
+            if settled == "away" then return without_store(self, layer, a, caller, clock()) end
+            return a, b, c
         end
         -- another holds the lease: a caller with a valid token serves it
         -- and looks again soon; one without waits, at most its patience
-        if not first and caller.expire_at and now < caller.expire_at then
+        local now = clock()
+        if not layer.first and caller.expire_at and now < caller.expire_at then
             return false, nil, max(0.05, min(LOOK_AGAIN, caller.expire_at - now))
         end
         if usable(record, now) then return serving(record, now) end
@@ -436,8 +386,8 @@ end
 -- ------------------------------------------------------------ the engine
 
 --- A token through the layers: the first layer's record with a valid
--- token, how (see obtain), or nil and an error.  Inline: the caller runs
--- the fetch when one is due (a process).
+-- token and how (see obtain), or nil and an error.  The caller runs the
+-- fetch when one is due.
 function Engine:get()
     local record, err, how = obtain(self, self.first)
     if how == "store" then count(self, "hits") end
@@ -466,8 +416,8 @@ function Engine:run()
     return record, err
 end
 
---- Start a run where it may go on without the caller (schedule), unless
--- one is under way here or a live process holds the first layer's lock.
+--- Start a run apart from the caller (schedule), unless one is under way
+-- here or a live process holds the first layer's lock.
 function Engine:refresh()
     local first = self.first
     if self.running or first.store:locked(first.key) then return false end
@@ -497,12 +447,11 @@ end
 -- (peek), or nil and an error (the run's failure), or nil, an error and
 -- true (the wait ended first).
 function Engine:wait_for(seconds)
-    local first = self.first
+    local first, shared = self.first, self.shared
     local clock = first.clock
     self:refresh()
     local deadline = clock() + seconds
     local pause = first.pace[1]
-    local shared = self.shared
     while true do
         local left = deadline - clock()
         if left < 0.001 then break end
@@ -527,17 +476,16 @@ function Engine:wait_for(seconds)
             .. "(it goes on in the background)", seconds) }, true
 end
 
---- One look at the shared store for a holder of a fresh copy: a newer
--- valid token there is taken, a copy the store names rejected is dropped,
--- a cool-down there is kept.  Returns what happened: "taken", "dropped"
--- or nil.
+--- One look at the shared store: a newer valid token there is taken, a
+-- copy it names rejected is dropped, a cool-down there is kept.  Returns
+-- "taken", "dropped" or nil.
 function Engine:look()
     local shared, first = self.shared, self.first
     if not shared then return nil end
     local store = shared.store
     local mine = read(self, first) or nil
-    -- a holder of a valid copy reads a record only when it was written
-    -- since, where the store tells (Redis); one without reads it now
+    -- a holder of a valid copy reads the record only when it was written
+    -- since, where the store tells (Redis)
     if store.changed and usable(mine, first.clock()) then
         local changed, problem = store:changed(shared.key)
         if changed == nil then store_failed(self, shared, problem) end
@@ -575,10 +523,10 @@ function Engine:look()
 end
 
 --- Drop the first layer's token (the API answered 401 with it; with
--- `rejected`, the access token refused, only while it is still the
--- current one) in every layer, with the invalidation cool-down for every
--- holder: no fetch before invalidate_cooldown has passed since the
--- rejected token's fetch.  Whether a token was dropped here.
+-- `rejected`, only while that access token is still the current one) in
+-- every layer, with a cool-down for every holder: no fetch before
+-- invalidate_cooldown has passed since the rejected token's fetch.
+-- Whether a token was dropped here.
 function Engine:invalidate(rejected)
     local first, shared = self.first, self.shared
     local record = read(self, first)
@@ -593,9 +541,8 @@ function Engine:invalidate(rejected)
     count(self, "invalidations")
     self.emit("invalidation", { cooldown = self.policy.invalidate_cooldown })
     if shared then
-        -- in the shared store too, with the same cool-down for every holder
-        local at = not_before + (shared.clock() - now)
-        local cooldown_there = records.invalidated(self.policy, at)
+        local cooldown_there = records.invalidated(self.policy,
+            not_before + (shared.clock() - now))
         self.spread(function() drop(self, shared, token_id, cooldown_there) end)
     end
     return true
@@ -621,8 +568,8 @@ function Engine:forget()
                 { next_try = shared.clock() }) then
             return true
         end
-        -- another holds the lock (or the store failed): look again, at most
-        -- until the deadline
+        -- another holds the lock (or the store failed): look again until
+        -- the deadline
         local now = shared.clock()
         if now >= give_up or not shared.wait(min(pause, give_up - now)) then
             return nil, format("the token in %s could not be forgotten: another process "
@@ -638,8 +585,8 @@ function Engine:peek()
     return self.first.store:peek(self.first.key)
 end
 
---- The record a layer holds ("first" or "shared"), or nil; nil and why
--- when that store failed.  Nothing is fetched.
+--- The record a layer holds ("first" or "shared") and that layer's time,
+-- or nil; nil and why when that store failed.  Nothing is fetched.
 function Engine:record(which)
     local layer = self[which or "first"]
     if not layer then return nil end
@@ -649,54 +596,46 @@ function Engine:record(which)
 end
 
 --- Counters: hits (tokens another process or node fetched), drops
--- (copies dropped as rejected elsewhere), invalidations, store_errors.
+-- (copies dropped as rejected elsewhere), invalidations, store_errors,
+-- budget_waits.
 function Engine:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
     return stats
 end
 
--- A layer of the engine.
 local function layer(store, key, clock, lease, patience, wait, pace, first)
     return { store = store, key = key, clock = clock, lease = lease,
              patience = min(patience, lease), wait = wait, pace = pace or PACE, first = first }
 end
 
 local function no_op() end
+local function cannot_wait() return false end
 
 --- A new engine.  opts:
---   source(deadline)    one fetch from the token endpoint: a token table,
---                       or nil and an error (deadline: seconds a refresh
---                       may hold its caller, or nil)
---   first, first_key    the first layer's store (with peek and locked)
---                       and key there
---   shared, key         a shared store (or nil) and the key there
---   secret, policy      the client secret (records are sealed with it),
---                       oauth2.policy's checked options
---   clock, wall         the first layer's clock, the shared layer's
---   lease, deadline     seconds: the shared store's lease, a caller's
---                       patience there
---   first_lease, first_wait(seconds) -> bool, first_pace {first, max}
---                       the first layer's lock, how a caller waits for
---                       another's fetch there (false: it cannot)
+--   source(deadline)     one fetch: a token table, or nil and an error
+--                        (deadline: seconds a refresh may hold its caller)
+--   first, first_key     the first layer's store (with peek and locked), key
+--   shared, key          a shared store (or nil), the key there
+--   secret, policy       the client secret (seals records), oauth2.policy's
+--   clock, wall          the first layer's clock, the shared layer's
+--   lease, deadline      the shared store's lease, a caller's patience there
+--   first_lease, first_patience, first_pace {first, max},
+--   first_wait(seconds) -> bool   the first layer's lock, and how a caller
+--                        waits for another's fetch there (false: cannot)
 --   wait(seconds) -> bool  how a caller waits for the shared store
---   schedule(fn)        run fn(premature) apart from the caller (timers)
---   wake()              after a run: wake whoever waits (a semaphore)
---   spread(fn)          run fn where the shared store may be reached
---   log(level, text), place, emit(event, info), count(name): what to
---                       say, where this runs ("process", "node"), events
---                       for the caller's hook, each counter as it moves
+--   schedule(fn), wake() run fn(premature) apart (timers); wake waiters
+--   spread(fn)           run fn where the shared store may be reached
+--   log(level, text), place, emit(event, info), count(name)
 function _M.new(opts)
-    local policy = opts.policy
-    local deadline = opts.deadline
+    local policy, deadline = opts.policy, opts.deadline
     local clock, wall = opts.clock or core.now, opts.wall or core.time
     local first = layer(opts.first, opts.first_key or opts.key, clock,
         opts.first_lease or deadline + 1, opts.first_patience or deadline,
-        opts.first_wait or function() return false end, opts.first_pace, true)
+        opts.first_wait or cannot_wait, opts.first_pace, true)
     local self = setmetatable({
         secret = opts.secret, policy = policy, source = opts.source, deadline = deadline,
-        first = first, shared = nil,
-        schedule = opts.schedule, wake = opts.wake,
+        first = first, shared = nil, schedule = opts.schedule, wake = opts.wake,
         spread = opts.spread or function(fn) fn() end,
         log = opts.log or no_op, place = opts.place or "process",
         emit = opts.emit or no_op, count = opts.count,
@@ -704,14 +643,13 @@ function _M.new(opts)
         counters = { hits = 0, drops = 0, invalidations = 0, store_errors = 0,
                      budget_waits = 0 },
     }, Engine)
-    if opts.shared then
-        local lease = opts.lease or policy_rules.LEASE
-        -- a store that keeps a clock of its own (Redis) times its records
-        -- for every node alike; another (a file: one machine) the wall's
-        local store = opts.shared
+    local store = opts.shared
+    if store then
+        -- a store with a clock of its own (Redis) times records alike for
+        -- every node; another (a file: one machine) by the wall's
         local shared_clock = store.now and function() return store:now() end or wall
-        self.shared = layer(store, opts.key, shared_clock, lease, deadline,
-            opts.wait or function() return false end, PACE, false)
+        self.shared = layer(store, opts.key, shared_clock, opts.lease or policy_rules.LEASE,
+            deadline, opts.wait or cannot_wait, PACE, false)
         first.below = self.shared
     end
     return self

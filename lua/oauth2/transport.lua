@@ -8,7 +8,8 @@
 
 local core = require "oauth2.core"
 
-local setmetatable, error, type = setmetatable, error, type
+local setmetatable, error, type, pcall, select, rawget =
+      setmetatable, error, type, pcall, select, rawget
 local min = math.min
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 
@@ -44,6 +45,27 @@ function _M.sleep(seconds)
     if seconds <= 0 then return end
     if can_yield() then return ngx.sleep(seconds) end
     return core.sleep(seconds)
+end
+
+-- pcall, in a form a function may yield through (a light thread's
+-- sleep, a coroutine scheduler's) where the Lua's own pcall cannot (PUC
+-- Lua 5.1): the function runs as a coroutine of its own whose yields are
+-- passed on.  (Told by the version, not by a probe: a coroutine resumed
+-- while this module loads would yield across require in OpenResty.)
+_M.pcall = pcall
+if _VERSION == "Lua 5.1" and not rawget(_G, "jit") then
+    local co_create, co_resume, co_yield, co_status =
+          coroutine.create, coroutine.resume, coroutine.yield, coroutine.status
+    local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
+    local function pack(...) return { n = select("#", ...), ... } end
+    _M.pcall = function(fn, ...)
+        local co = co_create(fn)
+        local result = pack(co_resume(co, ...))
+        while result[1] and co_status(co) == "suspended" do
+            result = pack(co_resume(co, co_yield(unpack(result, 2, result.n))))
+        end
+        return unpack(result, 1, result.n)
+    end
 end
 
 -- Seconds past an exchange's timeout after which its session is taken
