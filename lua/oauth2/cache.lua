@@ -15,8 +15,8 @@ local records = require "oauth2.record"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
-local type, pairs, tostring, error, setmetatable =
-      type, pairs, tostring, error, setmetatable
+local type, pairs, ipairs, tostring, error, setmetatable =
+      type, pairs, ipairs, tostring, error, setmetatable
 local max, min, huge = math.max, math.min, math.huge
 local format = string.format
 
@@ -627,6 +627,7 @@ local function cannot_wait() return false end
 --   schedule(fn), wake() run fn(premature) apart (timers); wake waiters
 --   spread(fn)           run fn where the shared store may be reached
 --   log(level, text), place, emit(event, info), count(name)
+--   counters             a table the engine's counters join (its own else)
 function _M.new(opts)
     local policy, deadline = opts.policy, opts.deadline
     local clock, wall = opts.clock or core.now, opts.wall or core.time
@@ -640,9 +641,11 @@ function _M.new(opts)
         log = opts.log or no_op, place = opts.place or "process",
         emit = opts.emit or no_op, count = opts.count,
         running = false, quiet_until = -huge, looked_until = -huge,
-        counters = { hits = 0, drops = 0, invalidations = 0, store_errors = 0,
-                     budget_waits = 0 },
+        counters = opts.counters or {},
     }, Engine)
+    for _, name in ipairs { "hits", "drops", "invalidations", "store_errors", "budget_waits" } do
+        self.counters[name] = 0
+    end
     local store = opts.shared
     if store then
         -- a store with a clock of its own (Redis) times records alike for

@@ -3,15 +3,11 @@
 --   local client = oauth2.client { client_id = ..., client_secret = ... }
 --   local header, err = client:header()      -- "Bearer ..." at almost no cost
 --
--- A configuration of oauth2.cache: its first layer is this Lua state's
--- memory (clients with the same key and policy share one entry), its
--- shared layer the `store` option (file, Redis, an object), its source
--- the token endpoint.  The engine fetches, refreshes ahead, serves the
--- old token while a refresh fails (stale while revalidate), cools down
--- after failures and spreads invalidations; the client keeps its hot
--- path (one compare on its own clock, monotonic by default), its
--- counters and its words.  A User API token (api_token) is served as it
--- is by oauth2.static instead.
+-- oauth2.cache configured for one Lua state: its first layer is this
+-- state's memory (clients of one key and policy share an entry), its
+-- shared layer the `store` option, its source the token endpoint.  The
+-- client keeps its hot path (one compare on its own clock), counters and
+-- words.  A User API token (api_token) is served by oauth2.static.
 
 local core = require "oauth2.core"
 local options = require "oauth2.options"
@@ -33,20 +29,18 @@ local _M = { _VERSION = core._VERSION }
 
 local checks = options.checks
 
--- The stores a client takes.
-local STORES = { memory = true, file = true, redis = true, object = true,
-    phrase = '"memory", "file", a directory, a redis:// URL (or its table) or a store object' }
-
--- The client's own options beside oauth2.token's and the cache policy's:
--- name = { default, check } (oauth2.options.split).
+-- The client's own options (oauth2.options.split): name = { default, check }.
 local OWN = {
     aid = { false, checks.aid },
     headers = { false, checks.headers },
     clock = { false, checks.callable() },
     on_event = { false, checks.callable("(event, info)") },
-    -- API requests wait out an exhausted rate limit instead of drawing a 429
-    pace = { false, checks.boolean },
-    store = { false, function(value) return stores.option(value, STORES) end },
+    pace = { false, checks.boolean }, -- API requests wait out an exhausted rate limit
+    store = { false, function(value)
+        return stores.option(value, { memory = true, file = true, redis = true, object = true,
+            phrase = '"memory", "file", a directory, a redis:// URL (or its table) or a '
+                .. 'store object' })
+    end },
 }
 
 -- Seconds past a fetch's deadline after which it counts as abandoned.
@@ -55,7 +49,7 @@ local FETCH_GRACE = 1
 -- ---------------------------------------------------------- first layers
 
 -- What a client's hot path reads, made at every write of its entry's
--- record (times on the layer's clock): the token object, its header, and
+-- record (times on the layer's clock): the token object, its header and
 -- serve_until, the earlier of the next point a refresh may be tried and
 -- the next look at a shared store.
 local function viewer(clock)
@@ -72,8 +66,7 @@ local function viewer(clock)
                     expires_at = expires_in and floor(core.time() - clock()
                         + record.fetched_at + expires_in) or nil,
                 }
-                entry.header = bearer.header(token)
-                entry.access_token = token
+                entry.header, entry.access_token = bearer.header(token), token
             end
             entry.fetched_at, entry.lifetime = record.fetched_at, record.lifetime or 0
             entry.refresh_at, entry.expire_at = record.refresh_at, record.expire_at
@@ -82,7 +75,6 @@ local function viewer(clock)
             entry.token, entry.header, entry.access_token = nil, nil, nil
             entry.refresh_at, entry.expire_at, entry.next_at = -huge, -huge, -huge
         end
-        entry.retry_at = record and record.next_try or -huge
         entry.serve_until = min(entry.next_at, entry.look_at or huge)
     end
 end
@@ -100,8 +92,7 @@ local function first_layer(clock)
     return store
 end
 
--- The key of an entry: the token's cache key (oauth2.policy) and the
--- policy that times it.
+-- The key of an entry: the token's cache key and the policy that times it.
 local function entry_key(token_key, policy)
     return format("%s\n%s %.17g %.17g %.17g %.17g %.17g", token_key, tostring(policy.margin),
         policy.refresh_ratio, policy.refresh_jitter, policy.default_lifetime,
@@ -113,22 +104,15 @@ end
 local Client = {}
 Client.__index = Client
 
--- oauth2.api, loaded on first use: it takes a client as its token source
--- and never loads this module.
-local function api()
-    return require "oauth2.api"
-end
-
--- Everything but the fresh-token case: looks, refreshes, stale serving,
+-- Everything but a fresh token: looks, refreshes, stale serving and
 -- cool-downs, all decided by the engine.
 local function slow_token(self, now)
     local entry = self.entry
     local look_at = entry.look_at
     if look_at and now >= look_at and entry.token then
-        -- another process may hold a newer token or a cool-down, or have
-        -- seen this one rejected: looked at every look_every seconds (the
-        -- bound moves on also for a client of the entry that has no
-        -- store, so its hot path stays a hit)
+        -- another process may hold a newer token, a cool-down, or have seen
+        -- this one rejected (the bound moves on also for a client of the
+        -- entry without a store, so its hot path stays a hit)
         entry.look_at = now + self.look_every
         entry.serve_until = min(entry.next_at, entry.look_at)
         if self.shared then self.engine:look() end
@@ -138,18 +122,15 @@ local function slow_token(self, now)
         end
     end
     local record, err, how = self.engine:get()
-    if record then
-        now = self.clock()
-        if entry.token and now < entry.expire_at then
-            if how ~= "fetched" then self.hits = self.hits + 1 end
-            if how == "stale" then self.counters.stale = self.counters.stale + 1 end
-            return entry.token
-        end
-        -- it lapsed while it was taken: never served past its expiry
-        return nil, self.last_error or errors.new { kind = "timeout", retryable = true,
-            retry_after = 1, message = "the shared token expired while it was taken" }
+    if not record then return nil, err end
+    if entry.token and self.clock() < entry.expire_at then
+        if how ~= "fetched" then self.hits = self.hits + 1 end
+        if how == "stale" then self.counters.stale = self.counters.stale + 1 end
+        return entry.token
     end
-    return nil, err
+    -- it lapsed while it was taken: never served past its expiry
+    return nil, self.last_error or errors.new { kind = "timeout", retryable = true,
+        retry_after = 1, message = "the shared token expired while it was taken" }
 end
 
 --- The token table while valid; fetches when there is none or it expired,
@@ -171,19 +152,16 @@ function Client:header()
     return self.entry.header
 end
 
---- Drop the token (the API answered 401 with it) here and in the store.
--- The next fetch waits until invalidate_cooldown has passed since the
--- last one, so a 401 loop cannot hammer the token endpoint.  Returns true
--- if a token was dropped.
+--- Drop the token (the API answered 401 with it) here and in the store;
+-- the next fetch waits until invalidate_cooldown has passed since the
+-- last one.  Whether a token was dropped.
 function Client:invalidate()
     return self.engine:invalidate()
 end
 
---- What is cached for this client, never the token itself: token_type,
--- scope, fetched_at, refresh_at and expires_at (Unix times: when it was
--- asked for, when a call refreshes it, when it stops being served) and
--- `store` (where it is kept); nil when no valid token is cached; nil and
--- the reason when the shared store failed.  Nothing is fetched.
+--- What is cached, never the token itself: token_type, scope, fetched_at,
+-- refresh_at, expires_at (Unix times) and `store`; nil without a valid
+-- token; nil and why when the shared store failed.  Nothing is fetched.
 function Client:cached()
     local record, why, now = self.engine:record(self.shared and "shared" or "first")
     if why then return nil, why end
@@ -199,29 +177,20 @@ function Client:cached()
              store = self.shared and tostring(self.shared) or "memory" }
 end
 
---- Forget the token: in this process and in the shared store, for every
--- holder of a copy, with no cool-down; the next call fetches.  A lock
--- another process holds is waited for within the deadline.  Returns
--- whether a token was forgotten; nil and why when it could not be (the
--- store failed, or its lock stayed held).
+--- Forget the token here and in the shared store, with no cool-down (a
+-- lock another process holds is waited for within the deadline): whether
+-- a token was forgotten, or nil and why it could not be.
 function Client:forget()
     return self.engine:forget()
 end
 
---- Counters and state: fetches, hits, refreshes, retries, failures, stale
--- (old token served while its refresh failed or ran elsewhere),
--- invalidations, store_errors, budget_waits (fetches the fleet's budget
--- put off), last_error, expires_in (seconds until the
--- token's real expiry, nil without one), and with a Redis store, `store`:
--- its hits, misses, lease_wins, lease_losses and errors.
+--- Counters and state (docs/client.md): fetches, hits, refreshes,
+-- retries, failures, stale, invalidations, drops, store_errors,
+-- budget_waits, last_error, expires_in; `store`, a Redis store's own.
 function Client:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
-    local engine = self.engine.counters
-    stats.invalidations, stats.store_errors = engine.invalidations, engine.store_errors
-    stats.budget_waits = engine.budget_waits
-    stats.hits = self.hits
-    stats.last_error = self.last_error
+    stats.hits, stats.last_error = self.hits, self.last_error
     local shared = self.shared
     if shared and shared.stats then stats.store = shared:stats() end
     local entry = self.entry
@@ -229,15 +198,20 @@ function Client:stats()
     return stats
 end
 
--- Tell the on_event hook (if any) what happened; the hook never sees a
--- secret or a token, and an error it raises is not the caller's.
+-- Tell the on_event hook: it never sees a secret or a token, and an error
+-- it raises is not the caller's.
 function Client:emit(event, info)
     local hook = self.on_event
     if hook then pcall(hook, event, info) end
 end
 
---- An authenticated API request with this client's token (oauth2.api):
--- res {status, headers, body, json} or nil and an error.
+-- oauth2.api, loaded on first use; it never loads this module.
+local function api()
+    return require "oauth2.api"
+end
+
+--- An authenticated API request (oauth2.api): res {status, headers, body,
+-- json} or nil and an error.
 function Client:request(method, target, opts)
     local call, why = api().check(self.conf, method, target, opts, self)
     if not call then error(why, 2) end
@@ -251,18 +225,15 @@ function Client:pages(target, opts)
     return pages
 end
 
---- An iterator over the items of an API listing (oauth2.api): the
--- elements of `field` on every page.
+--- An iterator over the elements of `field` on every page (oauth2.api).
 function Client:items(target, field, opts)
     local items, why = api().items(self, target, field, opts)
     if not items then error(why, 2) end
     return items
 end
 
---- Close the client; idempotent.  It holds no connection between fetches
--- (each fetch opens and closes its own, unless opts.session was given,
--- which stays the caller's); its API connection, if any, is closed.  The
--- shared token stays for other clients with the same key.
+--- Close the client (idempotent) and its API connection; a caller's
+-- session stays the caller's, the shared token stays for other clients.
 function Client:close()
     local loaded = package.loaded["oauth2.api"]
     if loaded then loaded.close(self) end
@@ -270,25 +241,15 @@ function Client:close()
 end
 Client.__close = Client.close
 
--- The client's state in a word, for tostring.
-local function state(self)
-    local entry = self.entry
-    if entry.token == nil then return self.last_error and "failing" or "empty" end
-    local now = self.clock()
-    if now < entry.refresh_at then return "valid" end
-    if now < entry.expire_at then return "refreshing" end
-    return "expired"
-end
-
 function Client:__tostring()
-    local text = format("oauth2.client host=%s client_id=%s state=%s",
-        options.url_origin(self.conf.url), self.conf.client_id, state(self))
-    local entry = self.entry
-    if entry.token then
-        text = text .. format(" expires_in=%d",
-            floor(max(0, entry.fetched_at + entry.lifetime - self.clock())))
-    end
-    return text
+    local entry, now = self.entry, self.clock()
+    local state = not entry.token and (self.last_error and "failing" or "empty")
+        or now < entry.refresh_at and "valid" or now < entry.expire_at and "refreshing"
+        or "expired"
+    return format("oauth2.client host=%s client_id=%s state=%s%s",
+        options.url_origin(self.conf.url), self.conf.client_id, state, entry.token
+            and format(" expires_in=%d", floor(max(0, entry.fetched_at + entry.lifetime - now)))
+            or "")
 end
 
 -- One fetch through the endpoint for the engine, within `deadline`
@@ -298,30 +259,26 @@ local function source(self)
         local stats = self.counters
         local ok, token, err, attempts = pcall(self.endpoint.token, self.endpoint, deadline)
         if not ok then error(token, 0) end
+        attempts = attempts or 1
         stats.fetches = stats.fetches + 1
-        stats.retries = stats.retries + (attempts or 1) - 1
-        if (attempts or 1) > 1 then self:emit("retry", { attempts = attempts }) end
-        if token then
-            if deadline then stats.refreshes = stats.refreshes + 1 end
-            self:emit(deadline and "refresh" or "fetch", { attempts = attempts or 1,
-                expires_in = token.expires_in })
-            return token
+        stats.retries = stats.retries + attempts - 1
+        if attempts > 1 then self:emit("retry", { attempts = attempts }) end
+        if not token then
+            stats.failures = stats.failures + 1
+            self.last_error = err
+            return nil, err
         end
-        stats.failures = stats.failures + 1
-        self.last_error = err
-        return nil, err
+        if deadline then stats.refreshes = stats.refreshes + 1 end
+        self:emit(deadline and "refresh" or "fetch", { attempts = attempts,
+            expires_in = token.expires_in })
+        return token
     end
 end
 
---- Check a configuration without fetching or connecting: oauth2.token's
--- options, the cache policy and the client's own (a Redis URL is parsed,
--- not reached).  Raises at the caller's line on a mistake; returns true.
--- For a check command.
-function _M.check(opts)
-    local conf, why = options.split(opts, OWN, true)
-    if not conf then error(why, 2) end
-    return true
-end
+--- Check a configuration without fetching or connecting (a Redis URL is
+-- parsed, not reached): raises at the caller's line on a mistake, else
+-- returns true.
+_M.check = options.checker(OWN)
 
 --- A new client; opts are oauth2.token's options plus the cache policy.
 -- Returns the client, or nil and a message for bad options.
@@ -352,29 +309,23 @@ function _M.new(opts)
         -- the first call looks at the store (and so do the entry's next)
         entry.look_at, entry.serve_until = -huge, -huge
     end
-    local self = {
-        conf = conf,
-        endpoint = prepared,
-        policy = policy,
-        clock = clock,
+    local self = setmetatable({
+        conf = conf, endpoint = prepared, policy = policy, clock = clock,
         entry = entry,       -- the first layer's view: what the hot path reads
         shared = shared,     -- a store shared with other processes, or nil
         look_every = shared and shared.look_every or policy_rules.LOOK_EVERY,
         hits = 0,            -- calls served from the cache (a field: the hot path)
         counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0, stale = 0 },
-        last_error = nil,
-        on_event = own.on_event or nil,
-        aid = own.aid or nil,          -- added to API requests that name no aid
-        headers = own.headers or nil,  -- sent with every API request
-        pace = own.pace,               -- API requests wait out an exhausted rate limit
-        -- the hot path's method in the object itself: one table lookup
-        -- fewer per call than through the metatable (about 10 ns on 5.4)
+        last_error = nil, on_event = own.on_event or nil,
+        aid = own.aid or nil, headers = own.headers or nil, pace = own.pace,
+        -- the hot path's method in the object: one lookup fewer per call
         token = Client.token,
-    }
+    }, Client)
     self.engine = cache.new {
         source = source(self), policy = policy, secret = conf.client_secret or conf.access_token,
         first = first, first_key = key, shared = shared, key = token_key,
         clock = clock, deadline = conf.deadline, lease = cache.lease_for(conf),
+        counters = self.counters,
         -- a fetch of another light thread of this worker holds callers
         -- without a token until it lapses; elsewhere none can wait
         first_lease = conf.deadline + FETCH_GRACE, first_patience = conf.deadline + FETCH_GRACE,
@@ -391,7 +342,7 @@ function _M.new(opts)
         log = transport.log, place = "process",
         emit = function(event, info) self:emit(event, info) end,
     }
-    return setmetatable(self, Client)
+    return self
 end
 
 return _M

@@ -8,14 +8,12 @@
 --   }
 --   access_by_lua_block { require("oauth2.openresty").authorize("thousandeyes") }
 --
--- A configuration of oauth2.cache: the node's first layer is its
+-- oauth2.cache configured for nginx: the first layer is the node's
 -- lua_shared_dict (oauth2.store.shm, whose view is the ready-made header:
--- one dict read per request), its shared layer the fleet's `store`, its
--- source the token endpoint (in a thread pool when one is named).
--- Fetches run in timers, never in a request; a request without a token
--- waits at most `wait_timeout`, then gets 503.  What stays here is
--- nginx's own: configure, authorize, purge_on_401, warm, the looks,
--- logging once per cool-down, the phases that cannot wait.
+-- one dict read per request), the shared layer the fleet's `store`, the
+-- source the token endpoint (in a thread pool when one is named).  Fetches
+-- run in timers; a request without a token waits at most `wait_timeout`,
+-- then gets 503.  What stays here is nginx's own.
 
 local options = require "oauth2.options"
 local exchange = require "oauth2.exchange"
@@ -48,13 +46,8 @@ local function nginx_name(what, optional)
     end
 end
 
--- The stores a node takes below its dict: a fleet's, Redis.
-local STORES = { redis = true, phrase = 'a redis:// URL (or its table)' }
-
--- Options of this module beside oauth2.token's and oauth2.policy's:
--- name = { default, check } (oauth2.options.split).
+-- This module's options (oauth2.options.split): name = { default, check }.
 local OWN = {
-    -- the lua_shared_dict (required)
     dict = { false, nginx_name("a lua_shared_dict") },
     -- seconds a request without a token waits for a fetch
     wait_timeout = { 3, checks.range(0, 3600, " of seconds") },
@@ -65,14 +58,12 @@ local OWN = {
         end
         return value
     end },
-    -- an nginx thread_pool to run fetches in
     thread_pool = { false, nginx_name("an nginx thread_pool", true) },
-    -- a fleet store: "redis://..." or oauth2.store.redis's table
+    -- the fleet's store below the dict
     store = { false, function(value)
         if value == false then return false end
-        return stores.option(value, STORES)
+        return stores.option(value, { redis = true, phrase = 'a redis:// URL (or its table)' })
     end },
-    -- function(event, info): fetch, failure, invalidation
     on_event = { false, checks.callable("(event, info)") },
 }
 
@@ -96,26 +87,25 @@ local function count(self, name)
     self.dict:incr(self.count_key .. name, 1, 0)
 end
 
--- The engine's counters, by the names this module's stats use.
+-- The engine's counters, by this module's names.
 local COUNTED = { hits = "fleet_hits", drops = "fleet_drops", store_errors = "fleet_errors",
                   invalidations = "invalidations", budget_waits = "budget_waits" }
 
--- Tell the on_event hook, if any; it runs where it is called (a timer,
--- a header filter: it must not yield) and its errors are not ours.
+-- Tell the on_event hook: it runs where it is called (a timer, a header
+-- filter: it must not yield), and its errors are not ours.
 local function emit(self, event, info)
     local hook = self.on_event
     if hook then pcall(hook, event, info) end
 end
 
--- One exchange with the token endpoint, within `deadline` seconds (or the
+-- One exchange with the token endpoint within `deadline` seconds (or the
 -- configured one): in the thread pool when one is named, else stepped
--- here.  Counted and told.  The token, or nil and an error.
+-- here on a connection of its own.  The token, or nil and an error.
 local function source(self, deadline)
     local token, err
     if self.thread_pool and ngx.get_phase() ~= "init" then
         token, err = exchange.in_pool(self.thread_pool, self.conf, self.thread_conf)
     else
-        -- a connection of the fetch's own: light threads never share one
         token, err = exchange.fetch(self.conf, self.request, nil, deadline)
     end
     if token then
@@ -129,7 +119,7 @@ local function source(self, deadline)
 end
 
 -- This worker's semaphore for requests waiting on its own fetch, or nil
--- where lua-resty-core has none.
+-- where lua-resty-core has none (made in the worker, never across fork).
 local function semaphore_of(self)
     local pid = ngx.worker.pid()
     if self.semaphore_pid ~= pid then
@@ -148,7 +138,7 @@ local function fetch_and_wait(self)
     if failure then return nil, failure end
     local phase = ngx.get_phase()
     if phase == "init" then
-        -- before serving, in the master: fetch inline (blocking is fine),
+        -- in the master before serving: fetch inline (blocking is fine),
         -- but never wait there for a worker's fetch (a reload's old ones)
         if self.node:locked(self.key) then
             return nil, errors.new { kind = "config",
@@ -170,22 +160,20 @@ local function fetch_and_wait(self)
     return header, err
 end
 
--- One look, for the whole node, every look_every seconds of the fleet's
--- store (4 s by default): a newer token there is taken, a copy it names
--- rejected dropped (oauth2.cache).
+-- One look at the fleet's store for the whole node every look_every
+-- seconds (oauth2.cache's Engine:look).
 local function look(premature, self)
     if premature or not self.node:peek(self.key) then return end
     if not self.dict:add(self.look_key, true, self.fleet.look_every) then return end
     self.engine:look()
 end
 
---- "Bearer <access_token>" for the upstream, or nil and an error.
--- The hot path is one shared-dict read.
+--- "Bearer <access_token>" for the upstream, or nil and an error.  The
+-- hot path is one shared-dict read.
 function Token:header()
     local header, next_floor = self.node:peek(self.key)
     if self.fleet and not self.looking and ngx.get_phase() ~= "init" then
-        -- this worker's looks at the fleet's store (the object comes from
-        -- the master, which starts none: each worker's copy starts its own)
+        -- each worker's copy of the object (made in the master) starts its looks
         self.looking = true
         local ok, why = ngx.timer.every(1, look, self)
         if not ok then ngx.log(ngx.ERR, "oauth2: cannot start the fleet store timer: ", why) end
@@ -197,7 +185,7 @@ function Token:header()
     return fetch_and_wait(self)
 end
 
--- Log a failure to give a request a token, once per cool-down per worker,
+-- Log a failure to give a request a token once per cool-down per worker,
 -- with the number of failures not logged since.
 local function log_failure(self, err)
     local now = ngx.now()
@@ -206,16 +194,14 @@ local function log_failure(self, err)
         return
     end
     local more = self.log_suppressed
-    self.log_suppressed = 0
-    self.log_quiet_until = now + self.policy.cooldown
+    self.log_suppressed, self.log_quiet_until = 0, now + self.policy.cooldown
     ngx.log(ngx.ERR, "oauth2: no access token for the upstream: ", tostring(err),
         more > 0 and format(" (and %d more requests since the last message)", more) or "")
 end
 
 --- Set the Authorization request header, or end the request with
--- `status` (503) and a JSON body when no token can be had.  The error
--- goes to error.log (without secrets, at most once per cool-down per
--- worker); the client sees no detail of it.
+-- `status` (503), Retry-After and a JSON body without detail; the error
+-- goes to error.log.
 function Token:authorize()
     local header, err = self:header()
     if header then
@@ -234,13 +220,11 @@ function Token:authorize()
     return ngx.exit(self.status)
 end
 
---- Drop the token for all workers (the API answered 401 with it), and
--- with a fleet store for every node.  With `rejected` (the Authorization
--- value that was refused), only if it is still the stored one, so a token
--- fetched a moment ago survives.  A rejected token is never served again;
--- the next fetch waits until invalidate_cooldown has passed since the
--- rejected token's fetch, for the whole fleet, so a storm of 401s makes
--- one token request.  Returns whether the token was dropped.
+--- Drop the token for every worker and node (the API answered 401 with
+-- it); with `rejected` (the Authorization value refused), only while it
+-- is still the stored one.  The next fetch waits until
+-- invalidate_cooldown has passed since the rejected token's fetch, so a
+-- storm of 401s makes one token request.  Whether it was dropped.
 function Token:invalidate(rejected)
     local token
     if rejected ~= nil then
@@ -250,8 +234,8 @@ function Token:invalidate(rejected)
     return self.engine:invalidate(token)
 end
 
---- For header_filter_by_lua: when the upstream answered 401, drop the
--- token this request carried (see invalidate).  Cannot yield, needs not.
+--- For header_filter_by_lua: on an upstream 401, drop the token this
+-- request carried.  Never yields.
 function Token:purge_on_401()
     if ngx.status ~= 401 then return false end
     local sent = ngx.req.get_headers()["authorization"]
@@ -265,14 +249,10 @@ function Token:warm()
     return self.engine:refresh()
 end
 
---- Counters of this worker (fetches, failures, waits: requests that had
--- to wait for a fetch, wait_timeouts: those that gave up, invalidations,
--- fleet_hits, fleet_errors, fleet_drops, budget_waits: fetches the
--- fleet's budget put off), last_error; `shared`: the same
--- counters over all workers; and what the dict knows: has_token,
--- refresh_at (the next point a refresh may be tried), failing, and
--- fetching_pid (the lock's owner); with a fleet store, `store`: its
--- counters in this worker.
+--- Counters of this worker and, in `shared`, of all workers (fetches,
+-- failures, waits, wait_timeouts, invalidations, fleet_hits, fleet_errors,
+-- fleet_drops, budget_waits); last_error; what the dict knows (has_token,
+-- refresh_at, failing, fetching_pid); `store`, the fleet store's own.
 function Token:stats()
     local dict = self.dict
     local stats = { shared = {} }
@@ -294,12 +274,15 @@ function Token:__tostring()
         options.url_origin(self.conf.url), self.conf.client_id, self.dict_name)
 end
 
---- Check a configuration without nginx: oauth2.token's options, the cache
--- policy and this module's (a dict is not looked up).  Raises at the
--- caller's line on a mistake; returns true.  For a check command.
-function _M.check(opts)
-    local conf, why = options.split(opts, OWN, true)
-    if not conf then error(why, 2) end
+--- Check a configuration without nginx (a dict is not looked up): raises
+-- at the caller's line on a mistake, else returns true.
+_M.check = options.checker(OWN)
+
+-- The engine's hooks in nginx.
+local function timer(fn) return ngx.timer.at(0, fn) end
+
+local function sleep(seconds)
+    ngx.sleep(seconds)
     return true
 end
 
@@ -327,32 +310,20 @@ function _M.new(opts)
     local lock_ttl = cache.lease_for(conf) + conf.deadline + LOCK_SLACK
     local node = stores.shm(own.dict, lock_ttl, bearer.header)
     local self = setmetatable({
-        conf = conf,
-        request = request,
-        fleet = own.store or nil,
+        conf = conf, request = request, policy = policy, key = key,
         node = node,          -- the first layer: the node's record, lock and view
-        on_event = own.on_event or nil,
-        key = key,
-        thread_conf = own.thread_pool and exchange.plain(conf),
-        thread_pool = own.thread_pool,
-        policy = policy,
-        status = own.status,
-        dict = dict,
-        dict_name = own.dict,
-        count_key = "oauth2:" .. key .. ":n:",
-        look_key = "oauth2:" .. key .. ":look",
-        looking = false,     -- this worker looks at the fleet's store
-        wait_timeout = own.wait_timeout,
-        semaphore = false, -- this worker's, made on first use (never across fork)
-        semaphore_pid = 0,
-        log_quiet_until = 0,
-        log_suppressed = 0,
-        last_error = nil,
+        fleet = own.store or nil, on_event = own.on_event or nil,
+        thread_pool = own.thread_pool, thread_conf = own.thread_pool and exchange.plain(conf),
+        status = own.status, wait_timeout = own.wait_timeout,
+        dict = dict, dict_name = own.dict,
+        count_key = "oauth2:" .. key .. ":n:", look_key = "oauth2:" .. key .. ":look",
+        looking = false,      -- this worker looks at the fleet's store
+        semaphore = false, semaphore_pid = 0,
+        log_quiet_until = 0, log_suppressed = 0, last_error = nil,
         counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0,
                      invalidations = 0, fleet_hits = 0, fleet_errors = 0, fleet_drops = 0,
                      budget_waits = 0 },
     }, Token)
-    local function timer(fn) return ngx.timer.at(0, fn) end
     self.engine = cache.new {
         source = function(deadline) return source(self, deadline) end,
         policy = policy, secret = conf.client_secret or conf.access_token,
@@ -367,11 +338,7 @@ function _M.new(opts)
             if semaphore then semaphore:wait(left) else ngx.sleep(pause) end
             return true
         end,
-        wait = function(seconds)
-            ngx.sleep(seconds)
-            return true
-        end,
-        schedule = timer,
+        wait = sleep, schedule = timer,
         wake = function()
             local semaphore = self.semaphore_pid == ngx.worker.pid() and self.semaphore
             if semaphore and semaphore:count() < 0 then semaphore:post(-semaphore:count()) end
@@ -408,12 +375,12 @@ function _M.get(name)
     return token
 end
 
---- One-liner for access_by_lua: set Authorization for the upstream.
+--- For access_by_lua: set Authorization for the upstream.
 function _M.authorize(name)
     return _M.get(name):authorize()
 end
 
---- One-liner for header_filter_by_lua: drop the token on an upstream 401.
+--- For header_filter_by_lua: drop the token on an upstream 401.
 function _M.purge_on_401(name)
     return _M.get(name):purge_on_401()
 end

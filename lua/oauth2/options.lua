@@ -644,6 +644,17 @@ function _M.split(opts, own, for_api)
     return conf, policy, values
 end
 
+--- The check() of a module with options of its own (`own`, as for
+-- split): it raises at its caller's line on a mistake, else returns true.
+-- Nothing is fetched or connected.
+function _M.checker(own)
+    return function(opts)
+        local conf, why = _M.split(opts, own, true)
+        if not conf then error(why, 2) end
+        return true
+    end
+end
+
 --- Two copies of opts: the options `names` lists (a set), and the rest.
 function _M.take(opts, names)
     local taken, rest = {}, {}
