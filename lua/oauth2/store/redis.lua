@@ -109,14 +109,6 @@ end
 local RedisLock = {}
 RedisLock.__index = RedisLock
 
--- One command for the record at `name` (its slot in a Cluster): the
--- reply, or nil and why.
-function Redis:command(name, ...)
-    local reply, why = self.link:call(name, ...)
-    if reply == nil then return nil, why end
-    return reply
-end
-
 -- The name of a key's record in Redis; its lock's is this and ":lock".
 -- In a Cluster both carry the key as their hash tag: one slot.
 function Redis:name_of(key)
@@ -126,7 +118,7 @@ end
 
 function Redis:get(key, secret)
     local name = self:name_of(key)
-    local value, why = self:command(name, "EVAL", GET_BOUNDED, 1, name, MAX_RECORD)
+    local value, why = self.link:call(name, "EVAL", GET_BOUNDED, 1, name, MAX_RECORD)
     if value == nil then return nil, why or "redis: no reply" end
     if type(value) ~= "string" then
         self.misses = self.misses + 1
@@ -155,9 +147,9 @@ function Redis:set(key, secret, record, ttl)
     if not value then return nil, why end
     local ok
     if ttl and ttl > 0 then
-        ok, why = self:command(name, "SET", name, value, "PX", math.ceil(ttl * 1000))
+        ok, why = self.link:call(name, "SET", name, value, "PX", math.ceil(ttl * 1000))
     else
-        ok, why = self:command(name, "SET", name, value)
+        ok, why = self.link:call(name, "SET", name, value)
     end
     if not ok then return nil, why end
     self:bump(key)
@@ -168,7 +160,7 @@ end
 -- never an error: the next write moves it).
 function Redis:bump(key)
     local versions = self.prefix .. "versions"
-    self:command(versions, "EVAL", BUMP, 1, versions, key, VERSIONS_LIFE)
+    self.link:call(versions, "EVAL", BUMP, 1, versions, key, VERSIONS_LIFE)
 end
 
 --- Whether the record of `key` may have changed since this store object
@@ -188,7 +180,7 @@ function Redis:changed(key)
         local versions, list = self.prefix .. "versions", watch.list
         for first = 1, #list, VERSIONS_AT_ONCE do
             local last = math.min(first + VERSIONS_AT_ONCE - 1, #list)
-            local reply, why = self:command(versions, "HMGET", versions,
+            local reply, why = self.link:call(versions, "HMGET", versions,
                 unpack(list, first, last))
             if type(reply) ~= "table" then return nil, why or "redis: no versions" end
             for i = first, last do watch.versions[list[i]] = reply[i - first + 1] or false end
@@ -212,7 +204,7 @@ function Redis:try_lock(key, lease)
     self.nonce = self.nonce + 1
     local owner = core.sha256(tostring(core.time()) .. " " .. self.nonce .. " "
         .. ("%.0f"):format(core.random() * 2^53) .. tostring(self))
-    local reply, why = self:command(name, "SET", name, owner, "NX", "PX",
+    local reply, why = self.link:call(name, "SET", name, owner, "NX", "PX",
         math.ceil((lease or self.lease) * 1000))
     if reply == nil then return nil, why end
     if reply == false then
@@ -225,7 +217,7 @@ end
 
 function RedisLock:unlock()
     -- compare and delete: a lease that lapsed may be another's by now
-    self.store:command(self.key, "EVAL", DELETE_IF_SAME, 1, self.key, self.owner)
+    self.store.link:call(self.key, "EVAL", DELETE_IF_SAME, 1, self.key, self.owner)
 end
 
 function Redis:delete_token_if(key, secret, token_id, cooldown, ttl)
@@ -235,7 +227,7 @@ function Redis:delete_token_if(key, secret, token_id, cooldown, ttl)
     local value = redis_value(secret, record_codec.without_token(record, token_id, cooldown),
         name)
     if not value then return false end
-    local dropped = self:command(name, "EVAL", DELETE_TOKEN_IF, 1, name, token_id, value,
+    local dropped = self.link:call(name, "EVAL", DELETE_TOKEN_IF, 1, name, token_id, value,
         math.ceil((ttl or 0) * 1000)) == 1
     if dropped then self:bump(key) end
     return dropped
@@ -247,7 +239,7 @@ end
 -- max_wait away), or nil and why (the store failed).
 function Redis:draw(max_wait)
     local name = self.prefix .. "budget:" .. self.budget_key
-    local reply, why = self:command(name, "EVAL", DRAW, 1, name, 60 / self.budget,
+    local reply, why = self.link:call(name, "EVAL", DRAW, 1, name, 60 / self.budget,
         ("%.3f"):format(max_wait))
     if type(reply) ~= "table" then return nil, why or "redis: a budget reply that is no list" end
     local seconds = tonumber(reply[2]) or 0
@@ -265,61 +257,47 @@ function Redis:__tostring()
     return "oauth2.store " .. tostring(self.link)
 end
 
---- A Redis store, from a URL (oauth2.link): redis://[user:password@]host[:port][/db],
--- redis+sentinel://[user:password@]host[:port][,...]/master[/db] (the
--- password is the data nodes'; a Sentinel's own is sentinel_password,
--- with sentinel_user), redis+cluster://[user:password@]host[:port][,...]
--- (any nodes of it), each also rediss (TLS, in nginx only: certificates
--- are checked against lua_ssl_trusted_certificate for server_name, by
--- default each node's host; nginx checks DNS names, not IP addresses);
--- or a table { url = ..., prefix =, connect_timeout =, timeout =
--- (seconds, default 1), lease = (of a try_lock(key) that names none:
--- oauth2.cache always names its own), pool_size =, server_name =,
--- sentinel_user =, sentinel_password =, look_every = (seconds between
--- two looks of a process or nginx node at the store while its own copy
--- is fresh, default 4), budget = (token requests a minute for every
--- credential under budget_key, default 60; false: none), budget_key =
--- (default "budget": one organization per store and prefix) }: the
--- store, or nil and why.  No password is ever shown.
+-- The table form's options beside `url` (docs/stores.md): each check
+-- says what is wrong with a value, or nothing.
+local function seconds(v)
+    return not (type(v) == "number" and v > 0 and v <= 3600)
+        and "must be a number of seconds above 0 and at most 3600"
+end
+local function text(v) return type(v) ~= "string" and "must be a string" end
+local OPTIONS = {
+    { "budget", function(v)
+        return v ~= false and not (type(v) == "number" and v >= 1 and v <= 100000)
+            and "must be a number of token requests a minute (1 to 100000), or false for none"
+    end },
+    { "budget_key", function(v) return (type(v) ~= "string" or v == "") and "must be a name" end },
+    { "connect_timeout", seconds }, { "lease", seconds }, { "look_every", seconds },
+    { "pool_size", function(v)
+        return not (type(v) == "number" and v == math.floor(v) and v >= 1 and v <= 1000)
+            and "must be a whole number from 1 to 1000"
+    end },
+    { "prefix", text },
+    { "sentinel_password", text }, { "sentinel_user", text },
+    { "server_name", function(v)
+        return not (type(v) == "string" and v:match("^[%w.-]+$")) and "must be a host name"
+    end },
+    { "timeout", seconds },
+}
+
+--- A Redis store, from a URL (oauth2.link's forms: redis://, rediss://,
+-- redis+sentinel://, redis+cluster://) or a table { url = ..., ... } with
+-- the options above (docs/stores.md): the store, or nil and why.  No
+-- password is ever shown.
 function _M.new(spec)
     if type(spec) == "string" then spec = { url = spec } end
     if type(spec) ~= "table" or type(spec.url) ~= "string" then
         return nil, "a redis store needs a redis://host:port URL"
     end
-    for _, name in ipairs { "connect_timeout", "timeout", "lease", "look_every" } do
-        local value = spec[name]
-        if value ~= nil and (type(value) ~= "number" or value ~= value or value <= 0
-                or value > 3600) then
-            return nil, "redis store option '" .. name .. "' must be a number of seconds "
-                .. "above 0 and at most 3600"
-        end
-    end
-    local pool_size = spec.pool_size
-    if pool_size ~= nil and (type(pool_size) ~= "number" or pool_size ~= math.floor(pool_size)
-            or pool_size < 1 or pool_size > 1000) then
-        return nil, "redis store option 'pool_size' must be a whole number from 1 to 1000"
-    end
-    if spec.prefix ~= nil and type(spec.prefix) ~= "string" then
-        return nil, "redis store option 'prefix' must be a string"
-    end
-    if spec.server_name ~= nil and (type(spec.server_name) ~= "string"
-            or not spec.server_name:match("^[%w.-]+$")) then
-        return nil, "redis store option 'server_name' must be a host name"
+    for _, option in ipairs(OPTIONS) do
+        local name, value = option[1], spec[option[1]]
+        local why = value ~= nil and option[2](value)
+        if why then return nil, "redis store option '" .. name .. "' " .. why end
     end
     local budget = spec.budget
-    if budget ~= nil and budget ~= false and (type(budget) ~= "number" or budget ~= budget
-            or budget < 1 or budget > 100000) then
-        return nil, "redis store option 'budget' must be a number of token requests a minute "
-            .. "(1 to 100000), or false for none"
-    end
-    if spec.budget_key ~= nil and (type(spec.budget_key) ~= "string" or spec.budget_key == "") then
-        return nil, "redis store option 'budget_key' must be a name"
-    end
-    for _, name in ipairs { "sentinel_user", "sentinel_password" } do
-        if spec[name] ~= nil and type(spec[name]) ~= "string" then
-            return nil, "redis store option '" .. name .. "' must be a string"
-        end
-    end
     local connection, why = link.new(spec)
     if not connection then return nil, why end
     local prefix = spec.prefix or "oauth2:"
