@@ -15,6 +15,7 @@ local cache = require "oauth2.cache"
 local stores = require "oauth2.store"
 local records = require "oauth2.record"
 local policy_rules = require "oauth2.policy"
+local options = require "oauth2.options"
 
 local SECRET = "sentinel-Secret-cache1"
 
@@ -164,7 +165,7 @@ local function world(opts)
         end,
     }
     w.memory = memory
-    w.policy = assert(policy_rules.check(opts.policy or { refresh_jitter = 0 }))
+    w.policy = assert(options.policy(opts.policy or { refresh_jitter = 0 }))
     w.first_kind = opts.first or "memory"
     if w.first_kind == "shm" then w.shm, w.ngx = shm_module(w) end
     w.places = 0

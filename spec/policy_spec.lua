@@ -1,10 +1,12 @@
 -- oauth2.policy, the cache's timing rules: refresh point, margin, jitter,
--- cool-downs, the next point a refresh may be tried, the option checks.
+-- cool-downs, the next point a refresh may be tried, and the policy's
+-- option checks (oauth2.options.policy).
 
 local policy_rules = require "oauth2.policy"
+local options = require "oauth2.options"
 
 describe("oauth2.policy", function()
-    local function policy(opts) return assert(policy_rules.check(opts or {})) end
+    local function policy(opts) return assert(options.policy(opts or {})) end
 
     it("refreshes at 80% of the lifetime and expires a margin early", function()
         local p = policy { refresh_jitter = 0 }
@@ -59,7 +61,7 @@ describe("oauth2.policy", function()
             { refresh_jitter = 1 }, { refresh_timeout = 0 }, { invalidate_cooldown = 0 / 0 },
         } do
             local name = next(bad)
-            local checked, why = policy_rules.check(bad)
+            local checked, why = options.policy(bad)
             assert.is_nil(checked, name)
             assert.matches("option '" .. name .. "'", why)
         end

@@ -3,12 +3,13 @@
 
 local records = require "oauth2.record"
 local policy_rules = require "oauth2.policy"
+local options = require "oauth2.options"
 
 local SECRET = "sentinel-Secret-record-3a1c"
 
 describe("oauth2.record", function()
     local token = { access_token = "tok", token_type = "Bearer", expires_in = 1000 }
-    local policy = assert(policy_rules.check { refresh_jitter = 0 })
+    local policy = assert(options.policy { refresh_jitter = 0 })
 
     it("is fresh before its refresh point, usable before its expiry", function()
         local record = records.of_token(policy, token, 0)

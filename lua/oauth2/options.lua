@@ -7,7 +7,6 @@
 -- table do not reach a client that holds it.
 
 local core = require "oauth2.core"
-local policy_rules = require "oauth2.policy"
 local trace = require "oauth2.trace"
 
 local type, pairs, ipairs, tostring, tonumber =
@@ -290,6 +289,47 @@ check.integer = integer
 
 -- The checks above, for the options of oauth2.client and oauth2.openresty.
 _M.checks = check
+
+-- A number from `low` (excluded unless low_ok) to `high`, with its
+-- bounds as people write them (31536000, not 3.1536e+07).
+local function bounded(low, high, low_ok)
+    local function shown(bound)
+        return bound == floor(bound) and ("%d"):format(bound) or ("%g"):format(bound)
+    end
+    local phrase = (low_ok and "must be a number from %s to %s"
+        or "must be a number above %s and at most %s"):format(shown(low), shown(high))
+    return function(value)
+        if type(value) ~= "number" or value ~= value or value > high
+                or value < low or (value == low and not low_ok) then
+            return nil, phrase
+        end
+        return value
+    end
+end
+
+-- The cache policy's options (oauth2.policy times tokens by them), as a
+-- module's own: name = { default, check }.  A floor of 0.1 s where 0 (or
+-- next to it) would fetch on every call or remember no failure.
+_M.POLICY = {
+    -- seconds before expiry a token counts as expired; false: the larger
+    -- of 30 s and 10% of its lifetime
+    margin = { false, function(value)
+        if value == false then return false end
+        return bounded(0, DAY, true)(value)
+    end },
+    -- refresh once this share of the lifetime has passed, minus up to
+    -- refresh_jitter of it, so caches spread out
+    refresh_ratio = { 0.8, bounded(0, 1) },
+    refresh_jitter = { 0.05, bounded(0, 0.99, true) },
+    -- seconds, when the endpoint sends no expires_in
+    default_lifetime = { 300, bounded(0.1, DAY * 365, true) },
+    -- seconds a failed fetch is remembered, at least
+    cooldown = { 5, bounded(0.1, DAY, true) },
+    -- a fetch after invalidate() waits this long after the last
+    invalidate_cooldown = { 10, bounded(0, DAY, true) },
+    -- seconds a refresh may hold a caller who has a valid token
+    refresh_timeout = { 5, bounded(0, DAY) },
+}
 
 -- Every option oauth2.token accepts, and how it is checked.
 _M.schema = {
@@ -604,39 +644,51 @@ function _M.validate(opts, for_api)
     return conf
 end
 
---- Split a module's options three ways and check each kind: oauth2.token's
--- (validated: the configuration), the cache policy's (oauth2.policy, its
--- defaults filled in) and the module's own, which `own` describes as
--- name = { default, check }, check(value) returning the value kept or
--- nil and a phrase ("must be a function").  The one checker of
--- oauth2.client, oauth2.openresty and the command line; `for_api` as for
--- validate.  Returns conf, policy and the own values; or nil and a message.
-function _M.split(opts, own, for_api)
-    if type(opts) ~= "table" then
-        return misuse("options must be a table, got %s", describe(opts))
-    end
-    local token_opts, values, bad, why = {}, {}, nil, nil
-    for name, value in pairs(opts) do
-        if own[name] == nil and not policy_rules.is_option(name) then
-            token_opts[name] = value
-        end
-    end
-    for name, rule in pairs(own) do
+-- The options `rules` describes (name = { default, check }) taken from
+-- opts: the values kept, or nil and a message (of several bad values the
+-- first by name, so the message is stable).
+local function take_rules(opts, rules)
+    local values, bad, why = {}, nil, nil
+    for name, rule in pairs(rules) do
         local value = opts[name]
         if value == nil then value = rule[1] end
         local kept, phrase = rule[2](value)
         if kept == nil then
-            -- of several bad values the first by name: a stable message
             if bad == nil or name < bad then bad, why = name, phrase end
         else
             values[name] = kept
         end
     end
-    if bad then
-        -- a phrase from a part of its own (a store) comes after a colon
-        return misuse("option '%s'%s%s", bad, why:sub(1, 1) == ":" and "" or " ", why)
+    if not bad then return values end
+    -- a phrase from a part of its own (a store) comes after a colon
+    return misuse("option '%s'%s%s", bad, why:sub(1, 1) == ":" and "" or " ", why)
+end
+
+--- The cache policy in opts (a table of the caller's options): checked,
+-- its defaults filled in; or nil and a message.
+function _M.policy(opts)
+    return take_rules(opts, _M.POLICY)
+end
+
+--- Split a module's options three ways and check each kind: oauth2.token's
+-- (validated: the configuration), the cache policy's (defaults filled in)
+-- and the module's own, which `own` describes as name = { default, check },
+-- check(value) returning the value kept or nil and a phrase.  The one
+-- checker of oauth2.client, oauth2.openresty and the command line;
+-- `for_api` as for validate.  Returns conf, policy and the own values; or
+-- nil and a message.
+function _M.split(opts, own, for_api)
+    if type(opts) ~= "table" then
+        return misuse("options must be a table, got %s", describe(opts))
     end
-    local policy, problem = policy_rules.check(opts)
+    local token_opts = {}
+    for name, value in pairs(opts) do
+        if own[name] == nil and _M.POLICY[name] == nil then token_opts[name] = value end
+    end
+    local values, problem = take_rules(opts, own)
+    if not values then return nil, problem end
+    local policy
+    policy, problem = _M.policy(opts)
     if not policy then return nil, problem end
     local conf
     conf, problem = _M.validate(token_opts, for_api)

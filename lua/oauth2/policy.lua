@@ -1,20 +1,17 @@
--- oauth2.policy: the cache policy, in one place for every cache.
+-- oauth2.policy: the cache policy's rules, in one place for every cache.
 --
 -- When a cached token counts as due for refresh and when as expired, how
--- long a failed fetch is remembered, and which policy options exist and
--- what values they take.  oauth2.client (one Lua state) and
--- oauth2.openresty (all workers of an nginx) both time their tokens here,
--- so the two cannot drift apart.
+-- long a failed fetch is remembered, the fleet's budget and the cache
+-- key.  Its options and their bounds are oauth2.options' (POLICY).
 
 local core = require "oauth2.core"
 
-local type, pairs, ipairs = type, pairs, ipairs
+local type, ipairs = type, ipairs
 local concat = table.concat
 local hmac_sha256 = core.hmac_sha256
-local max, min, floor = math.max, math.min, math.floor
+local max, min = math.max, math.min
 -- jitter from a generator every process seeds on its own (see core.random)
 local random = core.random
-local format = string.format
 
 local _M = { _VERSION = core._VERSION }
 
@@ -22,18 +19,6 @@ local _M = { _VERSION = core._VERSION }
 local KEY_FIELDS = {
     "url", "client_id", "grant_type", "auth_method", "scope", "x_tenant_id",
     "client_secret", "thousandeyes_bearer_token", "access_token", "params_key",
-}
-
--- The policy options and their defaults.
-_M.defaults = {
-    margin = false,           -- seconds before expiry a token counts as expired;
-                              -- false: the larger of 30 s and 10% of its lifetime
-    refresh_ratio = 0.8,      -- refresh once this share of the lifetime has passed
-    refresh_jitter = 0.05,    -- ... minus up to this share, so caches spread out
-    default_lifetime = 300,   -- seconds, when the endpoint sends no expires_in
-    cooldown = 5,             -- seconds a failed fetch is remembered, at least
-    invalidate_cooldown = 10, -- a fetch after invalidate() waits this long after the last
-    refresh_timeout = 5,      -- seconds a refresh may hold a caller who has a valid token
 }
 
 -- The longest cool-down that consecutive failures grow to (unless the
@@ -68,53 +53,6 @@ end
 -- elsewhere is dropped everywhere.
 _M.LOOK_EVERY = 4
 
--- The shortest lifetime or cool-down taken, in seconds: a floor, since
--- 1e-300 is as good as 0 to a clock.
-local MIN_SECONDS = 0.1
-
--- A bound as people write it: 31536000, not 3.1536e+07.
-local function show(bound)
-    return bound == floor(bound) and format("%d", bound) or format("%g", bound)
-end
-
--- nil when policy[name] is a number from `low` (excluded unless low_ok)
--- to `high`, else the message.
-local function number(policy, name, low, high, low_ok)
-    local value = policy[name]
-    if type(value) ~= "number" or value ~= value or value > high
-            or value < low or (value == low and not low_ok) then
-        return format(low_ok and "oauth2: option '%s' must be a number from %s to %s"
-            or "oauth2: option '%s' must be a number above %s and at most %s", name,
-            show(low), show(high))
-    end
-    return nil
-end
-
---- Take the policy options out of opts (a table of the caller's options):
--- the checked policy with defaults filled in, or nil and a message.
-function _M.check(opts)
-    local policy = {}
-    for name, default in pairs(_M.defaults) do
-        local value = opts[name]
-        if value == nil then value = default end
-        policy[name] = value
-    end
-    local why = policy.margin ~= false and number(policy, "margin", 0, _M.MAX_WAIT, true)
-        -- 0 would refresh on every call, back to back
-        or number(policy, "refresh_ratio", 0, 1, false)
-        or number(policy, "refresh_jitter", 0, 0.99, true)
-        -- 0 (or next to it) would never store a token without expires_in:
-        -- a fetch per call
-        or number(policy, "default_lifetime", MIN_SECONDS, _M.MAX_WAIT * 365, true)
-        -- 0 (or next to it) would remember no failure: a dead endpoint
-        -- asked on every call
-        or number(policy, "cooldown", MIN_SECONDS, _M.MAX_WAIT, true)
-        or number(policy, "invalidate_cooldown", 0, _M.MAX_WAIT, true)
-        or number(policy, "refresh_timeout", 0, _M.MAX_WAIT, false)
-    if why then return nil, why end
-    return policy
-end
-
 --- The cache key of a validated configuration: a keyed hash (HMAC-SHA256,
 -- the client secret as key) of every input that makes two tokens
 -- interchangeable (URL, client, grant, scope, tenant, and the secrets).
@@ -127,11 +65,6 @@ function _M.cache_key(conf)
         parts[i] = name .. "=" .. (value and #value .. ":" .. value or "-")
     end
     return hmac_sha256(conf.client_secret or conf.access_token or "", concat(parts, "\n"))
-end
-
---- Whether `name` is a policy option.
-function _M.is_option(name)
-    return _M.defaults[name] ~= nil
 end
 
 --- The times of a token fetched with the request sent at `sent_at`:
