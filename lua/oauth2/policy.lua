@@ -36,28 +36,24 @@ _M.LEASE = 60
 -- a minute per organization, which the API calls share.
 _M.BUDGET = 60
 
---- One draw from a budget of `per_minute` token requests: `next_at`, the
--- first free slot (nil: none taken yet), at `now`, for a caller who waits
--- at most `max_wait` seconds.  Returns the next free slot and the seconds
--- to wait for the one taken, or nil and the seconds until a slot
--- (refused).  Slots are 60 / per_minute seconds apart, so no minute
--- holds more than per_minute.  (The Redis store runs the same in Redis.)
+--- One draw from a budget of `per_minute` token requests, whose first
+-- free slot is `next_at` (nil: none taken), for a caller who waits at most
+-- `max_wait`: the next free slot and the seconds to wait for the one
+-- taken, or nil and the seconds until one.  Slots are evenly spaced, so
+-- no minute holds more than per_minute.  (Redis runs the same script.)
 function _M.budget_draw(next_at, now, per_minute, max_wait)
     local at = max(next_at or now, now)
     if at - now > max_wait then return nil, at - now end
     return at + 60 / per_minute, at - now
 end
 
--- How often a holder of a fresh copy looks at a shared store, in seconds,
--- unless the store says (its look_every): how soon a token rejected
--- elsewhere is dropped everywhere.
+-- Seconds between a holder's looks at a shared store, unless the store
+-- says (look_every): how soon a token rejected elsewhere is dropped.
 _M.LOOK_EVERY = 4
 
---- The cache key of a validated configuration: a keyed hash (HMAC-SHA256,
--- the client secret as key) of every input that makes two tokens
--- interchangeable (URL, client, grant, scope, tenant, and the secrets).
--- Equal keys may share a token; no key shows a secret, and nobody without
--- the secret can tell which key is whose.
+--- The cache key of a validated configuration: HMAC-SHA256, keyed with
+-- the client secret, of every input that makes two tokens interchangeable.
+-- No key shows a secret, nor whose it is.
 function _M.cache_key(conf)
     local parts = {}
     for i, name in ipairs(KEY_FIELDS) do
@@ -67,10 +63,9 @@ function _M.cache_key(conf)
     return hmac_sha256(conf.client_secret or conf.access_token or "", concat(parts, "\n"))
 end
 
---- The times of a token fetched with the request sent at `sent_at`:
--- the lifetime used, the refresh point and the expiry (margin deducted).
--- The refresh point lies before the expiry whenever the ratio is below 1,
--- short lifetimes included.
+--- The lifetime, refresh point and expiry (margin deducted) of a token
+-- whose request was sent at `sent_at`; the refresh point comes first
+-- whenever the ratio is below 1, short lifetimes included.
 function _M.schedule(policy, token, sent_at)
     local lifetime = token.expires_in or policy.default_lifetime
     local margin = min(policy.margin or max(30, 0.1 * lifetime), lifetime / 2)
@@ -114,11 +109,9 @@ function _M.next_try(record)
     return min(at, expire_at)
 end
 
---- With the shared store unreachable past the refresh point: the point
--- from which a holder of a token valid from refresh_at to expire_at
--- fetches on its own, uniform over the whole window from the refresh
--- point to the expiry, so a fleet cut off from its store spreads its
--- fetches evenly instead of making them all in its last minutes.
+--- The point from which a holder fetches on its own while the shared
+-- store is away: uniform from the refresh point to the expiry, so a fleet
+-- cut off from its store spreads its fetches evenly.
 function _M.alone_at(refresh_at, expire_at)
     return refresh_at + (expire_at - refresh_at) * random()
 end

@@ -1,24 +1,17 @@
 -- oauth2.record: what a cached token's record holds, in every layer.
 --
--- A record is a table of plain values, the same in a client's memory, an
--- nginx node's shared dict, a file and Redis:
---
 --   access_token, token_type, scope, expires_in   the token, as fetched
---   fetched_at, lifetime                          when its request was sent
---   refresh_at, expire_at                         its refresh point, its
---                                                 expiry (margin deducted)
---   next_try, kind, status, code, message         a cool-down (a failure,
---                                                 an invalidation) and why
---   failures                                      failed fetches in a row
+--   fetched_at, lifetime, refresh_at, expire_at   its times (the expiry
+--                                                 with the margin taken off)
+--   next_try, kind, status, code, message, failures
+--                                                 a cool-down and why
 --   rejected                                      the id of a token the API
---                                                 rejected: never served
+--                                                 refused: never served
 --
--- Times are seconds on the clock of the layer that keeps the record: a
--- client's own (monotonic) clock in its memory, the wall clock in shared
--- stores, since processes share no other.  `shift` moves a record from
--- one clock to another.  Shared records travel sealed (AES-256-GCM under
--- a key derived from the client secret, bound to the record's name): one
--- codec, `seal` and `open`, for every store.
+-- Times are on the clock of the layer that keeps the record (a client's
+-- monotonic clock in its memory, the shared store's clock below it);
+-- `shift` moves them.  Shared records travel sealed (AES-256-GCM under a
+-- key derived from the client secret, bound to the record's name).
 
 local core = require "oauth2.core"
 local cjson = require "cjson.safe"
@@ -34,8 +27,7 @@ local _M = { _VERSION = core._VERSION }
 -- The fields that are times, which shift() moves between clocks.
 local TIMES = { "fetched_at", "refresh_at", "expire_at", "next_try", "alone_at", "quiet_until" }
 
---- Whether a record holds a token that serves at `now`, before its
--- refresh point.
+--- Whether a record's token serves at `now`, before its refresh point.
 function _M.fresh(record, now)
     return record and type(record.access_token) == "string"
         and type(record.refresh_at) == "number" and type(record.expire_at) == "number"
@@ -60,8 +52,8 @@ function _M.cooling(record, now)
         failures = type(record.failures) == "number" and record.failures or nil }
 end
 
---- The record of a token fetched with its request sent at `sent_at`,
--- timed by the policy; `prior` (the record it replaces) lends `rejected`.
+--- The record of a token whose request was sent at `sent_at`; `prior`
+-- (the record it replaces) lends `rejected`.
 function _M.of_token(policy, token, sent_at, prior)
     local lifetime, refresh_at, expire_at = policy_rules.schedule(policy, token, sent_at)
     return { access_token = token.access_token, token_type = token.token_type,
@@ -85,17 +77,15 @@ function _M.invalidated(policy, next_try)
 end
 
 --- Seconds a record may be kept at `now`: until its token's expiry or its
--- cool-down's end, whichever is later (at least 1); a count of failures
--- in a row outlives its cool-down by the longest backoff, so the next
--- failure still finds it.
+-- cool-down's end (at least 1); a count of failures outlives its
+-- cool-down by the longest backoff, so the next failure finds it.
 function _M.ttl(record, now)
     local next_try = record.next_try or 0
     if record.failures then next_try = next_try + policy_rules.MAX_BACKOFF end
     return max(1, (record.expire_at or 0) - now, next_try - now)
 end
 
---- A copy of a record with its times moved by `delta` seconds (from one
--- clock to another).
+--- A copy of a record with its times moved by `delta` seconds.
 function _M.shift(record, delta)
     local copy = {}
     for k, v in pairs(record) do copy[k] = v end
@@ -107,10 +97,9 @@ function _M.shift(record, delta)
     return copy
 end
 
---- A shared record as a reader may believe it at `now` (the shared
--- layer's clock): a writer whose clock ran ahead (a time later than now)
--- has its times moved back to now, and no token lives longer than its
--- lifetime from its fetch.
+--- A shared record as a reader may believe it at `now`: a writer whose
+-- clock ran ahead has its times moved back to now, and no token lives
+-- longer than its lifetime from its fetch.
 function _M.believable(record, now)
     local fetched = record.fetched_at
     if type(fetched) == "number" and fetched > now then
@@ -125,9 +114,8 @@ function _M.believable(record, now)
     return record
 end
 
---- An identifier of a token that names it without showing it: a keyed
--- hash with the client secret, so that even someone who holds a token
--- cannot tell which entry of a store holds it.
+--- A token's id: a hash keyed with the client secret, so even a holder
+-- of the token cannot tell which entry of a store holds it.
 function _M.token_id(secret, access_token)
     return core.hmac_sha256(secret, "token id\n" .. access_token)
 end
@@ -138,10 +126,9 @@ function _M.rejects(record, secret, access_token)
         and _M.token_id(secret, access_token) == record.rejected or false
 end
 
---- The record without its token (compare before delete is the caller's):
--- `rejected` keeps its id, so every holder of a copy learns to drop it;
--- `cooldown` (fields, or nil) sets next_try and why unless the record's
--- own cool-down runs longer.
+--- The record without its token: `rejected` keeps its id, so every
+-- holder of a copy drops it; `cooldown` (fields, or nil) sets next_try
+-- and why unless the record's own cool-down runs longer.
 function _M.without_token(record, token_id, cooldown)
     record.access_token, record.token_type, record.scope, record.expires_in = nil, nil, nil, nil
     record.refresh_at, record.expire_at = nil, nil
@@ -152,9 +139,8 @@ function _M.without_token(record, token_id, cooldown)
     return record
 end
 
---- delete_token_if for a store whose get and set run without another
--- writer in between (under the caller's lock, or atomic where it runs):
--- read, compare, write back with `ttl`.  Whether the token was dropped.
+--- delete_token_if for a store whose get and set meet no other writer
+-- (under the caller's lock, or atomic): whether the token was dropped.
 function _M.drop_if(store, key, secret, token_id, cooldown, ttl)
     local record = store:get(key, secret)
     if not record or type(record.access_token) ~= "string"
@@ -164,8 +150,8 @@ function _M.drop_if(store, key, secret, token_id, cooldown, ttl)
     return store:set(key, secret, _M.without_token(record, token_id, cooldown), ttl) == true
 end
 
---- A record sealed for the key `name` under the secret: text no one
--- without the secret can read or move to another name; or nil and why.
+--- A record sealed for `name` under the secret: text no one without the
+-- secret can read or move to another name; or nil and why.
 function _M.seal(secret, record, name)
     local text = encode(record)
     if not text then return nil, "the record cannot be encoded" end

@@ -1,36 +1,22 @@
 -- oauth2.store: where records live, and the one reader of the `store`
--- option.
+-- option.  Every store keeps one record (oauth2.record) per key:
 --
--- A store keeps one record (oauth2.record) per key and offers this
--- contract, which every store follows:
---
---   store:get(key, secret)           the record, nil (none, or unusable:
---                                    corrupt, another key's), or nil and
---                                    why when the store failed; a third
---                                    value says why a record was unusable
---                                    when that needs a word (a file open
---                                    to others)
---   store:set(key, secret, record, ttl)
---                                    true, or nil and why; ttl: seconds
---                                    the record may be kept (the file
---                                    store keeps it: its record carries
---                                    its own times)
---   store:try_lock(key, lease)       a lock (lock:unlock()), false while
---                                    another holds it, or nil and why; a
---                                    lock lasts `lease` seconds at most,
---                                    and no longer than its holder
---   store:delete_token_if(key, secret, token_id, cooldown, ttl)
---                                    drop the record's token only if it is
---                                    still token_id (compare before
---                                    delete), and set cooldown's fields;
---                                    `store.atomic` when that needs no lock
+--   get(key, secret)          the record; nil (none, or corrupt, another
+--                             key's); nil and why (the store failed); a
+--                             third value says why a record was unusable
+--   set(key, secret, record, ttl)   true, or nil and why
+--   try_lock(key, lease)      a lock (lock:unlock()), false while another
+--                             holds it, or nil and why; it lasts `lease`
+--                             seconds at most, and no longer than its holder
+--   delete_token_if(key, secret, token_id, cooldown, ttl)
+--                             drop the token only while it is token_id, and
+--                             set cooldown's fields; `atomic` when that
+--                             needs no lock
 --
 -- A first layer (oauth2.cache) also has peek(key), what its hot path
--- reads, and locked(key).  One file each, each a module with new():
--- oauth2.store.memory (one Lua state), .shm (every worker of an nginx),
--- .file (every process of a user on a machine) and .redis (processes and
--- nginx nodes on many machines).  They require oauth2.record, never this
--- module.
+-- reads, and locked(key).  One module each: store.memory (one Lua state),
+-- .shm (the workers of an nginx), .file (a user's processes on one
+-- machine), .redis (many machines); they never require this module.
 
 local core = require "oauth2.core"
 
@@ -46,9 +32,8 @@ local function url_scheme(text)
 end
 
 --- What a `store` option names: "object" (a store the caller made),
--- "redis" (oauth2.store.redis's table, or a URL: one of another scheme is
--- refused there, never taken for a directory), "memory" or "file" (the
--- default directory, or the one given); nil for anything else.
+-- "redis" (a table, or a URL of any scheme: never taken for a
+-- directory), "memory" or "file" (a directory); nil for anything else.
 function _M.kind_of(value)
     local t = type(value)
     if t == "table" then return type(value.get) == "function" and "object" or "redis" end
@@ -57,26 +42,19 @@ function _M.kind_of(value)
     return url_scheme(value) and "redis" or "file"
 end
 
---- The one reader of the `store` option, for the modules that take one:
--- false (none: this Lua state's memory), a store (Redis, made from its
--- URL or table, reached on first use; the caller's object), or the file
--- store's directory ("file": the default one), as `allowed` (a set of
--- kinds) permits; or nil and why, a phrase after the option's name.
+--- The one reader of the `store` option: false (this Lua state's
+-- memory), a store (Redis, reached on first use; the caller's object) or
+-- a file store's directory ("file": the default one), as `allowed` (a set
+-- of kinds) permits; or nil and a phrase after the option's name.
 function _M.option(value, allowed)
-    local kind = value ~= false and _M.kind_of(value)
-    if value == false or kind == "memory" then
-        if allowed.memory then return false end
-        kind = "memory"
-    end
-    if kind and not allowed[kind] then
-        return nil, "must be " .. allowed.phrase
-    end
+    local kind = value == false and "memory" or _M.kind_of(value)
+    if not allowed[kind] then return nil, "must be " .. allowed.phrase end
+    if kind == "memory" then return false end
     if kind == "redis" then
         local redis, problem = _M.redis(value)
         if not redis then return nil, ": " .. problem end
         return redis
     end
-    if not kind then return nil, "must be " .. allowed.phrase end
     return value
 end
 

@@ -1,13 +1,10 @@
 -- oauth2.store.file: every process of a user on a machine.
 --
--- Each record is a file of its own, named by the key (a keyed hash: no
--- secret in a name), in a directory only this user can enter; the file is
--- sealed with AES-256-GCM under a key derived from the client secret and
--- bound to its name, so it is useless to anyone without the secret, and a
--- file that does not open (corrupt, truncated, another secret's, moved
--- from another key) counts as missing and is replaced.  Single flight is
--- an flock on a lock file beside it, which the kernel releases when its
--- process dies.  Mechanism (files, locks, sealing) is the C core's.
+-- A record is a sealed file named by its key, in a directory only this
+-- user can enter; a file that does not open (corrupt, another secret's,
+-- moved from another key) counts as missing and is replaced.  Single
+-- flight is an flock beside it, which the kernel frees with its process.
+-- The mechanism (files, locks, sealing) is the C core's.
 
 local core = require "oauth2.core"
 local record_codec = require "oauth2.record"
@@ -50,8 +47,7 @@ end
 
 local _M = {}
 
--- The directory of the file store when none is given: per user, in
--- memory where the system has a runtime directory, else in the cache.
+-- The directory when none is given: the user's runtime (memory), else cache.
 function _M.default_dir()
     local runtime = getenv("XDG_RUNTIME_DIR")
     if runtime and runtime ~= "" then return runtime .. "/lua-oauth2" end

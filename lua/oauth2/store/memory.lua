@@ -1,12 +1,10 @@
 -- oauth2.store.memory: records in this Lua state's memory.
 --
--- The first layer of oauth2.client (every client of one key in a Lua
--- state shares its entry), and the specs' stand-in for a shared store on
--- their virtual clock.  The contract is oauth2.store's.  Each key has one
--- entry table for as long as it lives: its record, its lock, and what
--- the caller's hot path reads, filled in by `view(entry, record)` at
--- every write (as lua-resty-mlcache's l1_serializer does), so a cached
--- read is a field of a table the caller already holds.
+-- The first layer of oauth2.client, and the specs' shared store on their
+-- virtual clock.  Each key has one entry table: its record, its lock and
+-- what the caller's hot path reads, filled in by `view(entry, record)` at
+-- every write (as lua-resty-mlcache's l1_serializer), so a cached read is
+-- a field of a table the caller already holds.
 
 local core = require "oauth2.core"
 local record_codec = require "oauth2.record"
@@ -26,8 +24,7 @@ function Lock:unlock()
     if entry.lock == self then entry.lock, entry.lock_until = nil, nil end
 end
 
---- The entry of `key`, made on first use: what peek gives, and where the
--- record and the lock live.
+--- The entry of `key`, made on first use (what peek gives).
 function Memory:entry(key)
     local entry = self.entries[key]
     if entry == nil then
@@ -74,8 +71,7 @@ function Memory:try_lock(key, lease)
     return lock
 end
 
---- Whether another holds the lock of `key` (an unlocked or lapsed lock
--- is free).
+--- Whether another holds the lock of `key` (a lapsed lock is free).
 function Memory:locked(key)
     local entry = self.entries[key]
     return entry ~= nil and entry.lock ~= nil and self.clock() < entry.lock_until
@@ -84,8 +80,7 @@ end
 Memory.delete_token_if = record_codec.drop_if
 
 --- One token request drawn from the budget (opts.budget a minute): the
--- seconds to wait for the slot taken, or false and the seconds until one
--- (more than max_wait away).
+-- seconds to wait for the slot taken, or false and the seconds until one.
 function Memory:draw(max_wait)
     local next_at, delay = policy_rules.budget_draw(self.budget_at, self.clock(), self.budget,
         max_wait)
@@ -100,11 +95,9 @@ end
 
 local _M = {}
 
---- A store in memory: opts.lease (seconds) is the default lease of a
--- lock, opts.clock the clock of leases and times to live (core.now by
--- default), opts.view(entry, record) fills in what peek gives, and
--- opts.weak lets an entry go when nobody holds it (a first layer), and
--- opts.budget (token requests a minute) gives it a budget (draw).
+--- A store in memory.  opts: lease (a lock's default), clock (core.now),
+-- view(entry, record), weak (an entry goes when nobody holds it), budget
+-- (token requests a minute, for draw).
 function _M.new(opts)
     opts = opts or {}
     return setmetatable({

@@ -1,12 +1,10 @@
 -- oauth2.store.redis: processes and nginx nodes on many machines.
 --
--- Through oauth2.link: one server, a primary that Sentinels name, or a
--- Cluster (a credential's keys share one slot: a hash tag), inside nginx
--- over cosockets, outside over hiredis, each step in one bound.  A
--- record's value is the id of its token, then the record sealed for its
--- key; the lease is SET NX PX with an owner nonce, let go by a
--- compare-and-delete script.  An error reply (-READONLY, -OOM, -NOAUTH)
--- is a store failure like a broken connection, never a held lease.
+-- Through oauth2.link (one server, Sentinel or Cluster; cosockets or
+-- hiredis).  A record's value is its token's id, then the record sealed
+-- for its key; a lease is SET NX PX with an owner nonce, let go by a
+-- compare-and-delete script.  An error reply (-READONLY, -OOM) is a store
+-- failure like a broken connection, never a held lease.
 
 local core = require "oauth2.core"
 local record_codec = require "oauth2.record"
@@ -19,8 +17,7 @@ local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
 
 local _M = {}
 
--- Compare-and-delete, in Redis so no other client runs in between: the
--- key goes only if it still holds ARGV[1].
+-- Compare-and-delete: the key goes only while it holds ARGV[1].
 local DELETE_IF_SAME = [[
 if redis.call("GET", KEYS[1]) == ARGV[1] then
     return redis.call("DEL", KEYS[1])
@@ -28,32 +25,27 @@ end
 return 0
 ]]
 
--- A record's value in Redis: the id of the token it holds (token_id: 64
--- hex digits, or 64 dashes for none), then the sealed record.  One key, so a
--- reader or the compare-and-delete below never meets a record and an id
--- from two different writes.
+-- The id part of a record's value without a token (ids are 64 hex
+-- digits): id and record in one key, so none meets an id and a record of
+-- two writes.
 local NO_TOKEN_ID = ("-"):rep(64)
 
--- Drop a record's token only if its id is still ARGV[1]: ARGV[2] (the
--- record without its token, sealed, with no id) takes its place, with the
--- record's time to live, or ARGV[3] milliseconds when that is longer.
+-- Drop a record's token only while its id is ARGV[1]: ARGV[2] takes its
+-- place, with the record's time to live or ARGV[3] ms when longer.
 local DELETE_TOKEN_IF = [[
 local value = redis.call("GET", KEYS[1])
 if not value or string.sub(value, 1, 64) ~= ARGV[1] then return 0 end
 local ttl = redis.call("PTTL", KEYS[1])
-local wanted = tonumber(ARGV[3]) or 0
-if ttl > 0 and ttl < wanted then ttl = wanted end
 if ttl > 0 then
-    redis.call("SET", KEYS[1], ARGV[2], "PX", ttl)
+    redis.call("SET", KEYS[1], ARGV[2], "PX", math.max(ttl, tonumber(ARGV[3]) or 0))
 else
     redis.call("SET", KEYS[1], ARGV[2])
 end
 return 1
 ]]
 
--- A record's value, read by Redis itself only while it is small: a value
--- planted at a record's key never reaches a client whole (lua-resty-redis
--- in nginx would read any size).  Records are a few KiB.
+-- A record's value only while it is small: a value planted at its key
+-- never reaches a client whole.  Records are a few KiB.
 local GET_BOUNDED = [[
 local value = redis.call("GET", KEYS[1])
 if value and #value > tonumber(ARGV[1]) then
@@ -63,8 +55,8 @@ return value
 ]]
 local MAX_RECORD = 65536
 
--- A record's version moves on at every write: one field per key in one
--- hash, which lives a day past its last write.  ARGV: the key, seconds.
+-- A record's version moves on at every write: a field per key in one hash
+-- that lives VERSIONS_LIFE seconds past its last write.
 local BUMP = [[
 redis.call("HINCRBY", KEYS[1], ARGV[1], 1)
 redis.call("EXPIRE", KEYS[1], ARGV[2])
@@ -76,16 +68,13 @@ return 1
 local VERSIONS_LIFE = 86400
 local VERSIONS_AT_ONCE = 1000
 
--- The keys this Lua state watches in each store (its URL and prefix),
--- and their versions as last read: one HMGET for all of them, at most
--- every look_every seconds, however many credentials (the shared part of
--- every looker of that store).
+-- The keys this Lua state watches in each store (by URL and prefix) and
+-- their versions as last read: one HMGET for all, every look_every.
 local watched = setmetatable({}, { __mode = "v" })
 
--- One draw from the fleet's budget of token requests, by Redis's clock:
--- oauth2.policy.budget_draw, run in Redis so that no two draws meet.
--- ARGV: seconds between slots, the longest the caller waits.  Returns
--- {1, seconds to wait for the slot taken} or {0, seconds until one}.
+-- oauth2.policy.budget_draw in Redis, by its clock, so no two draws meet.
+-- ARGV: seconds between slots, the longest wait.  {1, seconds to wait for
+-- the slot taken} or {0, seconds until one}.
 local DRAW = [[
 local t = redis.call("TIME")
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -100,8 +89,7 @@ return {1, tostring(at - now)}
 local Redis = {}
 Redis.__index = Redis
 
---- The store's clock (oauth2.link): every node and process times shared
--- records alike, whatever its own clock says.
+--- The store's clock: every node times shared records alike.
 function Redis:now()
     return self.link:now()
 end
@@ -109,8 +97,8 @@ end
 local RedisLock = {}
 RedisLock.__index = RedisLock
 
--- The name of a key's record in Redis; its lock's is this and ":lock".
--- In a Cluster both carry the key as their hash tag: one slot.
+-- The name of a key's record (its lock's adds ":lock"): in a Cluster with
+-- the key as hash tag, so both share a slot.
 function Redis:name_of(key)
     if self.link.mode == "cluster" then return self.prefix .. "{" .. key .. "}" end
     return self.prefix .. key
@@ -130,9 +118,8 @@ function Redis:get(key, secret)
     return record
 end
 
--- The value for a record kept at `name`: its token's id (a hash: no
--- token), the record sealed for that name.  Nil and why when the record
--- cannot be encoded.
+-- The value of a record kept at `name`: its token's id, then the record
+-- sealed for that name; or nil and why.
 local function redis_value(secret, record, name)
     local sealed, why = record_codec.seal(secret, record, name)
     if not sealed then return nil, why end
@@ -156,18 +143,15 @@ function Redis:set(key, secret, record, ttl)
     return true
 end
 
--- Move a key's version on after a write (a failure to is a look missed,
--- never an error: the next write moves it).
+-- Move a key's version on after a write (a failure is a look missed).
 function Redis:bump(key)
     local versions = self.prefix .. "versions"
     self.link:call(versions, "EVAL", BUMP, 1, versions, key, VERSIONS_LIFE)
 end
 
---- Whether the record of `key` may have changed since this store object
--- last read it through `seen(key)`: the versions of every key watched
--- here are read in one command at most every look_every seconds, so the
--- looks of many credentials cost one command, plus a read of each record
--- that was written.  Nil and why when the store failed.
+--- Whether the record of `key` may have been written since saw(key), by
+-- the versions of every key watched here, read in one command at most
+-- every look_every; nil and why when the store failed.
 function Redis:changed(key)
     local watch = self.watch
     if not watch.keys[key] then
@@ -193,8 +177,7 @@ function Redis:changed(key)
     return version == nil or version ~= self.seen[key]
 end
 
---- The record of `key` was read after changed(key): a look at it is
--- needed again only when it is written.
+--- The record of `key` was read after changed(key).
 function Redis:saw(key)
     self.seen[key] = self.pending[key]
 end
@@ -233,10 +216,9 @@ function Redis:delete_token_if(key, secret, token_id, cooldown, ttl)
     return dropped
 end
 
---- One token request drawn from the fleet's budget (`budget` a minute,
--- shared by every credential under `budget_key`): the seconds to wait
--- for the slot taken, false and the seconds until one (more than
--- max_wait away), or nil and why (the store failed).
+--- One token request drawn from the budget of every credential under
+-- `budget_key`: the seconds to wait for the slot taken, false and the
+-- seconds until one, or nil and why (the store failed).
 function Redis:draw(max_wait)
     local name = self.prefix .. "budget:" .. self.budget_key
     local reply, why = self.link:call(name, "EVAL", DRAW, 1, name, 60 / self.budget,

@@ -1,16 +1,13 @@
 -- oauth2.store.shm: every worker of an nginx, through a lua_shared_dict.
 --
--- Records are sealed (oauth2.record).  Beside each record, for the hot
--- path of every worker, its view (as lua-resty-mlcache's l1_serializer
--- makes one): the ready-made "Bearer ..." header, kept until the token's
--- expiry, its flags the next point at which a refresh may be tried in
--- whole seconds, the exact point a key of its own read only in that last
--- second; so a request with a fresh token is one dict read (peek).
---
--- A lock names its owner (worker pid and a nonce); it is deleted only by
--- its owner, and taken over at once when its owner's process is gone
--- (killed, crashed) rather than waited out for its lease.  A dict too
--- small for a record leaves this worker a copy of its own, said once.
+-- Records are sealed.  Beside each, its view for the hot path (as
+-- lua-resty-mlcache's l1_serializer): the ready-made header until the
+-- token's expiry, flagged with the next point a refresh may be tried in
+-- whole seconds (the exact point is a key of its own, read only in that
+-- second), so a request with a fresh token is one dict read (peek).  A
+-- lock names its owner (pid and nonce) and is taken over at once when
+-- that process is gone.  A dict too small for a record leaves this worker
+-- a copy of its own, said once.
 
 local core = require "oauth2.core"
 local record_codec = require "oauth2.record"
@@ -70,8 +67,7 @@ function Lock:unlock()
     if self.dict:get(self.key) == self.owner then self.dict:delete(self.key) end
 end
 
--- The names of a key's record, view, exact refresh point and lock, made
--- once per key.
+-- The names of a key's record, view, exact refresh point and lock.
 local function names(self, key)
     local known = self.names[key]
     if not known then
@@ -83,8 +79,7 @@ local function names(self, key)
     return known[1], known[2], known[3], known[4]
 end
 
---- The view of `key`: the header and its refresh point in whole seconds,
--- or nil.
+--- The view of `key`: the header and its refresh point in whole seconds.
 function Shm:peek(key)
     local known = self.names[key]
     local header, floor_at = self.dict:get(known and known[2] or select(2, names(self, key)))
@@ -123,8 +118,8 @@ function Shm:get(key, secret)
     return nil
 end
 
--- Write the view of a record: its header until the token's expiry, or
--- none; false and why when the dict cannot hold it.
+-- Write a record's view (its header until the token's expiry, or none);
+-- false and why when the dict cannot hold it.
 local function set_view(self, key, record)
     local _, view, at = names(self, key)
     local dict = self.dict
@@ -201,8 +196,7 @@ function Shm:lock_owner(key)
 end
 
 -- Of many workers dropping one token at once (many 401s), the first to
--- mark it does: a get, compare and set of its own is atomic in one
--- worker, and the mark makes it so across workers.
+-- mark it does: the mark makes a get, compare and set atomic across them.
 function Shm:delete_token_if(key, secret, token_id, cooldown, ttl)
     local name = names(self, key)
     local first, why = self.dict:add(name .. ":drop:" .. token_id, true,
@@ -215,9 +209,8 @@ function Shm:__tostring()
     return "oauth2.store shm " .. self.name
 end
 
---- A store in the lua_shared_dict named `dict_name`: the store, or nil
--- and why.  `lease` is the default lease of a lock; `header(token)`
--- makes a view's header (the token alone by default).
+--- A store in the lua_shared_dict `dict_name` (or nil and why): `lease`
+-- is a lock's default, `header(token)` makes a view (the token alone).
 function _M.new(dict_name, lease, header)
     local shared = ngx and ngx.shared
     local dict = shared and shared[dict_name]
