@@ -193,7 +193,11 @@ local function simulate(kind)
         local entry = worker.entry
         -- the earlier of the next point a refresh may be tried and the next look
         local next_at = entry.serve_until
-        if entry.token == nil then next_at = entry.retry_at end
+        if entry.token == nil then
+            -- without a token: the end of its cool-down
+            local record = worker.engine:record()
+            next_at = record and record.next_try or now + 1
+        end
         -- a worker with traffic asks at least once a second
         heap_push(heap, math.max(next_at, now + 1), worker)
     end
