@@ -76,10 +76,7 @@ local Token = {}
 Token.__index = Token
 
 -- Seconds since the epoch, freshly read (ngx.now() is cached per loop turn).
-local function wall_now()
-    ngx.update_time()
-    return ngx.now()
-end
+local wall_now = require("oauth2.store.shm").now
 
 -- Add one to a counter of this worker and of the dict (every worker).
 local function count(self, name)

@@ -310,12 +310,13 @@ end
 -- The cache policy's options (oauth2.policy times tokens by them), as a
 -- module's own: name = { default, check }.  A floor of 0.1 s where 0 (or
 -- next to it) would fetch on every call or remember no failure.
+local margin = bounded(0, DAY, true)
 _M.POLICY = {
     -- seconds before expiry a token counts as expired; false: the larger
     -- of 30 s and 10% of its lifetime
     margin = { false, function(value)
         if value == false then return false end
-        return bounded(0, DAY, true)(value)
+        return margin(value)
     end },
     -- refresh once this share of the lifetime has passed, minus up to
     -- refresh_jitter of it, so caches spread out
