@@ -47,9 +47,30 @@ end
 local Engine = {}
 Engine.__index = Engine
 
-local function count(self, name)
-    self.counters[name] = self.counters[name] + 1
-    if self.count then self.count(name) end
+local function count(self, name, n)
+    self.counters[name] = self.counters[name] + (n or 1)
+    if self.count then self.count(name, n or 1) end
+end
+
+-- One fetch from the source, counted and told: a token, or nil and the
+-- error (kept as last_error).
+local function from_source(self, deadline)
+    local token, err, attempts = self.source(deadline)
+    attempts = attempts or 1
+    count(self, "fetches")
+    if attempts > 1 then
+        count(self, "retries", attempts - 1)
+        self.emit("retry", { attempts = attempts })
+    end
+    if not token then
+        count(self, "failures")
+        self.last_error = err
+        return nil, err
+    end
+    if deadline then count(self, "refreshes") end
+    self.emit(deadline and "refresh" or "fetch", { attempts = attempts,
+        expires_in = token.expires_in })
+    return token
 end
 
 -- ------------------------------------------------------------ store access
@@ -222,7 +243,7 @@ local function fetch(self, layer, prior, caller, publish)
         end
         local sent_at = layer.clock()
         local token
-        token, err = self.source(caller.deadline)
+        token, err = from_source(self, caller.deadline)
         if token then
             return fetched(self, layer, records.of_token(self.policy, token, sent_at, prior),
                 publish, "fetched")
@@ -595,9 +616,9 @@ function Engine:record(which)
     return record or nil, nil, layer.clock()
 end
 
---- Counters: hits (tokens another process or node fetched), drops
--- (copies dropped as rejected elsewhere), invalidations, store_errors,
--- budget_waits.
+--- Counters: fetches, refreshes, retries, failures, hits (tokens another
+-- process or node fetched), drops (copies dropped as rejected elsewhere),
+-- invalidations, store_errors, budget_waits.
 function Engine:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
@@ -613,8 +634,9 @@ local function no_op() end
 local function cannot_wait() return false end
 
 --- A new engine.  opts:
---   source(deadline)     one fetch: a token table, or nil and an error
---                        (deadline: seconds a refresh may hold its caller)
+--   source(deadline)     one fetch: a token table, or nil and an error;
+--                        then its attempts (deadline: seconds a refresh
+--                        may hold its caller)
 --   first, first_key     the first layer's store (with peek and locked), key
 --   shared, key          a shared store (or nil), the key there
 --   secret, policy       the client secret (seals records), oauth2.policy's
@@ -626,7 +648,7 @@ local function cannot_wait() return false end
 --   wait(seconds) -> bool  how a caller waits for the shared store
 --   schedule(fn), wake() run fn(premature) apart (timers); wake waiters
 --   spread(fn)           run fn where the shared store may be reached
---   log(level, text), place, emit(event, info), count(name)
+--   log(level, text), place, emit(event, info), count(name, n)
 --   counters             a table the engine's counters join (its own else)
 function _M.new(opts)
     local policy, deadline = opts.policy, opts.deadline
@@ -643,7 +665,8 @@ function _M.new(opts)
         running = false, quiet_until = -huge, looked_until = -huge,
         counters = opts.counters or {},
     }, Engine)
-    for _, name in ipairs { "hits", "drops", "invalidations", "store_errors", "budget_waits" } do
+    for _, name in ipairs { "fetches", "refreshes", "retries", "failures", "hits", "drops",
+                            "invalidations", "store_errors", "budget_waits" } do
         self.counters[name] = 0
     end
     local store = opts.shared

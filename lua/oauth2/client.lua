@@ -129,7 +129,7 @@ local function slow_token(self, now)
         return entry.token
     end
     -- it lapsed while it was taken: never served past its expiry
-    return nil, self.last_error or errors.new { kind = "timeout", retryable = true,
+    return nil, self.engine.last_error or errors.new { kind = "timeout", retryable = true,
         retry_after = 1, message = "the shared token expired while it was taken" }
 end
 
@@ -190,7 +190,7 @@ end
 function Client:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
-    stats.hits, stats.last_error = self.hits, self.last_error
+    stats.hits, stats.last_error = self.hits, self.engine.last_error
     local shared = self.shared
     if shared and shared.stats then stats.store = shared:stats() end
     local entry = self.entry
@@ -243,36 +243,13 @@ Client.__close = Client.close
 
 function Client:__tostring()
     local entry, now = self.entry, self.clock()
-    local state = not entry.token and (self.last_error and "failing" or "empty")
+    local state = not entry.token and (self.engine.last_error and "failing" or "empty")
         or now < entry.refresh_at and "valid" or now < entry.expire_at and "refreshing"
         or "expired"
     return format("oauth2.client host=%s client_id=%s state=%s%s",
         options.url_origin(self.conf.url), self.conf.client_id, state, entry.token
             and format(" expires_in=%d", floor(max(0, entry.fetched_at + entry.lifetime - now)))
             or "")
-end
-
--- One fetch through the endpoint for the engine, within `deadline`
--- seconds (a refresh's) or the configured one; counted and told.
-local function source(self)
-    return function(deadline)
-        local stats = self.counters
-        local ok, token, err, attempts = pcall(self.endpoint.token, self.endpoint, deadline)
-        if not ok then error(token, 0) end
-        attempts = attempts or 1
-        stats.fetches = stats.fetches + 1
-        stats.retries = stats.retries + attempts - 1
-        if attempts > 1 then self:emit("retry", { attempts = attempts }) end
-        if not token then
-            stats.failures = stats.failures + 1
-            self.last_error = err
-            return nil, err
-        end
-        if deadline then stats.refreshes = stats.refreshes + 1 end
-        self:emit(deadline and "refresh" or "fetch", { attempts = attempts,
-            expires_in = token.expires_in })
-        return token
-    end
 end
 
 --- Check a configuration without fetching or connecting (a Redis URL is
@@ -315,14 +292,14 @@ function _M.new(opts)
         shared = shared,     -- a store shared with other processes, or nil
         look_every = shared and shared.look_every or policy_rules.LOOK_EVERY,
         hits = 0,            -- calls served from the cache (a field: the hot path)
-        counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0, stale = 0 },
-        last_error = nil, on_event = own.on_event or nil,
+        counters = { stale = 0 }, on_event = own.on_event or nil,
         aid = own.aid or nil, headers = own.headers or nil, pace = own.pace,
         -- the hot path's method in the object: one lookup fewer per call
         token = Client.token,
     }, Client)
     self.engine = cache.new {
-        source = source(self), policy = policy, secret = conf.client_secret or conf.access_token,
+        source = function(deadline) return prepared:token(deadline) end,
+        policy = policy, secret = conf.client_secret or conf.access_token,
         first = first, first_key = key, shared = shared, key = token_key,
         clock = clock, deadline = conf.deadline, lease = cache.lease_for(conf),
         counters = self.counters,

@@ -235,16 +235,16 @@ function _M.in_thread(conf)
         request = function(_, req, ...) return session:request(req, ...) end,
         header = function(_, name) return session:header(name) end,
     }
-    local ok, token, err = pcall(function()
+    local ok, token, err, attempts = pcall(function()
         return _M.fetch(conf, assert(_M.build_request(conf)), blocking)
     end)
     session:close()
     if not ok then return nil, { kind = "config", message = tostring(token) } end
     if token then
         return { access_token = token.access_token, token_type = token.token_type,
-                 expires_in = token.expires_in, scope = token.scope }
+                 expires_in = token.expires_in, scope = token.scope }, nil, attempts
     end
-    return nil, errors.plain(err)
+    return nil, errors.plain(err), attempts
 end
 
 --- What a thread pool's Lua state gets of a configuration: plain values
@@ -262,16 +262,17 @@ function _M.plain(conf)
 end
 
 --- One token fetched in the nginx thread pool `pool` (ngx.run_worker_thread)
--- for `conf` and its plain form: the token, or nil and the error.
+-- for `conf` and its plain form: the token, or nil and the error; then
+-- the attempts made.
 function _M.in_pool(pool, conf, plain)
-    local ok, token, err = ngx.run_worker_thread(pool, "oauth2.exchange", "in_thread",
-        plain)
+    local ok, token, err, attempts = ngx.run_worker_thread(pool, "oauth2.exchange",
+        "in_thread", plain)
     if not ok then
         token, err = nil, { kind = "config", message = "thread pool '" .. pool .. "': "
             .. tostring(token) }
     end
-    if token then return token end
-    return nil, errors.new(err, options.secrets(conf))
+    if token then return token, nil, attempts end
+    return nil, errors.new(err, options.secrets(conf)), attempts
 end
 
 return _M

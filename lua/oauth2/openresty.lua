@@ -78,41 +78,23 @@ Token.__index = Token
 -- Seconds since the epoch, freshly read (ngx.now() is cached per loop turn).
 local wall_now = require("oauth2.store.shm").now
 
--- Add one to a counter of this worker and of the dict (every worker).
-local function count(self, name)
-    self.counters[name] = self.counters[name] + 1
-    self.dict:incr(self.count_key .. name, 1, 0)
-end
-
--- The engine's counters, by this module's names.
-local COUNTED = { hits = "fleet_hits", drops = "fleet_drops", store_errors = "fleet_errors",
-                  invalidations = "invalidations", budget_waits = "budget_waits" }
-
--- Tell the on_event hook: it runs where it is called (a timer, a header
--- filter: it must not yield), and its errors are not ours.
-local function emit(self, event, info)
-    local hook = self.on_event
-    if hook then pcall(hook, event, info) end
+-- Add to a counter of this worker and of the dict (every worker); the
+-- engine's counters go by this module's names.
+local RENAMED = { hits = "fleet_hits", drops = "fleet_drops", store_errors = "fleet_errors" }
+local function count(self, name, n)
+    name = RENAMED[name] or name
+    self.counters[name] = self.counters[name] + n
+    self.dict:incr(self.count_key .. name, n, 0)
 end
 
 -- One exchange with the token endpoint within `deadline` seconds (or the
 -- configured one): in the thread pool when one is named, else stepped
--- here on a connection of its own.  The token, or nil and an error.
+-- here on a connection of its own.
 local function source(self, deadline)
-    local token, err
     if self.thread_pool and ngx.get_phase() ~= "init" then
-        token, err = exchange.in_pool(self.thread_pool, self.conf, self.thread_conf)
-    else
-        token, err = exchange.fetch(self.conf, self.request, nil, deadline)
+        return exchange.in_pool(self.thread_pool, self.conf, self.thread_conf)
     end
-    if token then
-        count(self, "fetches")
-        emit(self, "fetch", { expires_in = token.expires_in, fleet = self.fleet and true })
-        return token
-    end
-    count(self, "failures")
-    self.last_error = err
-    return nil, err
+    return exchange.fetch(self.conf, self.request, nil, deadline)
 end
 
 -- This worker's semaphore for requests waiting on its own fetch, or nil
@@ -151,9 +133,9 @@ local function fetch_and_wait(self)
             .. "'%s' yet, and nginx's %s phase can neither fetch nor wait (it cannot yield)",
             self.dict_name, phase) }
     end
-    count(self, "waits")
+    count(self, "waits", 1)
     local header, err, timed_out = engine:wait_for(self.wait_timeout)
-    if timed_out then count(self, "wait_timeouts") end
+    if timed_out then count(self, "wait_timeouts", 1) end
     return header, err
 end
 
@@ -247,7 +229,7 @@ function Token:warm()
 end
 
 --- Counters of this worker and, in `shared`, of all workers (fetches,
--- failures, waits, wait_timeouts, invalidations, fleet_hits, fleet_errors,
+-- refreshes, retries, failures, waits, wait_timeouts, invalidations, fleet_hits, fleet_errors,
 -- fleet_drops, budget_waits); last_error; what the dict knows (has_token,
 -- refresh_at, failing, fetching_pid); `store`, the fleet store's own.
 function Token:stats()
@@ -257,7 +239,7 @@ function Token:stats()
         stats[name] = value
         stats.shared[name] = dict:get(self.count_key .. name) or 0
     end
-    stats.last_error = self.last_error
+    stats.last_error = self.engine.last_error
     stats.has_token = self.node:peek(self.key) ~= nil
     stats.refresh_at = self.node:next_at(self.key)
     stats.failing = self.engine:failure() ~= nil
@@ -316,10 +298,10 @@ function _M.new(opts)
         count_key = "oauth2:" .. key .. ":n:", look_key = "oauth2:" .. key .. ":look",
         looking = false,      -- this worker looks at the fleet's store
         semaphore = false, semaphore_pid = 0,
-        log_quiet_until = 0, log_suppressed = 0, last_error = nil,
-        counters = { fetches = 0, failures = 0, waits = 0, wait_timeouts = 0,
-                     invalidations = 0, fleet_hits = 0, fleet_errors = 0, fleet_drops = 0,
-                     budget_waits = 0 },
+        log_quiet_until = 0, log_suppressed = 0,
+        counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0, waits = 0,
+                     wait_timeouts = 0, invalidations = 0, fleet_hits = 0, fleet_errors = 0,
+                     fleet_drops = 0, budget_waits = 0 },
     }, Token)
     self.engine = cache.new {
         source = function(deadline) return source(self, deadline) end,
@@ -346,8 +328,12 @@ function _M.new(opts)
             timer(function(premature) if not premature then fn() end end)
         end,
         log = transport.log, place = "node",
-        emit = function(event, info) emit(self, event, info) end,
-        count = function(name) count(self, COUNTED[name]) end,
+        -- the hook runs where it is called (a timer, a header filter: it
+        -- must not yield), and its errors are not ours
+        emit = function(event, info)
+            if self.on_event then pcall(self.on_event, event, info) end
+        end,
+        count = function(name, n) count(self, name, n) end,
     }
     return self
 end
