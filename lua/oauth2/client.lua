@@ -20,8 +20,7 @@ local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 local static = require "oauth2.static"
 
-local type, pairs, error, pcall, setmetatable, tostring =
-      type, pairs, error, pcall, setmetatable, tostring
+local type, pairs, setmetatable, tostring = type, pairs, setmetatable, tostring
 local max, min, floor, huge = math.max, math.min, math.floor, math.huge
 local format = string.format
 
@@ -101,7 +100,8 @@ end
 
 -- ---------------------------------------------------------------- client
 
-local Client = {}
+-- API requests, emit and close come from every client's base.
+local Client = setmetatable({}, { __index = static.Base })
 Client.__index = Client
 
 -- Everything but a fresh token: looks, refreshes, stale serving and
@@ -198,48 +198,7 @@ function Client:stats()
     return stats
 end
 
--- Tell the on_event hook: it never sees a secret or a token, and an error
--- it raises is not the caller's.
-function Client:emit(event, info)
-    local hook = self.on_event
-    if hook then pcall(hook, event, info) end
-end
-
--- oauth2.api, loaded on first use; it never loads this module.
-local function api()
-    return require "oauth2.api"
-end
-
---- An authenticated API request (oauth2.api): res {status, headers, body,
--- json} or nil and an error.
-function Client:request(method, target, opts)
-    local call, why = api().check(self.conf, method, target, opts, self)
-    if not call then error(why, 2) end
-    return api().send(self, call)
-end
-
---- An iterator over the pages of an API listing (oauth2.api).
-function Client:pages(target, opts)
-    local pages, why = api().pages(self, target, opts)
-    if not pages then error(why, 2) end
-    return pages
-end
-
---- An iterator over the elements of `field` on every page (oauth2.api).
-function Client:items(target, field, opts)
-    local items, why = api().items(self, target, field, opts)
-    if not items then error(why, 2) end
-    return items
-end
-
---- Close the client (idempotent) and its API connection; a caller's
--- session stays the caller's, the shared token stays for other clients.
-function Client:close()
-    local loaded = package.loaded["oauth2.api"]
-    if loaded then loaded.close(self) end
-    static.closed(self)
-end
-Client.__close = Client.close
+Client.__close = static.Base.close
 
 function Client:__tostring()
     local entry, now = self.entry, self.clock()
@@ -262,7 +221,7 @@ _M.check = options.checker(OWN)
 function _M.new(opts)
     local conf, policy, own = options.split(opts, OWN, true)
     if not conf then return nil, policy end
-    if conf.api_token then return static.new(conf, own, Client) end
+    if conf.api_token then return static.new(conf, own) end
     local clock = own.clock or transport.now
     -- no connection kept between fetches an hour apart, unless the caller
     -- passes a session of theirs

@@ -1,20 +1,19 @@
--- oauth2.static: the client of a static token, and the closed client.
+-- oauth2.static: the client of a static token, and what every client has.
 --
 -- A User API token (api_token, made in the dashboard) is already a
 -- bearer token: no token endpoint, nothing cached, stored or refreshed.
 -- It is served as it is, and a 401 is the caller's answer (oauth2.api
--- does not try again: there is nothing to renew).  It is an oauth2.client
--- for API requests (request, pages, items come from it); this file holds
--- what differs.  The same token for nginx (oauth2.openresty) is here too:
--- the header injected, a 401 logged once per worker.  And the one guard
--- of a closed client, of either kind.
+-- does not try again: there is nothing to renew).  The same token for
+-- nginx (oauth2.openresty) is here too: the header injected, a 401 logged
+-- once per worker.  And the base of both kinds of oauth2.client: API
+-- requests, events, close and the one guard of a closed client.
 
 local core = require "oauth2.core"
 local options = require "oauth2.options"
 local bearer = require "oauth2.bearer"
 
-local error, setmetatable, getmetatable, rawset, tostring, type =
-      error, setmetatable, getmetatable, rawset, tostring, type
+local error, setmetatable, getmetatable, rawset, tostring, type, pcall =
+      error, setmetatable, getmetatable, rawset, tostring, type, pcall
 local format = string.format
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 
@@ -60,8 +59,58 @@ function _M.closed(self)
     setmetatable(self, closed_kind(methods))
 end
 
-local Static = {}
+-- --------------------------------------------------------- every client
+
+local Base = {}
+_M.Base = Base
+
+--- Tell the on_event hook: it never sees a secret or a token, and an
+-- error it raises is not the caller's.
+function Base:emit(event, info)
+    local hook = self.on_event
+    if hook then pcall(hook, event, info) end
+end
+
+-- oauth2.api, loaded on first use; it never loads a client's module.
+local function api()
+    return require "oauth2.api"
+end
+
+--- An authenticated API request (oauth2.api): res {status, headers, body,
+-- json} or nil and an error.
+function Base:request(method, target, opts)
+    local call, why = api().check(self.conf, method, target, opts, self)
+    if not call then error(why, 2) end
+    return api().send(self, call)
+end
+
+--- An iterator over the pages of an API listing (oauth2.api).
+function Base:pages(target, opts)
+    local pages, why = api().pages(self, target, opts)
+    if not pages then error(why, 2) end
+    return pages
+end
+
+--- An iterator over the elements of `field` on every page (oauth2.api).
+function Base:items(target, field, opts)
+    local items, why = api().items(self, target, field, opts)
+    if not items then error(why, 2) end
+    return items
+end
+
+--- Close the client (idempotent) and its API connection; a caller's
+-- session stays the caller's, a shared token stays for other clients.
+function Base:close()
+    local loaded = package.loaded["oauth2.api"]
+    if loaded then loaded.close(self) end
+    _M.closed(self)
+end
+
+-- ------------------------------------------------------- a static token
+
+local Static = setmetatable({}, { __index = Base })
 Static.__index = Static
+Static.__close = Base.close
 
 --- The token object, as it is.
 function Static:token()
@@ -91,13 +140,8 @@ function Static:__tostring()
         options.url_origin(self.conf.url))
 end
 
---- A client of `conf.api_token`, with a client's own options (`own`);
--- `Client` (oauth2.client's methods) lends it the API requests.
-function _M.new(conf, own, Client)
-    if getmetatable(Static) == nil then
-        setmetatable(Static, { __index = Client })
-        Static.__close = Client.close
-    end
+--- A client of `conf.api_token`, with a client's own options (`own`).
+function _M.new(conf, own)
     return setmetatable({
         conf = conf,
         static = true,
