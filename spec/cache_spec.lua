@@ -194,11 +194,10 @@ local function place(w, conf)
     local skew = conf.skew or 0
     local function wall() return w.t + skew end
     p.engine = cache.new {
-        source = w.exchange, policy = w.policy, secret = SECRET,
+        source = w.exchange, policy = w.policy,
+        conf = { client_secret = SECRET, timeout = timeout, deadline = deadline },
         first = first, first_key = conf.key or "key", shared = not conf.alone and w.store or nil,
         key = conf.key or "key", clock = w.first_kind == "shm" and wall or w.now, wall = wall,
-        deadline = deadline,
-        lease = cache.lease_for { timeout = timeout, deadline = deadline },
         first_wait = w.sleep, wait = w.sleep,
         -- an nginx node: fetches in timers, requests wait for them
         schedule = function(fn) return w.spawn(function() fn(false) end) end,

@@ -154,7 +154,7 @@ describe("oauth2.client", function()
             for i = 1, 20 do
                 local client = new_client { refresh_jitter = 0.1, scope = "jitter:" .. i }
                 assert(client:token())
-                points[#points + 1] = client.entry.refresh_at - 1000
+                points[#points + 1] = client.entry.record.refresh_at - 1000
             end
             table.sort(points)
             assert.is_true(points[1] >= 720 and points[#points] <= 800)

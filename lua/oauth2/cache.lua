@@ -639,25 +639,28 @@ local function cannot_wait() return false end
 --                        may hold its caller)
 --   first, first_key     the first layer's store (with peek and locked), key
 --   shared, key          a shared store (or nil), the key there
---   secret, policy       the client secret (seals records), oauth2.policy's
+--   conf, policy         the validated configuration (its secret seals
+--                        records; its deadline and timeout time the
+--                        shared store's lease), oauth2.policy's
 --   clock, wall          the first layer's clock, the shared layer's
---   lease, deadline      the shared store's lease, a caller's patience there
---   first_lease, first_patience, first_pace {first, max},
---   first_wait(seconds) -> bool   the first layer's lock, and how a caller
---                        waits for another's fetch there (false: cannot)
+--   first_lease, first_pace {first, max},
+--   first_wait(seconds) -> bool   the first layer's lock (a caller waits
+--                        for another's fetch as long as it lasts), and how
+--                        a caller waits there (false: cannot)
 --   wait(seconds) -> bool  how a caller waits for the shared store
 --   schedule(fn), wake() run fn(premature) apart (timers); wake waiters
 --   spread(fn)           run fn where the shared store may be reached
 --   log(level, text), place, emit(event, info), count(name, n)
 --   counters             a table the engine's counters join (its own else)
 function _M.new(opts)
-    local policy, deadline = opts.policy, opts.deadline
+    local conf, policy, deadline = opts.conf, opts.policy, opts.conf.deadline
     local clock, wall = opts.clock or core.now, opts.wall or core.time
     local first = layer(opts.first, opts.first_key or opts.key, clock,
-        opts.first_lease or deadline + 1, opts.first_patience or deadline,
+        opts.first_lease or deadline + 1, huge,
         opts.first_wait or cannot_wait, opts.first_pace, true)
     local self = setmetatable({
-        secret = opts.secret, policy = policy, source = opts.source, deadline = deadline,
+        secret = conf.client_secret or conf.access_token, policy = policy,
+        source = opts.source, deadline = deadline,
         first = first, shared = nil, schedule = opts.schedule, wake = opts.wake,
         spread = opts.spread or function(fn) fn() end,
         log = opts.log or no_op, place = opts.place or "process",
@@ -674,7 +677,7 @@ function _M.new(opts)
         -- a store with a clock of its own (Redis) times records alike for
         -- every node; another (a file: one machine) by the wall's
         local shared_clock = store.now and function() return store:now() end or wall
-        self.shared = layer(store, opts.key, shared_clock, opts.lease or policy_rules.LEASE,
+        self.shared = layer(store, opts.key, shared_clock, _M.lease_for(conf),
             deadline, opts.wait or cannot_wait, PACE, false)
         first.below = self.shared
     end

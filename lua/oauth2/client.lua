@@ -16,6 +16,7 @@ local bearer = require "oauth2.bearer"
 local stores = require "oauth2.store"
 local cache = require "oauth2.cache"
 local policy_rules = require "oauth2.policy"
+local records = require "oauth2.record"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 local static = require "oauth2.static"
@@ -48,13 +49,15 @@ local FETCH_GRACE = 1
 -- ---------------------------------------------------------- first layers
 
 -- What a client's hot path reads, made at every write of its entry's
--- record (times on the layer's clock): the token object, its header and
--- serve_until, the earlier of the next point a refresh may be tried and
--- the next look at a shared store.
+-- record (entry.record, times on the layer's clock): the token object,
+-- its header and serve_until, the earlier of the next point a refresh may
+-- be tried and the next look at a shared store.
 local function viewer(clock)
     return function(entry, record)
         local token = record and record.access_token
-        if type(token) == "string" and type(record.expire_at) == "number" then
+        if type(token) ~= "string" or type(record.expire_at) ~= "number" then
+            entry.token, entry.header, entry.access_token, entry.next_at = nil, nil, nil, -huge
+        else
             if entry.access_token ~= token then
                 local expires_in = type(record.expires_in) == "number"
                     and floor(record.expires_in) or nil
@@ -67,12 +70,7 @@ local function viewer(clock)
                 }
                 entry.header, entry.access_token = bearer.header(token), token
             end
-            entry.fetched_at, entry.lifetime = record.fetched_at, record.lifetime or 0
-            entry.refresh_at, entry.expire_at = record.refresh_at, record.expire_at
             entry.next_at = policy_rules.next_try(record)
-        else
-            entry.token, entry.header, entry.access_token = nil, nil, nil
-            entry.refresh_at, entry.expire_at, entry.next_at = -huge, -huge, -huge
         end
         entry.serve_until = min(entry.next_at, entry.look_at or huge)
     end
@@ -123,7 +121,7 @@ local function slow_token(self, now)
     end
     local record, err, how = self.engine:get()
     if not record then return nil, err end
-    if entry.token and self.clock() < entry.expire_at then
+    if entry.token and self.clock() < entry.record.expire_at then
         if how ~= "fetched" then self.hits = self.hits + 1 end
         if how == "stale" then self.counters.stale = self.counters.stale + 1 end
         return entry.token
@@ -165,10 +163,7 @@ end
 function Client:cached()
     local record, why, now = self.engine:record(self.shared and "shared" or "first")
     if why then return nil, why end
-    if not (record and type(record.access_token) == "string"
-            and type(record.expire_at) == "number" and now < record.expire_at) then
-        return nil
-    end
+    if not records.usable(record, now) then return nil end
     local delta = core.time() - now
     return { token_type = record.token_type, scope = record.scope,
              fetched_at = floor(record.fetched_at + delta),
@@ -193,21 +188,22 @@ function Client:stats()
     stats.hits, stats.last_error = self.hits, self.engine.last_error
     local shared = self.shared
     if shared and shared.stats then stats.store = shared:stats() end
-    local entry = self.entry
-    if entry.token then stats.expires_in = entry.fetched_at + entry.lifetime - self.clock() end
+    local record = self.entry.token and self.entry.record
+    if record then stats.expires_in = record.fetched_at + record.lifetime - self.clock() end
     return stats
 end
 
 Client.__close = static.Base.close
 
 function Client:__tostring()
-    local entry, now = self.entry, self.clock()
-    local state = not entry.token and (self.engine.last_error and "failing" or "empty")
-        or now < entry.refresh_at and "valid" or now < entry.expire_at and "refreshing"
+    local now = self.clock()
+    local record = self.entry.token and self.entry.record
+    local state = not record and (self.engine.last_error and "failing" or "empty")
+        or now < record.refresh_at and "valid" or now < record.expire_at and "refreshing"
         or "expired"
     return format("oauth2.client host=%s client_id=%s state=%s%s",
-        options.url_origin(self.conf.url), self.conf.client_id, state, entry.token
-            and format(" expires_in=%d", floor(max(0, entry.fetched_at + entry.lifetime - now)))
+        options.url_origin(self.conf.url), self.conf.client_id, state, record
+            and format(" expires_in=%d", floor(max(0, record.fetched_at + record.lifetime - now)))
             or "")
 end
 
@@ -258,13 +254,12 @@ function _M.new(opts)
     }, Client)
     self.engine = cache.new {
         source = function(deadline) return prepared:token(deadline) end,
-        policy = policy, secret = conf.client_secret or conf.access_token,
-        first = first, first_key = key, shared = shared, key = token_key,
-        clock = clock, deadline = conf.deadline, lease = cache.lease_for(conf),
+        conf = conf, policy = policy,
+        first = first, first_key = key, shared = shared, key = token_key, clock = clock,
         counters = self.counters,
         -- a fetch of another light thread of this worker holds callers
         -- without a token until it lapses; elsewhere none can wait
-        first_lease = conf.deadline + FETCH_GRACE, first_patience = conf.deadline + FETCH_GRACE,
+        first_lease = conf.deadline + FETCH_GRACE,
         first_pace = { 0.002, 0.02 },
         first_wait = function(seconds)
             if not transport.can_yield() then return false end

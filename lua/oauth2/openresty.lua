@@ -305,11 +305,10 @@ function _M.new(opts)
     }, Token)
     self.engine = cache.new {
         source = function(deadline) return source(self, deadline) end,
-        policy = policy, secret = conf.client_secret or conf.access_token,
+        conf = conf, policy = policy,
         first = node, shared = own.store or nil, key = key,
         clock = wall_now, wall = wall_now,
-        deadline = conf.deadline, lease = cache.lease_for(conf),
-        first_lease = lock_ttl, first_patience = lock_ttl, first_pace = { 0.002, 0.01 },
+        first_lease = lock_ttl, first_pace = { 0.002, 0.01 },
         -- a request waiting on this worker's fetch is woken by it; one
         -- waiting on another worker's polls the dict
         first_wait = function(pause, left)
