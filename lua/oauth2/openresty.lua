@@ -350,21 +350,13 @@ end
 
 --- The shared token configured as `name`.
 function _M.get(name)
-    local token = registry[name]
-    if not token then
-        error("oauth2: no shared token '" .. tostring(name) .. "' was configured", 2)
-    end
-    return token
+    return registry[name]
+        or error("oauth2: no shared token '" .. tostring(name) .. "' was configured", 2)
 end
 
---- For access_by_lua: set Authorization for the upstream.
-function _M.authorize(name)
-    return _M.get(name):authorize()
-end
-
---- For header_filter_by_lua: drop the token on an upstream 401.
-function _M.purge_on_401(name)
-    return _M.get(name):purge_on_401()
-end
+--- The one-liners: set Authorization for the upstream (access_by_lua);
+-- drop the token on an upstream 401 (header_filter_by_lua).
+function _M.authorize(name) return _M.get(name):authorize() end
+function _M.purge_on_401(name) return _M.get(name):purge_on_401() end
 
 return _M

@@ -13,8 +13,8 @@ local core = require "oauth2.core"
 local record_codec = require "oauth2.record"
 local policy_rules = require "oauth2.policy"
 
-local type, setmetatable, tostring, tonumber, pcall, select =
-      type, setmetatable, tostring, tonumber, pcall, select
+local type, setmetatable, tostring, tonumber, pcall =
+      type, setmetatable, tostring, tonumber, pcall
 local floor, max = math.floor, math.max
 local ngx = ngx -- luacheck: ignore (nil outside OpenResty)
 
@@ -71,18 +71,16 @@ end
 local function names(self, key)
     local known = self.names[key]
     if not known then
-        local name = self.prefix .. key
-        known = { name, self.view_prefix .. key, self.view_prefix .. key .. ":at",
-                  name .. ":lock" }
+        local name, view = self.prefix .. key, self.view_prefix .. key
+        known = { record = name, view = view, at = view .. ":at", lock = name .. ":lock" }
         self.names[key] = known
     end
-    return known[1], known[2], known[3], known[4]
+    return known
 end
 
 --- The view of `key`: the header and its refresh point in whole seconds.
 function Shm:peek(key)
-    local known = self.names[key]
-    local header, floor_at = self.dict:get(known and known[2] or select(2, names(self, key)))
+    local header, floor_at = self.dict:get((self.names[key] or names(self, key)).view)
     if header then return header, floor_at end
     local own = self.own[key]
     -- (a copy of this worker's own, with a token: a failure has none)
@@ -94,8 +92,7 @@ end
 
 --- The exact next point at which a refresh of `key` may be tried, or nil.
 function Shm:next_at(key)
-    local _, _, at = names(self, key)
-    local next_at = self.dict:get(at)
+    local next_at = self.dict:get(names(self, key).at)
     if next_at == nil then
         local own = self.own[key]
         next_at = own and own.next_at
@@ -110,7 +107,7 @@ function Shm:due(key)
 end
 
 function Shm:get(key, secret)
-    local name = names(self, key)
+    local name = names(self, key).record
     local record = record_codec.open(secret, self.dict:get(name), name)
     if record then return record end
     local own = self.own[key]
@@ -121,8 +118,8 @@ end
 -- Write a record's view (its header until the token's expiry, or none);
 -- false and why when the dict cannot hold it.
 local function set_view(self, key, record)
-    local _, view, at = names(self, key)
-    local dict = self.dict
+    local known, dict = names(self, key), self.dict
+    local view, at = known.view, known.at
     local ttl = type(record.access_token) == "string" and type(record.expire_at) == "number"
         and record.expire_at - wall_now() or 0
     if ttl <= 0.001 then
@@ -139,7 +136,7 @@ local function set_view(self, key, record)
 end
 
 function Shm:set(key, secret, record, ttl)
-    local name = names(self, key)
+    local name = names(self, key).record
     local sealed, why = record_codec.seal(secret, record, name)
     if not sealed then return nil, why end
     local ok
@@ -151,8 +148,7 @@ function Shm:set(key, secret, record, ttl)
     end
     -- this worker keeps it at least, so it does not fetch on every request
     self.dict:delete(name)
-    local _, view = names(self, key)
-    self.dict:delete(view)
+    self.dict:delete(names(self, key).view)
     self.own[key] = { record = record, until_at = wall_now() + (ttl or 0),
                       header = type(record.access_token) == "string"
                           and self.header(record.access_token),
@@ -169,7 +165,7 @@ end
 function Shm:try_lock(key, lease)
     self.nonce = self.nonce + 1
     local owner = ("%d %d %.0f"):format(ngx.worker.pid(), self.nonce, core.random() * 2^53)
-    local _, _, _, lock_key = names(self, key)
+    local lock_key = names(self, key).lock
     for _ = 1, 2 do
         local ok, why = self.dict:safe_add(lock_key, owner, lease or self.lease)
         if ok then
@@ -184,22 +180,19 @@ end
 
 --- Whether a live process holds the lock of `key`.
 function Shm:locked(key)
-    local _, _, _, lock_key = names(self, key)
-    return lock_held(self.dict, lock_key)
+    return lock_held(self.dict, names(self, key).lock)
 end
 
 --- The pid of the lock's holder, or nil.
 function Shm:lock_owner(key)
-    local _, _, _, lock_key = names(self, key)
-    local owner = self.dict:get(lock_key)
+    local owner = self.dict:get(names(self, key).lock)
     return owner and tonumber(owner:match("^(%d+) "))
 end
 
 -- Of many workers dropping one token at once (many 401s), the first to
 -- mark it does: the mark makes a get, compare and set atomic across them.
 function Shm:delete_token_if(key, secret, token_id, cooldown, ttl)
-    local name = names(self, key)
-    local first, why = self.dict:add(name .. ":drop:" .. token_id, true,
+    local first, why = self.dict:add(names(self, key).record .. ":drop:" .. token_id, true,
         max(60, ttl or 0))
     if not first and why == "exists" then return false end
     return record_codec.drop_if(self, key, secret, token_id, cooldown, ttl)
