@@ -189,7 +189,7 @@ function Client:stats()
     local shared = self.shared
     if shared and shared.stats then stats.store = shared:stats() end
     local record = self.entry.token and self.entry.record
-    if record then stats.expires_in = record.fetched_at + record.lifetime - self.clock() end
+    if record then stats.expires_in = record.fetched_at + (record.lifetime or 0) - self.clock() end
     return stats
 end
 
@@ -203,7 +203,8 @@ function Client:__tostring()
         or "expired"
     return format("oauth2.client host=%s client_id=%s state=%s%s",
         options.url_origin(self.conf.url), self.conf.client_id, state, record
-            and format(" expires_in=%d", floor(max(0, record.fetched_at + record.lifetime - now)))
+            and format(" expires_in=%d",
+                floor(max(0, record.fetched_at + (record.lifetime or 0) - now)))
             or "")
 end
 

@@ -229,9 +229,10 @@ function Token:warm()
 end
 
 --- Counters of this worker and, in `shared`, of all workers (fetches,
--- refreshes, retries, failures, waits, wait_timeouts, invalidations, fleet_hits, fleet_errors,
--- fleet_drops, budget_waits); last_error; what the dict knows (has_token,
--- refresh_at, failing, fetching_pid); `store`, the fleet store's own.
+-- refreshes, retries, failures, waits, wait_timeouts, invalidations,
+-- fleet_hits, fleet_errors, fleet_drops, budget_waits); last_error; what
+-- the dict knows (has_token, refresh_at, failing, fetching_pid); `store`,
+-- the fleet store's own.
 function Token:stats()
     local dict = self.dict
     local stats = { shared = {} }
