@@ -7,24 +7,37 @@ local shell = require "shell"
 local nginx = require "nginx"
 local cjson = require "cjson"
 
+-- Start the playground with `args` in a directory of its own, sent
+-- `signal` when the spec ends, failed or not, and given `settle` seconds
+-- to stop.  Its directory (its output is `out` there), its output once
+-- it printed one of `ready` (or after `tries` looks, 0.1 s apart), and
+-- its pid.
+local function start(args, signal, settle, ready, tries)
+    local dir = shell.temp_dir()
+    local out_file = dir .. "/out"
+    local _, pid = shell.run(shell.lua_command({}, "examples/playground.lua " .. args)
+        .. " >" .. shell.quote(out_file) .. " 2>&1 & echo $!")
+    pid = pid:match("%d+")
+    finally(function()
+        shell.run("kill -" .. signal .. " " .. pid .. " 2>/dev/null; sleep " .. settle
+            .. "; rm -rf " .. shell.quote(dir))
+    end)
+    local text
+    for _ = 1, tries do
+        text = shell.read_file(out_file) or ""
+        for _, line in ipairs(ready) do
+            if text:find(line, 1, true) then return dir, text, pid end
+        end
+        shell.run("sleep 0.1")
+    end
+    return dir, text, pid
+end
+
 describe("the playground", function()
     it("serves on the port given, prints the exports, and stops on Ctrl-C", function()
-        local dir = shell.temp_dir()
         local port = nginx.free_port()
-        local out_file = dir .. "/out"
-        local _, pid = shell.run(shell.lua_command({}, "examples/playground.lua " .. port)
-            .. " >" .. shell.quote(out_file) .. " 2>&1 & echo $!")
-        pid = pid:match("%d+")
-        finally(function()
-            shell.run("kill -TERM " .. pid .. " 2>/dev/null; rm -rf " .. shell.quote(dir))
-        end)
         -- the exports, once it is up
-        local text
-        for _ = 1, 200 do
-            text = shell.read_file(out_file) or ""
-            if text:find("Ctrl-C stops it", 1, true) then break end
-            shell.run("sleep 0.1")
-        end
+        local dir, text, pid = start(port, "TERM", 0, { "Ctrl-C stops it" }, 200)
         local exports = {}
         for name, value in text:gmatch("\nexport (THOUSANDEYES_[%w_]+)=([^\n]+)") do
             exports[name] = value
@@ -73,7 +86,7 @@ describe("the playground", function()
             shell.run("sleep 0.1")
         end
         assert.is_true(gone, "the playground did not stop")
-        assert.matches("# playground stopped", shell.read_file(out_file))
+        assert.matches("# playground stopped", shell.read_file(dir .. "/out"))
         local ca_dir = exports.THOUSANDEYES_CA_FILE:match("^(.*)/")
         assert.is_nil(io.open(ca_dir .. "/ca.pem"), "its files were left behind")
         code = shell.run(shell.lua_command({ THOUSANDEYES_HOST = exports.THOUSANDEYES_HOST,
@@ -88,23 +101,10 @@ describe("the playground", function()
     nginx_it("starts nginx with the example configuration, and its printed lines work "
         .. "from the clone, uninstalled", function()
         nginx.build_module()
-        local dir = shell.temp_dir()
         local port, nginx_port = nginx.free_port(), nginx.free_port()
-        local out_file = dir .. "/out"
-        local _, pid = shell.run(shell.lua_command({}, "examples/playground.lua " .. port
-            .. " '' " .. nginx_port) .. " >" .. shell.quote(out_file) .. " 2>&1 & echo $!")
-        pid = pid:match("%d+")
-        finally(function()
-            shell.run("kill -INT " .. pid .. " 2>/dev/null; sleep 1; rm -rf " .. shell.quote(dir))
-        end)
-        local text
-        for _ = 1, 300 do
-            text = shell.read_file(out_file) or ""
-            if text:find("oauth2-stats", 1, true) or text:find("did not start", 1, true) then
-                break
-            end
-            shell.run("sleep 0.1")
-        end
+        -- (stopped by Ctrl-C, with a second to stop its nginx)
+        local dir, text, pid = start(port .. " '' " .. nginx_port, "INT", 1,
+            { "oauth2-stats", "did not start" }, 300)
         assert.matches("just answered 200", text, 1, true)
         -- every line it prints, pasted into a shell that has no LUA_PATH of
         -- this checkout and no installed library: the exports, the alias, the
