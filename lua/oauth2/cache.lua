@@ -15,8 +15,8 @@ local records = require "oauth2.record"
 local errors = require "oauth2.error"
 local transport = require "oauth2.transport"
 
-local type, pairs, ipairs, tostring, error, setmetatable =
-      type, pairs, ipairs, tostring, error, setmetatable
+local type, pairs, ipairs, tostring, error, setmetatable, pcall =
+      type, pairs, ipairs, tostring, error, setmetatable, pcall
 local max, min, huge = math.max, math.min, math.huge
 local format = string.format
 
@@ -30,8 +30,9 @@ local LEASE_SLACK = 5
 -- How soon a caller with a valid token looks again when another holds
 -- the lease, and at most when the store fails.
 local LOOK_AGAIN, STORE_AGAIN = 1, 2
--- A waiter's first pause and its longest, in seconds, by default.
-local PACE = { 0.05, 1 }
+-- A waiter's first pause and its longest, in seconds, by default: at
+-- the first layer (another caller of this place fetches), at the shared.
+local FIRST_PACE, PACE = { 0.002, 0.02 }, { 0.05, 1 }
 -- The longest a caller without a token waits for a slot of the budget.
 local BUDGET_WAIT = 4
 -- How often callers waiting for a place's fetch look at the shared store
@@ -627,11 +628,18 @@ end
 
 local function layer(store, key, clock, lease, patience, wait, pace, first)
     return { store = store, key = key, clock = clock, lease = lease,
-             patience = min(patience, lease), wait = wait, pace = pace or PACE, first = first }
+             patience = min(patience, lease), wait = wait, pace = pace, first = first }
 end
 
 local function no_op() end
-local function cannot_wait() return false end
+-- How a caller waits by default: for the shared store, it sleeps; at the
+-- first layer, only where it may yield (elsewhere no other caller of this
+-- process could be fetching meanwhile).
+local function sleep(seconds)
+    transport.sleep(seconds)
+    return true
+end
+local function yield_wait(seconds) return transport.can_yield() and sleep(seconds) end
 
 --- A new engine.  opts:
 --   source(deadline)     one fetch: a token table, or nil and an error;
@@ -645,26 +653,31 @@ local function cannot_wait() return false end
 --   clock, wall          the first layer's clock, the shared layer's
 --   first_lease, first_pace {first, max},
 --   first_wait(seconds) -> bool   the first layer's lock (a caller waits
---                        for another's fetch as long as it lasts), and how
---                        a caller waits there (false: cannot)
+--                        for another's fetch as long as it lasts: the
+--                        deadline and a second by default), and how a
+--                        caller waits there (false: cannot; see above)
 --   wait(seconds) -> bool  how a caller waits for the shared store
 --   schedule(fn), wake() run fn(premature) apart (timers); wake waiters
 --   spread(fn)           run fn where the shared store may be reached
---   log(level, text), place, emit(event, info), count(name, n)
+--   log(level, text), place, on_event(event, info), count(name, n)
 --   counters             a table the engine's counters join (its own else)
 function _M.new(opts)
     local conf, policy, deadline = opts.conf, opts.policy, opts.conf.deadline
     local clock, wall = opts.clock or core.now, opts.wall or core.time
     local first = layer(opts.first, opts.first_key or opts.key, clock,
         opts.first_lease or deadline + 1, huge,
-        opts.first_wait or cannot_wait, opts.first_pace, true)
+        opts.first_wait or yield_wait, opts.first_pace or FIRST_PACE, true)
     local self = setmetatable({
         secret = conf.client_secret or conf.access_token, policy = policy,
         source = opts.source, deadline = deadline,
         first = first, shared = nil, schedule = opts.schedule, wake = opts.wake,
         spread = opts.spread or function(fn) fn() end,
         log = opts.log or no_op, place = opts.place or "process",
-        emit = opts.emit or no_op, count = opts.count,
+        count = opts.count,
+        -- the hook runs where it is called (in nginx a timer, a header
+        -- filter: it must not yield), and its errors are not ours
+        emit = opts.on_event and function(event, info) pcall(opts.on_event, event, info) end
+            or no_op,
         running = false, quiet_until = -huge, looked_until = -huge,
         counters = opts.counters or {},
     }, Engine)
@@ -678,7 +691,7 @@ function _M.new(opts)
         -- every node; another (a file: one machine) by the wall's
         local shared_clock = store.now and function() return store:now() end or wall
         self.shared = layer(store, opts.key, shared_clock, _M.lease_for(conf),
-            deadline, opts.wait or cannot_wait, PACE, false)
+            deadline, opts.wait or sleep, PACE, false)
         first.below = self.shared
     end
     return self

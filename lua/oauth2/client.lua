@@ -43,9 +43,6 @@ local OWN = {
     end },
 }
 
--- Seconds past a fetch's deadline after which it counts as abandoned.
-local FETCH_GRACE = 1
-
 -- ---------------------------------------------------------- first layers
 
 -- What a client's hot path reads, made at every write of its entry's
@@ -257,22 +254,7 @@ function _M.new(opts)
         source = function(deadline) return prepared:token(deadline) end,
         conf = conf, policy = policy,
         first = first, first_key = key, shared = shared, key = token_key, clock = clock,
-        counters = self.counters,
-        -- a fetch of another light thread of this worker holds callers
-        -- without a token until it lapses; elsewhere none can wait
-        first_lease = conf.deadline + FETCH_GRACE,
-        first_pace = { 0.002, 0.02 },
-        first_wait = function(seconds)
-            if not transport.can_yield() then return false end
-            transport.sleep(seconds)
-            return true
-        end,
-        wait = function(seconds)
-            transport.sleep(seconds)
-            return true
-        end,
-        log = transport.log, place = "process",
-        emit = function(event, info) self:emit(event, info) end,
+        counters = self.counters, log = transport.log, on_event = own.on_event or nil,
     }
     return self
 end

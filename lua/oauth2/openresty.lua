@@ -8,12 +8,11 @@
 --   }
 --   access_by_lua_block { require("oauth2.openresty").authorize("thousandeyes") }
 --
--- oauth2.cache configured for nginx: the first layer is the node's
--- lua_shared_dict (oauth2.store.shm, whose view is the ready-made header:
--- one dict read per request), the shared layer the fleet's `store`, the
--- source the token endpoint (in a thread pool when one is named).  Fetches
--- run in timers; a request without a token waits at most `wait_timeout`,
--- then gets 503.  What stays here is nginx's own.
+-- oauth2.cache configured for nginx: its first layer is the dict
+-- (oauth2.store.shm, whose view is the ready-made header: a request is one
+-- dict read), its shared layer the fleet's `store`, its source the token
+-- endpoint (in a thread pool when one is named).  Fetches run in timers; a
+-- request without a token waits at most `wait_timeout`, then gets 503.
 
 local options = require "oauth2.options"
 local exchange = require "oauth2.exchange"
@@ -53,10 +52,8 @@ local OWN = {
     wait_timeout = { 3, checks.range(0, 3600, " of seconds") },
     -- what authorize() answers when it has no token
     status = { 503, function(value)
-        if not checks.integer(400, 599)(value) then
-            return nil, "must be an HTTP error status (400 to 599)"
-        end
-        return value
+        if checks.integer(400, 599)(value) then return value end
+        return nil, "must be an HTTP error status (400 to 599)"
     end },
     thread_pool = { false, nginx_name("an nginx thread_pool", true) },
     -- the fleet's store below the dict
@@ -85,28 +82,6 @@ local function count(self, name, n)
     name = RENAMED[name] or name
     self.counters[name] = self.counters[name] + n
     self.dict:incr(self.count_key .. name, n, 0)
-end
-
--- One exchange with the token endpoint within `deadline` seconds (or the
--- configured one): in the thread pool when one is named, else stepped
--- here on a connection of its own.
-local function source(self, deadline)
-    if self.thread_pool and ngx.get_phase() ~= "init" then
-        return exchange.in_pool(self.thread_pool, self.conf, self.thread_conf)
-    end
-    return exchange.fetch(self.conf, self.request, nil, deadline)
-end
-
--- This worker's semaphore for requests waiting on its own fetch, or nil
--- where lua-resty-core has none (made in the worker, never across fork).
-local function semaphore_of(self)
-    local pid = ngx.worker.pid()
-    if self.semaphore_pid ~= pid then
-        local ok, sema = pcall(require, "ngx.semaphore")
-        self.semaphore = ok and sema.new(0) or false
-        self.semaphore_pid = pid
-    end
-    return self.semaphore or nil
 end
 
 -- No token in the dict: wait for a fetch, at most wait_timeout.  The
@@ -147,16 +122,23 @@ local function look(premature, self)
     self.engine:look()
 end
 
+-- What each worker's copy of the object (made in the master) starts at
+-- its first request: the semaphore that requests waiting on its own fetch
+-- sleep on (none where lua-resty-core has none), its looks at the fleet.
+local function start_worker(self)
+    self.started = true
+    local ok, semaphore = pcall(require, "ngx.semaphore")
+    self.semaphore = ok and semaphore.new(0) or nil
+    if not self.fleet then return end
+    local started, why = ngx.timer.every(1, look, self)
+    if not started then ngx.log(ngx.ERR, "oauth2: cannot start the fleet store timer: ", why) end
+end
+
 --- "Bearer <access_token>" for the upstream, or nil and an error.  The
 -- hot path is one shared-dict read.
 function Token:header()
     local header, next_floor = self.node:peek(self.key)
-    if self.fleet and not self.looking and ngx.get_phase() ~= "init" then
-        -- each worker's copy of the object (made in the master) starts its looks
-        self.looking = true
-        local ok, why = ngx.timer.every(1, look, self)
-        if not ok then ngx.log(ngx.ERR, "oauth2: cannot start the fleet store timer: ", why) end
-    end
+    if not self.started and ngx.get_phase() ~= "init" then start_worker(self) end
     if header then
         if ngx.now() >= next_floor and self.node:due(self.key) then self.engine:refresh() end
         return header
@@ -258,13 +240,7 @@ end
 -- at the caller's line on a mistake, else returns true.
 _M.check = options.checker(OWN)
 
--- The engine's hooks in nginx.
 local function timer(fn) return ngx.timer.at(0, fn) end
-
-local function sleep(seconds)
-    ngx.sleep(seconds)
-    return true
-end
 
 --- A shared token; opts are oauth2.token's options plus this module's and
 -- the cache policy's.  Returns it, or nil and a message for bad options.
@@ -289,23 +265,29 @@ function _M.new(opts)
     if not request then return nil, problem end
     local lock_ttl = cache.lease_for(conf) + conf.deadline + LOCK_SLACK
     local node = stores.shm(own.dict, lock_ttl, bearer.header)
+    local thread_conf = own.thread_pool and exchange.plain(conf)
     local self = setmetatable({
-        conf = conf, request = request, policy = policy, key = key,
+        conf = conf, policy = policy, key = key,
         node = node,          -- the first layer: the node's record, lock and view
-        fleet = own.store or nil, on_event = own.on_event or nil,
-        thread_pool = own.thread_pool, thread_conf = own.thread_pool and exchange.plain(conf),
+        fleet = own.store or nil,
         status = own.status, wait_timeout = own.wait_timeout,
         dict = dict, dict_name = own.dict,
         count_key = "oauth2:" .. key .. ":n:", look_key = "oauth2:" .. key .. ":look",
-        looking = false,      -- this worker looks at the fleet's store
-        semaphore = false, semaphore_pid = 0,
+        started = false,      -- this worker's semaphore and looks
         log_quiet_until = 0, log_suppressed = 0,
         counters = { fetches = 0, refreshes = 0, retries = 0, failures = 0, waits = 0,
                      wait_timeouts = 0, invalidations = 0, fleet_hits = 0, fleet_errors = 0,
                      fleet_drops = 0, budget_waits = 0 },
     }, Token)
     self.engine = cache.new {
-        source = function(deadline) return source(self, deadline) end,
+        -- one exchange: in the thread pool when one is named (not in the
+        -- master), else stepped here on a connection of its own
+        source = function(deadline)
+            if thread_conf and ngx.get_phase() ~= "init" then
+                return exchange.in_pool(own.thread_pool, conf, thread_conf)
+            end
+            return exchange.fetch(conf, request, nil, deadline)
+        end,
         conf = conf, policy = policy,
         first = node, shared = own.store or nil, key = key,
         clock = wall_now, wall = wall_now,
@@ -313,13 +295,13 @@ function _M.new(opts)
         -- a request waiting on this worker's fetch is woken by it; one
         -- waiting on another worker's polls the dict
         first_wait = function(pause, left)
-            local semaphore = left and self.engine.running and semaphore_of(self)
+            local semaphore = left and self.engine.running and self.semaphore
             if semaphore then semaphore:wait(left) else ngx.sleep(pause) end
             return true
         end,
-        wait = sleep, schedule = timer,
+        schedule = timer,
         wake = function()
-            local semaphore = self.semaphore_pid == ngx.worker.pid() and self.semaphore
+            local semaphore = self.semaphore
             if semaphore and semaphore:count() < 0 then semaphore:post(-semaphore:count()) end
         end,
         -- the fleet's store in a timer: invalidate() may run where
@@ -327,12 +309,7 @@ function _M.new(opts)
         spread = function(fn)
             timer(function(premature) if not premature then fn() end end)
         end,
-        log = transport.log, place = "node",
-        -- the hook runs where it is called (a timer, a header filter: it
-        -- must not yield), and its errors are not ours
-        emit = function(event, info)
-            if self.on_event then pcall(self.on_event, event, info) end
-        end,
+        log = transport.log, place = "node", on_event = own.on_event or nil,
         count = function(name, n) count(self, name, n) end,
     }
     return self
