@@ -6,8 +6,7 @@
 -- oauth2.cache configured for one Lua state: its first layer is this
 -- state's memory (clients of one key and policy share an entry), its
 -- shared layer the `store` option, its source the token endpoint.  The
--- client keeps its hot path (one compare on its own clock), counters and
--- words.  A User API token (api_token) is served by oauth2.static.
+-- client keeps its hot path (one compare on its own clock) and words.
 
 local core = require "oauth2.core"
 local options = require "oauth2.options"
@@ -43,8 +42,6 @@ local OWN = {
     end },
 }
 
--- ---------------------------------------------------------- first layers
-
 -- What a client's hot path reads, made at every write of its entry's
 -- record (entry.record, times on the layer's clock): the token object,
 -- its header and serve_until, the earlier of the next point a refresh may
@@ -53,22 +50,20 @@ local function viewer(clock)
     return function(entry, record)
         local token = record and record.access_token
         if type(token) ~= "string" or type(record.expire_at) ~= "number" then
-            entry.token, entry.header, entry.access_token, entry.next_at = nil, nil, nil, -huge
-        else
-            if entry.access_token ~= token then
-                local expires_in = type(record.expires_in) == "number"
-                    and floor(record.expires_in) or nil
-                entry.token = bearer.new {
-                    access_token = token, token_type = record.token_type,
-                    scope = record.scope, expires_in = expires_in,
-                    -- whole seconds since the epoch, as oauth2.token gives it
-                    expires_at = expires_in and floor(core.time() - clock()
-                        + record.fetched_at + expires_in) or nil,
-                }
-                entry.header, entry.access_token = bearer.header(token), token
-            end
-            entry.next_at = policy_rules.next_try(record)
+            entry.token, entry.header = nil, nil
+        elseif not (entry.token and entry.token.access_token == token) then
+            local expires_in = type(record.expires_in) == "number" and floor(record.expires_in)
+                or nil
+            entry.token = bearer.new {
+                access_token = token, token_type = record.token_type,
+                scope = record.scope, expires_in = expires_in,
+                -- whole seconds since the epoch, as oauth2.token gives it
+                expires_at = expires_in and floor(core.time() - clock()
+                    + record.fetched_at + expires_in) or nil,
+            }
+            entry.header = bearer.header(token)
         end
+        entry.next_at = entry.token and policy_rules.next_try(record) or -huge
         entry.serve_until = min(entry.next_at, entry.look_at or huge)
     end
 end
@@ -78,11 +73,9 @@ end
 local firsts = setmetatable({}, { __mode = "k" })
 
 local function first_layer(clock)
-    local store = firsts[clock]
-    if not store then
-        store = stores.memory { clock = clock, weak = true, view = viewer(clock) }
-        firsts[clock] = store
-    end
+    local store = firsts[clock] or stores.memory { clock = clock, weak = true,
+                                                   view = viewer(clock) }
+    firsts[clock] = store
     return store
 end
 
@@ -92,8 +85,6 @@ local function entry_key(token_key, policy)
         policy.refresh_ratio, policy.refresh_jitter, policy.default_lifetime,
         policy.cooldown, policy.invalidate_cooldown)
 end
-
--- ---------------------------------------------------------------- client
 
 -- API requests, emit and close come from every client's base.
 local Client = setmetatable({}, { __index = static.Base })
@@ -176,6 +167,13 @@ function Client:forget()
     return self.engine:forget()
 end
 
+-- Seconds the token held lives on from `now` (lifetime from its fetch),
+-- or nil.
+local function expires_in(self, now)
+    local record = self.entry.token and self.entry.record
+    return record and record.fetched_at + (record.lifetime or 0) - now
+end
+
 --- Counters and state (docs/client.md): fetches, hits, refreshes,
 -- retries, failures, stale, invalidations, drops, store_errors,
 -- budget_waits, last_error, expires_in; `store`, a Redis store's own.
@@ -183,10 +181,8 @@ function Client:stats()
     local stats = {}
     for k, v in pairs(self.counters) do stats[k] = v end
     stats.hits, stats.last_error = self.hits, self.engine.last_error
-    local shared = self.shared
-    if shared and shared.stats then stats.store = shared:stats() end
-    local record = self.entry.token and self.entry.record
-    if record then stats.expires_in = record.fetched_at + (record.lifetime or 0) - self.clock() end
+    stats.store = self.shared and self.shared.stats and self.shared:stats() or nil
+    stats.expires_in = expires_in(self, self.clock())
     return stats
 end
 
@@ -194,15 +190,13 @@ Client.__close = static.Base.close
 
 function Client:__tostring()
     local now = self.clock()
-    local record = self.entry.token and self.entry.record
+    local record, left = self.entry.token and self.entry.record, expires_in(self, now)
     local state = not record and (self.engine.last_error and "failing" or "empty")
         or now < record.refresh_at and "valid" or now < record.expire_at and "refreshing"
         or "expired"
     return format("oauth2.client host=%s client_id=%s state=%s%s",
-        options.url_origin(self.conf.url), self.conf.client_id, state, record
-            and format(" expires_in=%d",
-                floor(max(0, record.fetched_at + (record.lifetime or 0) - now)))
-            or "")
+        options.url_origin(self.conf.url), self.conf.client_id, state,
+        left and format(" expires_in=%d", floor(max(0, left))) or "")
 end
 
 --- Check a configuration without fetching or connecting (a Redis URL is

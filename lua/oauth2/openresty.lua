@@ -1,12 +1,8 @@
 -- oauth2.openresty: one token for all nginx workers, never blocking one.
 --
---   lua_shared_dict oauth2_tokens 1m;
---   init_by_lua_block {
---       require("oauth2.openresty").configure("thousandeyes", {
---           dict = "oauth2_tokens", scope = "tests:read",   -- credentials from env
---       })
---   }
---   access_by_lua_block { require("oauth2.openresty").authorize("thousandeyes") }
+--   lua_shared_dict oauth2_tokens 1m;        # credentials from the environment
+--   init_by_lua_block { require("oauth2.openresty").configure("te", { dict = "oauth2_tokens" }) }
+--   access_by_lua_block { require("oauth2.openresty").authorize("te") }
 --
 -- oauth2.cache configured for nginx: its first layer is the dict
 -- (oauth2.store.shm, whose view is the ready-made header: a request is one
@@ -64,16 +60,10 @@ local OWN = {
     on_event = { false, checks.callable("(event, info)") },
 }
 
--- Seconds a node's lock outlives the longest a fetch may take (a wait
--- for the fleet's lease, then the fetch): it frees itself should its
--- owner stop without dying (a dead owner's is taken over at once).
-local LOCK_SLACK = 5
-
 local Token = {}
 Token.__index = Token
 
--- Seconds since the epoch, freshly read (ngx.now() is cached per loop turn).
-local wall_now = require("oauth2.store.shm").now
+local wall_now = require("oauth2.store.shm").now -- (ngx.now(), freshly read)
 
 -- Add to a counter of this worker and of the dict (every worker); the
 -- engine's counters go by this module's names.
@@ -187,12 +177,9 @@ end
 -- invalidate_cooldown has passed since the rejected token's fetch, so a
 -- storm of 401s makes one token request.  Whether it was dropped.
 function Token:invalidate(rejected)
-    local token
-    if rejected ~= nil then
-        token = bearer.token_of(rejected)
-        if not token then return false end
-    end
-    return self.engine:invalidate(token)
+    local token = rejected ~= nil and bearer.token_of(rejected)
+    if token == nil then return false end
+    return self.engine:invalidate(token or nil)
 end
 
 --- For header_filter_by_lua: on an upstream 401, drop the token this
@@ -216,18 +203,15 @@ end
 -- the dict knows (has_token, refresh_at, failing, fetching_pid); `store`,
 -- the fleet store's own.
 function Token:stats()
-    local dict = self.dict
-    local stats = { shared = {} }
+    local node, key = self.node, self.key
+    local stats = { shared = {}, last_error = self.engine.last_error,
+        has_token = node:peek(key) ~= nil, refresh_at = node:next_at(key),
+        failing = self.engine:failure() ~= nil, fetching_pid = node:lock_owner(key),
+        store = self.fleet and self.fleet:stats() or nil }
     for name, value in pairs(self.counters) do
         stats[name] = value
-        stats.shared[name] = dict:get(self.count_key .. name) or 0
+        stats.shared[name] = self.dict:get(self.count_key .. name) or 0
     end
-    stats.last_error = self.engine.last_error
-    stats.has_token = self.node:peek(self.key) ~= nil
-    stats.refresh_at = self.node:next_at(self.key)
-    stats.failing = self.engine:failure() ~= nil
-    stats.fetching_pid = self.node:lock_owner(self.key)
-    stats.store = self.fleet and self.fleet:stats() or nil
     return stats
 end
 
@@ -263,7 +247,9 @@ function _M.new(opts)
     local key = policy_rules.cache_key(conf)
     local request, problem = exchange.build_request(conf)
     if not request then return nil, problem end
-    local lock_ttl = cache.lease_for(conf) + conf.deadline + LOCK_SLACK
+    -- a node's lock outlives the longest a fetch may take (a wait for the
+    -- fleet's lease, then the fetch) when its owner stops without dying
+    local lock_ttl = cache.lease_for(conf) + conf.deadline + 5
     local node = stores.shm(own.dict, lock_ttl, bearer.header)
     local thread_conf = own.thread_pool and exchange.plain(conf)
     local self = setmetatable({
