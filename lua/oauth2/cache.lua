@@ -642,25 +642,24 @@ end
 local function yield_wait(seconds) return transport.can_yield() and sleep(seconds) end
 
 --- A new engine.  opts:
---   source(deadline)     one fetch: a token table, or nil and an error;
---                        then its attempts (deadline: seconds a refresh
---                        may hold its caller)
---   first, first_key     the first layer's store (with peek and locked), key
---   shared, key          a shared store (or nil), the key there
---   conf, policy         the validated configuration (its secret seals
---                        records; its deadline and timeout time the
---                        shared store's lease), oauth2.policy's
---   clock, wall          the first layer's clock, the shared layer's
---   first_lease, first_pace {first, max},
---   first_wait(seconds) -> bool   the first layer's lock (a caller waits
---                        for another's fetch as long as it lasts: the
---                        deadline and a second by default), and how a
---                        caller waits there (false: cannot; see above)
---   wait(seconds) -> bool  how a caller waits for the shared store
---   schedule(fn), wake() run fn(premature) apart (timers); wake waiters
---   spread(fn)           run fn where the shared store may be reached
+--   source(deadline)   one fetch (deadline: seconds a refresh may hold its
+--                      caller): a token table, or nil and an error; then
+--                      its attempts
+--   conf, policy       the validated configuration (its secret seals
+--                      records, its timeout and deadline time the leases),
+--                      oauth2.policy's
+--   first, first_key   the first layer's store (with peek and locked), key
+--   shared, key        a shared store (or nil), the key there
+--   clock, wall        the first layer's clock, the shared layer's
+--   first_lease, first_pace {first, max}, first_wait(pause, left) -> bool
+--                      the first layer's lock (waited for as long as it
+--                      lasts) and how a caller waits there (false: cannot)
+--   wait(seconds) -> bool   how a caller waits for the shared store
+--   schedule(fn), wake()    run fn(premature) apart (timers); wake waiters
+--   spread(fn)         run fn where the shared store may be reached
 --   log(level, text), place, on_event(event, info), count(name, n)
---   counters             a table the engine's counters join (its own else)
+--   counters           a table the engine's counters join (its own else)
+-- The lease and waits of a first layer default to a Lua state's (above).
 function _M.new(opts)
     local conf, policy, deadline = opts.conf, opts.policy, opts.conf.deadline
     local clock, wall = opts.clock or core.now, opts.wall or core.time

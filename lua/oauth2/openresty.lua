@@ -235,8 +235,11 @@ function _M.new(opts)
     local conf, policy, own = options.split(opts, OWN, true)
     if not conf then return nil, policy end
     if conf.api_token then return static.nginx(conf) end
-    local dict = ngx.shared[own.dict]
-    if not dict then
+    -- a node's lock outlives the longest a fetch may take (a wait for the
+    -- fleet's lease, then the fetch) when its owner stops without dying
+    local lock_ttl = cache.lease_for(conf) + conf.deadline + 5
+    local node = stores.shm(own.dict, lock_ttl, bearer.header)
+    if not node then
         return nil, format("oauth2: option 'dict': there is no 'lua_shared_dict %s' in "
             .. "nginx.conf", own.dict)
     end
@@ -247,17 +250,13 @@ function _M.new(opts)
     local key = policy_rules.cache_key(conf)
     local request, problem = exchange.build_request(conf)
     if not request then return nil, problem end
-    -- a node's lock outlives the longest a fetch may take (a wait for the
-    -- fleet's lease, then the fetch) when its owner stops without dying
-    local lock_ttl = cache.lease_for(conf) + conf.deadline + 5
-    local node = stores.shm(own.dict, lock_ttl, bearer.header)
     local thread_conf = own.thread_pool and exchange.plain(conf)
     local self = setmetatable({
         conf = conf, policy = policy, key = key,
         node = node,          -- the first layer: the node's record, lock and view
         fleet = own.store or nil,
         status = own.status, wait_timeout = own.wait_timeout,
-        dict = dict, dict_name = own.dict,
+        dict = node.dict, dict_name = own.dict,
         count_key = "oauth2:" .. key .. ":n:", look_key = "oauth2:" .. key .. ":look",
         started = false,      -- this worker's semaphore and looks
         log_quiet_until = 0, log_suppressed = 0,

@@ -10,7 +10,7 @@ local core = require "oauth2.core"
 local record_codec = require "oauth2.record"
 local policy_rules = require "oauth2.policy"
 
-local pairs, setmetatable = pairs, setmetatable
+local setmetatable = setmetatable
 local huge = math.huge
 
 local Memory = {}
@@ -43,20 +43,13 @@ function Memory:get(key)
         self:set(key, nil, nil)
         return nil
     end
-    -- a copy: the caller may change it
-    local copy = {}
-    for k, v in pairs(record) do copy[k] = v end
-    return copy
+    return record_codec.shift(record, 0) -- a copy: the caller may change it
 end
 
 -- (a nil record empties the entry)
 function Memory:set(key, _, record, ttl)
     local entry = self:entry(key)
-    local copy
-    if record then
-        copy = {}
-        for k, v in pairs(record) do copy[k] = v end
-    end
+    local copy = record and record_codec.shift(record, 0)
     entry.record, entry.until_at = copy, copy and ttl and self.clock() + ttl or nil
     if self.view then self.view(entry, copy) end
     return true
