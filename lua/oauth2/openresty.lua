@@ -1,8 +1,10 @@
 -- oauth2.openresty: one token for all nginx workers, never blocking one.
 --
---   lua_shared_dict oauth2_tokens 1m;        # credentials from the environment
---   init_by_lua_block { require("oauth2.openresty").configure("te", { dict = "oauth2_tokens" }) }
---   access_by_lua_block { require("oauth2.openresty").authorize("te") }
+--   lua_shared_dict oauth2_tokens 1m;
+--   init_by_lua_block {   -- the credentials come from the environment
+--       require("oauth2.openresty").configure("thousandeyes", { dict = "oauth2_tokens" })
+--   }
+--   access_by_lua_block { require("oauth2.openresty").authorize("thousandeyes") }
 --
 -- oauth2.cache configured for nginx: its first layer is the dict
 -- (oauth2.store.shm, whose view is the ready-made header: a request is one
